@@ -1,0 +1,1 @@
+//! The API: axum routes, SSHSIG request signing, DTOs, metrics and webhooks.

@@ -1,0 +1,1 @@
+//! The SSH bastion: the only user of russh.

@@ -1,0 +1,1 @@
+//! Guardrails: compiled rule sets; a command in, a verdict out.

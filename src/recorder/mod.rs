@@ -1,0 +1,1 @@
+//! The recorder: the only writer of recordings/, in asciicast v2.

@@ -1,0 +1,3 @@
+//! SQLite implementation of `Store`.
+
+pub struct SqliteStore;
