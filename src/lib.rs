@@ -8,6 +8,7 @@ pub mod bastion;
 pub mod ca;
 pub mod config;
 pub mod guardrail;
+pub mod hub;
 pub mod model;
 pub mod policy;
 pub mod recorder;
