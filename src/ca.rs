@@ -60,8 +60,22 @@ pub struct CaKeys {
 impl fmt::Debug for CaKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CaKeys")
-            .field("user", &self.user.public_key().fingerprint(HashAlg::Sha256))
-            .field("host", &self.host.public_key().fingerprint(HashAlg::Sha256))
+            .field(
+                "user",
+                &self
+                    .user
+                    .public_key()
+                    .fingerprint(HashAlg::Sha256)
+                    .to_string(),
+            )
+            .field(
+                "host",
+                &self
+                    .host
+                    .public_key()
+                    .fingerprint(HashAlg::Sha256)
+                    .to_string(),
+            )
             .field(
                 "target",
                 &self.target.public_key().fingerprint(HashAlg::Sha256),
