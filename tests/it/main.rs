@@ -1,0 +1,6 @@
+//! One integration-test binary: the real `jitgate` binary and server, the real OpenSSH
+//! tools, real SQLite, each test in its own temp dir on loopback.
+
+mod config;
+mod control;
+mod util;
