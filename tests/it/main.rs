@@ -3,4 +3,5 @@
 
 mod config;
 mod control;
+mod store;
 mod util;
