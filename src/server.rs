@@ -40,7 +40,13 @@ impl Parts {
             StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
         };
         std::fs::create_dir_all(&cfg.server.recordings_dir)?;
-        Ok(Parts { cfg: Arc::new(cfg), ca: Arc::new(ca), store, hub: Hub::new(), created_keys })
+        Ok(Parts {
+            cfg: Arc::new(cfg),
+            ca: Arc::new(ca),
+            store,
+            hub: Hub::new(),
+            created_keys,
+        })
     }
 }
 
@@ -51,8 +57,16 @@ pub async fn run(
     _ssh_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let state = AppState::new(parts.cfg.clone(), parts.store.clone(), parts.ca.clone(), parts.hub.clone());
-    let webhooks = tokio::spawn(api::webhook::run(parts.hub.clone(), parts.cfg.webhooks.clone()));
+    let state = AppState::new(
+        parts.cfg.clone(),
+        parts.store.clone(),
+        parts.ca.clone(),
+        parts.hub.clone(),
+    );
+    let webhooks = tokio::spawn(api::webhook::run(
+        parts.hub.clone(),
+        parts.cfg.webhooks.clone(),
+    ));
     let expiry = tokio::spawn(api::expire_loop(state.clone()));
     let result = api::serve(api_listener, state, shutdown).await;
     expiry.abort();

@@ -24,9 +24,16 @@ pub const HEADER_TIMESTAMP: &str = "x-jitgate-timestamp";
 pub const HEADER_NONCE: &str = "x-jitgate-nonce";
 
 /// The bytes a caller signs. Fields are newline-separated and none may contain a newline.
-pub fn signed_message(method: &str, path_and_query: &str, body: &[u8], timestamp: i64, nonce: &str) -> Vec<u8> {
+pub fn signed_message(
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    timestamp: i64,
+    nonce: &str,
+) -> Vec<u8> {
     let body_hash = hex::encode(Sha256::digest(body));
-    format!("jitgate-api-v1\n{method}\n{path_and_query}\n{body_hash}\n{timestamp}\n{nonce}").into_bytes()
+    format!("jitgate-api-v1\n{method}\n{path_and_query}\n{body_hash}\n{timestamp}\n{nonce}")
+        .into_bytes()
 }
 
 /// A fresh 128-bit nonce, hex.
@@ -48,7 +55,9 @@ pub enum AuthError {
     Missing(&'static str),
     #[error("malformed signature header")]
     Malformed,
-    #[error("timestamp {got} is more than {MAX_SKEW_SECS}s from the server's clock ({now}); check your clock")]
+    #[error(
+        "timestamp {got} is more than {MAX_SKEW_SECS}s from the server's clock ({now}); check your clock"
+    )]
     Skew { got: i64, now: i64 },
     #[error("key {0} is not enrolled for any user; ask an admin to add it to [[users]] keys")]
     NotEnrolled(String),
@@ -73,7 +82,10 @@ pub fn verify_call(
 ) -> Result<String, AuthError> {
     let timestamp: i64 = timestamp.parse().map_err(|_| AuthError::Malformed)?;
     if (timestamp - now).abs() > MAX_SKEW_SECS {
-        return Err(AuthError::Skew { got: timestamp, now });
+        return Err(AuthError::Skew {
+            got: timestamp,
+            now,
+        });
     }
     if nonce.len() < 16 || nonce.len() > 128 || !nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(AuthError::Malformed);

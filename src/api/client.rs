@@ -19,7 +19,9 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8722";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the jitgate server at {url}: {reason}; is `jitgate serve` running? (set --server or JITGATE_URL)")]
+    #[error(
+        "cannot reach the jitgate server at {url}: {reason}; is `jitgate serve` running? (set --server or JITGATE_URL)"
+    )]
     Unreachable { url: String, reason: String },
     /// The server answered with a refusal; `message` says why.
     #[error("{message}")]
@@ -51,7 +53,11 @@ pub enum Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Signer({})", self.public_key().fingerprint(HashAlg::Sha256))
+        write!(
+            f,
+            "Signer({})",
+            self.public_key().fingerprint(HashAlg::Sha256)
+        )
     }
 }
 
@@ -61,17 +67,18 @@ impl Signer {
         let pub_path = PathBuf::from(format!("{}.pub", path.display()));
         let private = std::fs::read_to_string(path).ok();
         let public = match std::fs::read_to_string(&pub_path) {
-            Ok(text) => Some(
-                PublicKey::from_openssh(text.trim())
-                    .map_err(|e| ClientError::Usage(format!("{}: not a public key: {e}", pub_path.display())))?,
-            ),
+            Ok(text) => Some(PublicKey::from_openssh(text.trim()).map_err(|e| {
+                ClientError::Usage(format!("{}: not a public key: {e}", pub_path.display()))
+            })?),
             Err(_) => None,
         };
         let parsed = match &private {
-            Some(text) => Some(
-                PrivateKey::from_openssh(text.as_bytes())
-                    .map_err(|e| ClientError::Usage(format!("{}: not an OpenSSH private key: {e}", path.display())))?,
-            ),
+            Some(text) => Some(PrivateKey::from_openssh(text.as_bytes()).map_err(|e| {
+                ClientError::Usage(format!(
+                    "{}: not an OpenSSH private key: {e}",
+                    path.display()
+                ))
+            })?),
             None => None,
         };
         let public = public.or_else(|| parsed.as_ref().map(|k| k.public_key().clone())).ok_or_else(|| {
@@ -82,7 +89,10 @@ impl Signer {
         })?;
         if let Some(socket) = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from) {
             if agent_has(&socket, &public).unwrap_or(false) {
-                return Ok(Signer::Agent { socket, key: public });
+                return Ok(Signer::Agent {
+                    socket,
+                    key: public,
+                });
             }
         }
         match parsed {
@@ -117,8 +127,13 @@ impl Signer {
                     .map_err(|e| ClientError::Usage(e.to_string()))?;
                 let signature = agent_sign(socket, key, &data)
                     .map_err(|e| ClientError::Usage(format!("ssh-agent could not sign: {e}")))?;
-                SshSig::new(key.key_data().clone(), NAMESPACE, HashAlg::Sha512, signature)
-                    .map_err(|e| ClientError::Usage(e.to_string()))
+                SshSig::new(
+                    key.key_data().clone(),
+                    NAMESPACE,
+                    HashAlg::Sha512,
+                    signature,
+                )
+                .map_err(|e| ClientError::Usage(e.to_string()))
             }
         }
     }
@@ -135,13 +150,20 @@ impl Client {
     pub fn new(base: &str, signer: Signer, ca_cert: Option<&Path>) -> Result<Client, ClientError> {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
         if let Some(path) = ca_cert {
-            let pem = std::fs::read(path).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
             let cert = reqwest::Certificate::from_pem(&pem)
                 .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
             builder = builder.add_root_certificate(cert);
         }
-        let http = builder.build().map_err(|e| ClientError::Usage(e.to_string()))?;
-        Ok(Client { base: base.trim_end_matches('/').to_string(), http, signer })
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            signer,
+        })
     }
 
     pub fn signer(&self) -> &Signer {
@@ -153,7 +175,11 @@ impl Client {
         decode(&bytes)
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let bytes = self.send(Method::POST, path, body).await?;
         decode(&bytes)
@@ -164,7 +190,12 @@ impl Client {
         self.send(Method::GET, path, Vec::new()).await
     }
 
-    async fn send(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
         let timestamp = crate::model::now();
         let nonce = auth::new_nonce();
         let msg = auth::signed_message(method.as_str(), path, &body, timestamp, &nonce);
@@ -180,19 +211,25 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: root_cause(&e),
+            })?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) })?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
         if status.is_success() {
             return Ok(bytes.to_vec());
         }
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|b| b.error)
             .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
-        Err(ClientError::Refused { status: status.as_u16(), message })
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            message,
+        })
     }
 }
 

@@ -72,7 +72,11 @@ impl RequestView {
             approvals: r
                 .approvals
                 .iter()
-                .map(|a| ApprovalView { approver: a.approver.clone(), comment: a.comment.clone(), at: a.at })
+                .map(|a| ApprovalView {
+                    approver: a.approver.clone(),
+                    comment: a.comment.clone(),
+                    at: a.at,
+                })
                 .collect(),
             created_at: r.created_at,
             pending_until: r.pending_until,

@@ -47,10 +47,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NoRequest(id) => ApiError::NotFound(format!("no request {id}")),
             StoreError::NoSession(id) => ApiError::NotFound(format!("no session {id}")),
-            StoreError::WrongState { .. } => ApiError::Conflict(e.to_string()),
+            StoreError::WrongState { .. } | StoreError::Conflict(_) => {
+                ApiError::Conflict(e.to_string())
+            }
             StoreError::Db(msg) => {
                 tracing::error!(error = %msg, "store failed");
-                ApiError::Unavailable("the store is unavailable; no access can be granted now".into())
+                ApiError::Unavailable(
+                    "the store is unavailable; no access can be granted now".into(),
+                )
             }
         }
     }
@@ -58,6 +62,12 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(ErrorBody { error: self.to_string() })).into_response()
+        (
+            self.status(),
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }

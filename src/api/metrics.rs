@@ -5,7 +5,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-const STATES: [&str; 6] = ["pending", "approved", "denied", "revoked", "expired", "refused"];
+const STATES: [&str; 6] = [
+    "pending", "approved", "denied", "revoked", "expired", "refused",
+];
 const BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000];
 
 #[derive(Default)]
@@ -37,7 +39,8 @@ impl Metrics {
             }
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -45,11 +48,19 @@ impl Metrics {
         out.push_str("# HELP jitgate_requests_total Access requests that entered each state.\n");
         out.push_str("# TYPE jitgate_requests_total counter\n");
         for (i, s) in STATES.iter().enumerate() {
-            let _ = writeln!(out, "jitgate_requests_total{{state=\"{s}\"}} {}", self.requests[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "jitgate_requests_total{{state=\"{s}\"}} {}",
+                self.requests[i].load(Ordering::Relaxed)
+            );
         }
         out.push_str("# HELP jitgate_certificates_issued_total User certificates signed.\n");
         out.push_str("# TYPE jitgate_certificates_issued_total counter\n");
-        let _ = writeln!(out, "jitgate_certificates_issued_total {}", self.certificates.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "jitgate_certificates_issued_total {}",
+            self.certificates.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP jitgate_api_request_duration_seconds API call latency.\n");
         out.push_str("# TYPE jitgate_api_request_duration_seconds histogram\n");
         for (i, le) in BUCKETS_MS.iter().enumerate() {
@@ -61,7 +72,10 @@ impl Metrics {
             );
         }
         let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "jitgate_api_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "jitgate_api_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
         let _ = writeln!(
             out,
             "jitgate_api_request_duration_seconds_sum {}",
@@ -84,9 +98,18 @@ mod tests {
         m.request("approved");
         m.certificate();
         let text = m.render();
-        assert!(text.contains("jitgate_api_request_duration_seconds_bucket{le=\"0.001\"} 0"), "{text}");
-        assert!(text.contains("jitgate_api_request_duration_seconds_bucket{le=\"0.002\"} 1"), "{text}");
-        assert!(text.contains("jitgate_api_request_duration_seconds_bucket{le=\"0.05\"} 2"), "{text}");
+        assert!(
+            text.contains("jitgate_api_request_duration_seconds_bucket{le=\"0.001\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jitgate_api_request_duration_seconds_bucket{le=\"0.002\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jitgate_api_request_duration_seconds_bucket{le=\"0.05\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("jitgate_api_request_duration_seconds_count 2"));
         assert!(text.contains("jitgate_requests_total{state=\"approved\"} 1"));
         assert!(text.contains("jitgate_certificates_issued_total 1"));

@@ -49,8 +49,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(cfg: Arc<Config>, store: Arc<dyn Store>, ca: Arc<CaKeys>, hub: Arc<Hub>) -> Arc<AppState> {
-        Arc::new(AppState { cfg, store, ca, hub, metrics: Metrics::default(), nonces: auth::NonceCache::default() })
+    pub fn new(
+        cfg: Arc<Config>,
+        store: Arc<dyn Store>,
+        ca: Arc<CaKeys>,
+        hub: Arc<Hub>,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            cfg,
+            store,
+            ca,
+            hub,
+            metrics: Metrics::default(),
+            nonces: auth::NonceCache::default(),
+        })
     }
 }
 
@@ -64,7 +76,10 @@ pub struct Caller {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let signed = Router::new()
-        .route("/v1/requests", post(routes::create_request).get(routes::list_requests))
+        .route(
+            "/v1/requests",
+            post(routes::create_request).get(routes::list_requests),
+        )
         .route("/v1/requests/{id}", get(routes::show_request))
         .route("/v1/requests/{id}/approve", post(routes::approve))
         .route("/v1/requests/{id}/deny", post(routes::deny))
@@ -85,7 +100,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics_text(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.metrics.render(),
+    )
 }
 
 async fn observe(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -100,7 +121,10 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return ApiError::BadRequest(format!("body larger than {MAX_BODY} bytes")).into_response(),
+        Err(_) => {
+            return ApiError::BadRequest(format!("body larger than {MAX_BODY} bytes"))
+                .into_response();
+        }
     };
     let header = |name: &'static str| {
         parts
@@ -134,7 +158,9 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
         }
         Err(e) => {
             let actor = match &e {
-                auth::AuthError::Replayed | auth::AuthError::Skew { .. } | auth::AuthError::BadSignature => parts
+                auth::AuthError::Replayed
+                | auth::AuthError::Skew { .. }
+                | auth::AuthError::BadSignature => parts
                     .headers
                     .get(auth::HEADER_SIGNATURE)
                     .and_then(|v| v.to_str().ok())
@@ -142,10 +168,11 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
                     .and_then(|k| app.cfg.user_by_key(&k).map(|u| u.name.clone())),
                 _ => None,
             };
-            let event = NewAuditEvent::new(now(), "api.refused", actor.as_deref().unwrap_or("unknown"))
-                .with("reason", &e)
-                .with("method", &parts.method)
-                .with("path", path);
+            let event =
+                NewAuditEvent::new(now(), "api.refused", actor.as_deref().unwrap_or("unknown"))
+                    .with("reason", &e)
+                    .with("method", &parts.method)
+                    .with("path", path);
             if let Err(err) = app.store.append_audit(event).await {
                 tracing::error!(error = %err, "could not audit a refused call");
             }
@@ -163,7 +190,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state.clone());
     match &state.cfg.server.tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
         Some(tls) => tls::serve(listener, app, tls, shutdown).await,
     }
 }
@@ -178,10 +209,14 @@ pub async fn expire_loop(state: Arc<AppState>) {
                 for r in expired {
                     state.hub.end_access(r.id);
                     state.metrics.request("expired");
-                    let data = [("requester", r.requester.clone()), ("host", r.host.clone()), ("login", r.login.clone())]
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect();
+                    let data = [
+                        ("requester", r.requester.clone()),
+                        ("host", r.host.clone()),
+                        ("login", r.login.clone()),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
                     state.hub.emit("request.expired", Some(r.id), data);
                 }
             }

@@ -22,7 +22,13 @@ type ApiResult<T> = Result<T, ApiError>;
 
 impl AppState {
     /// Records a refusal in the audit log and returns it as the error to send.
-    async fn refuse(&self, caller: &str, kind: &str, request_id: Option<i64>, err: ApiError) -> ApiError {
+    async fn refuse(
+        &self,
+        caller: &str,
+        kind: &str,
+        request_id: Option<i64>,
+        err: ApiError,
+    ) -> ApiError {
         let mut event = NewAuditEvent::new(now(), kind, caller).with("reason", &err);
         event.request_id = request_id;
         if let Err(e) = self.store.append_audit(event).await {
@@ -35,7 +41,9 @@ impl AppState {
         match self.store.get_request(id).await? {
             Some(r) if policy::may_view(&self.cfg, &caller.user, &r) => Ok(r),
             // Not yours to see is answered like not there: ids are small and guessable.
-            _ => Err(ApiError::NotFound(format!("no request {id} visible to you"))),
+            _ => Err(ApiError::NotFound(format!(
+                "no request {id} visible to you"
+            ))),
         }
     }
 }
@@ -47,7 +55,13 @@ pub async fn create_request(
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
     let now = now();
     let ttl = parse_duration(&body.ttl).map_err(ApiError::BadRequest)?;
-    let ask = Ask { user: &caller.user, host: &body.host, login: &body.login, ttl, reason: &body.reason };
+    let ask = Ask {
+        user: &caller.user,
+        host: &body.host,
+        login: &body.login,
+        ttl,
+        reason: &body.reason,
+    };
     let decision = policy::evaluate(&app.cfg, &ask, now);
     if let Decision::Deny { reason } = &decision {
         app.metrics.request("refused");
@@ -59,13 +73,17 @@ pub async fn create_request(
         app.store.append_audit(event).await?;
         return Err(ApiError::Forbidden(reason.clone()));
     }
-    let new = decision.into_request(&app.cfg, &ask, now).expect("not a denial");
+    let new = decision
+        .into_request(&app.cfg, &ask, now)
+        .expect("not a denial");
     let req = app.store.create_request(new).await?;
     let state = req.state_at(now);
     app.metrics.request(state.as_str());
-    app.hub.emit("request.created", Some(req.id), request_data(&req));
+    app.hub
+        .emit("request.created", Some(req.id), request_data(&req));
     if state == RequestState::Approved {
-        app.hub.emit("request.approved", Some(req.id), request_data(&req));
+        app.hub
+            .emit("request.approved", Some(req.id), request_data(&req));
     }
     tracing::info!(request = req.id, user = %caller.user, host = %req.host, login = %req.login, state = %state, "request created");
     Ok((StatusCode::CREATED, Json(RequestView::new(&req, now))))
@@ -77,7 +95,11 @@ pub async fn list_requests(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<RequestView>>> {
     let now = now();
-    let filter = RequestFilter { pending_at: q.pending.then_some(now), requester: q.user.clone(), limit: Some(500) };
+    let filter = RequestFilter {
+        pending_at: q.pending.then_some(now),
+        requester: q.user.clone(),
+        limit: Some(500),
+    };
     let list = app.store.list_requests(filter).await?;
     Ok(Json(
         list.iter()
@@ -106,9 +128,15 @@ pub async fn approve(
     let req = app.load(&caller, id).await?;
     if let Err(reason) = policy::check_decider(&app.cfg, &caller.user, &req, now) {
         let err = decider_error(&req, now, reason);
-        return Err(app.refuse(&caller.user, "approval.refused", Some(id), err).await);
+        return Err(app
+            .refuse(&caller.user, "approval.refused", Some(id), err)
+            .await);
     }
-    match app.store.approve(id, &caller.user, body.comment.as_deref(), now).await {
+    match app
+        .store
+        .approve(id, &caller.user, body.comment.as_deref(), now)
+        .await
+    {
         Ok(ApproveOutcome::Counted(r)) => {
             if r.state == RequestState::Approved {
                 app.metrics.request("approved");
@@ -118,15 +146,20 @@ pub async fn approve(
             Ok(Json(RequestView::new(&r, now)))
         }
         Ok(ApproveOutcome::AlreadyApproved(r)) => {
-            let needed = r.approvals_needed as usize - r.approvals.len().min(r.approvals_needed as usize);
+            let needed =
+                r.approvals_needed as usize - r.approvals.len().min(r.approvals_needed as usize);
             let err = ApiError::Conflict(format!(
                 "you already approved request {id}; it needs {needed} more approval(s) from someone else"
             ));
-            Err(app.refuse(&caller.user, "approval.refused", Some(id), err).await)
+            Err(app
+                .refuse(&caller.user, "approval.refused", Some(id), err)
+                .await)
         }
         Err(e) => {
             let err = ApiError::from(e);
-            Err(app.refuse(&caller.user, "approval.refused", Some(id), err).await)
+            Err(app
+                .refuse(&caller.user, "approval.refused", Some(id), err)
+                .await)
         }
     }
 }
@@ -140,16 +173,24 @@ pub async fn deny(
     let now = now();
     let reason = body.reason.unwrap_or_default();
     if reason.trim().is_empty() {
-        return Err(ApiError::BadRequest("a reason is required: --reason \"why\"".into()));
+        return Err(ApiError::BadRequest(
+            "a reason is required: --reason \"why\"".into(),
+        ));
     }
     let req = app.load(&caller, id).await?;
     if let Err(why) = policy::check_decider(&app.cfg, &caller.user, &req, now) {
         let err = decider_error(&req, now, why);
-        return Err(app.refuse(&caller.user, "denial.refused", Some(id), err).await);
+        return Err(app
+            .refuse(&caller.user, "denial.refused", Some(id), err)
+            .await);
     }
     let r = match app.store.deny(id, &caller.user, reason.trim(), now).await {
         Ok(r) => r,
-        Err(e) => return Err(app.refuse(&caller.user, "denial.refused", Some(id), e.into()).await),
+        Err(e) => {
+            return Err(app
+                .refuse(&caller.user, "denial.refused", Some(id), e.into())
+                .await);
+        }
     };
     app.metrics.request("denied");
     app.hub.emit("request.denied", Some(id), request_data(&r));
@@ -166,16 +207,28 @@ pub async fn revoke(
     let reason = body.reason.unwrap_or_else(|| "revoked".into());
     let req = app.load(&caller, id).await?;
     if let Err(why) = policy::check_revoker(&app.cfg, &caller.user, &req, now) {
-        let err = if req.state_at(now) == RequestState::Pending || req.state_at(now) == RequestState::Approved {
+        let err = if req.state_at(now) == RequestState::Pending
+            || req.state_at(now) == RequestState::Approved
+        {
             ApiError::Forbidden(why)
         } else {
             ApiError::Conflict(why)
         };
-        return Err(app.refuse(&caller.user, "revocation.refused", Some(id), err).await);
+        return Err(app
+            .refuse(&caller.user, "revocation.refused", Some(id), err)
+            .await);
     }
-    let r = match app.store.revoke(id, &caller.user, reason.trim(), false, now).await {
+    let r = match app
+        .store
+        .revoke(id, &caller.user, reason.trim(), false, now)
+        .await
+    {
         Ok(r) => r,
-        Err(e) => return Err(app.refuse(&caller.user, "revocation.refused", Some(id), e.into()).await),
+        Err(e) => {
+            return Err(app
+                .refuse(&caller.user, "revocation.refused", Some(id), e.into())
+                .await);
+        }
     };
     app.hub.end_access(id);
     app.metrics.request("revoked");
@@ -193,8 +246,13 @@ pub async fn certificate(
     let now = now();
     let req = app.load(&caller, id).await?;
     if req.requester != caller.user {
-        let err = ApiError::Forbidden(format!("request {id} is {}'s; only the requester gets its certificate", req.requester));
-        return Err(app.refuse(&caller.user, "certificate.refused", Some(id), err).await);
+        let err = ApiError::Forbidden(format!(
+            "request {id} is {}'s; only the requester gets its certificate",
+            req.requester
+        ));
+        return Err(app
+            .refuse(&caller.user, "certificate.refused", Some(id), err)
+            .await);
     }
     let state = req.state_at(now);
     if state != RequestState::Approved {
@@ -206,12 +264,20 @@ pub async fn certificate(
             ),
             s => policy::already_decided(&req, s),
         };
-        return Err(app.refuse(&caller.user, "certificate.refused", Some(id), ApiError::Conflict(why)).await);
+        return Err(app
+            .refuse(
+                &caller.user,
+                "certificate.refused",
+                Some(id),
+                ApiError::Conflict(why),
+            )
+            .await);
     }
-    let rule = app
-        .cfg
-        .rule(&req.rule)
-        .ok_or_else(|| ApiError::Conflict(format!("the access rule of request {id} is no longer configured")))?;
+    let rule = app.cfg.rule(&req.rule).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "the access rule of request {id} is no longer configured"
+        ))
+    })?;
     let mut extensions = Vec::new();
     if rule.allow_pty {
         extensions.push(ca::EXT_PTY);
@@ -237,8 +303,13 @@ pub async fn certificate(
         valid_before: valid_before.max(0) as u64,
         extensions: &extensions,
     };
-    let cert = app.ca.sign_user(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let line = cert.to_openssh().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let cert = app
+        .ca
+        .sign_user(&spec)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let line = cert
+        .to_openssh()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     app.store
         .record_cert(crate::model::IssuedCert {
             serial,
@@ -265,7 +336,10 @@ pub async fn certificate(
     }))
 }
 
-pub async fn bastion(State(app): State<Arc<AppState>>, Extension(caller): Extension<Caller>) -> Json<BastionInfo> {
+pub async fn bastion(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<BastionInfo> {
     Json(app.bastion_info(&caller.user))
 }
 
@@ -285,8 +359,20 @@ pub async fn sessions(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<SessionView>>> {
     // Engineers see their own sessions; auditors see everyone's.
-    let user = if policy::is_auditor(&app.cfg, &caller.user) { q.user } else { Some(caller.user.clone()) };
-    let list = app.store.list_sessions(SessionFilter { user, host: q.host, since: q.since, request_id: None }).await?;
+    let user = if policy::is_auditor(&app.cfg, &caller.user) {
+        q.user
+    } else {
+        Some(caller.user.clone())
+    };
+    let list = app
+        .store
+        .list_sessions(SessionFilter {
+            user,
+            host: q.host,
+            since: q.since,
+            request_id: None,
+        })
+        .await?;
     Ok(Json(list.iter().map(SessionView::from).collect()))
 }
 
@@ -301,7 +387,8 @@ pub async fn recording(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no session {id}")))?;
     if session.user != caller.user {
-        app.require_auditor(&caller, "other people's recordings").await?;
+        app.require_auditor(&caller, "other people's recordings")
+            .await?;
     }
     let rel = session
         .recording
@@ -310,7 +397,11 @@ pub async fn recording(
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| ApiError::NotFound(format!("recording {rel}: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], Body::from(bytes)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-asciicast")],
+        Body::from(bytes),
+    )
+        .into_response())
 }
 
 pub async fn commands(
@@ -318,9 +409,22 @@ pub async fn commands(
     Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<CommandView>>> {
-    let user = if policy::is_auditor(&app.cfg, &caller.user) { q.user } else { Some(caller.user.clone()) };
-    let list = app.store.list_commands(CommandFilter { user, host: q.host, since: q.since }).await?;
-    Ok(Json(list.iter().map(|(c, s)| CommandView::new(c, s)).collect()))
+    let user = if policy::is_auditor(&app.cfg, &caller.user) {
+        q.user
+    } else {
+        Some(caller.user.clone())
+    };
+    let list = app
+        .store
+        .list_commands(CommandFilter {
+            user,
+            host: q.host,
+            since: q.since,
+        })
+        .await?;
+    Ok(Json(
+        list.iter().map(|(c, s)| CommandView::new(c, s)).collect(),
+    ))
 }
 
 impl AppState {

@@ -21,13 +21,16 @@ fn acceptor(tls: &Tls) -> std::io::Result<TlsAcceptor> {
         .map_err(|e| bad(&tls.cert.display().to_string(), &e))?
         .collect::<Result<_, _>>()
         .map_err(|e| bad(&tls.cert.display().to_string(), &e))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| bad(&tls.key.display().to_string(), &e))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad("tls", &e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| bad("tls certificate", &e))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| bad(&tls.key.display().to_string(), &e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad("tls", &e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| bad("tls certificate", &e))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

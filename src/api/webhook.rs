@@ -58,8 +58,12 @@ async fn deliver(client: reqwest::Client, url: String, event: HubEvent) {
     for attempt in 1..=ATTEMPTS {
         match client.post(&url).json(&body).send().await {
             Ok(resp) if resp.status().is_success() => return,
-            Ok(resp) => tracing::warn!(%url, event = %event.kind, status = %resp.status(), attempt, "webhook refused"),
-            Err(e) => tracing::warn!(%url, event = %event.kind, error = %e, attempt, "webhook failed"),
+            Ok(resp) => {
+                tracing::warn!(%url, event = %event.kind, status = %resp.status(), attempt, "webhook refused")
+            }
+            Err(e) => {
+                tracing::warn!(%url, event = %event.kind, error = %e, attempt, "webhook failed")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff *= 2;

@@ -31,10 +31,18 @@ pub struct RequestArgs {
 
 pub async fn request(g: &Global, a: RequestArgs) -> anyhow::Result<ExitCode> {
     let c = client(g)?;
-    let body = CreateRequest { host: a.host, login: a.login, ttl: a.ttl, reason: a.reason };
+    let body = CreateRequest {
+        host: a.host,
+        login: a.login,
+        ttl: a.ttl,
+        reason: a.reason,
+    };
     let mut req: RequestView = c.post("/v1/requests", &body).await?;
     if a.wait && req.state == "pending" {
-        eprintln!("request {} is pending; waiting for {} approval(s)…", req.id, req.approvals_needed);
+        eprintln!(
+            "request {} is pending; waiting for {} approval(s)…",
+            req.id, req.approvals_needed
+        );
         while req.state == "pending" {
             tokio::time::sleep(Duration::from_secs(1)).await;
             req = c.get(&format!("/v1/requests/{}", req.id)).await?;
@@ -45,15 +53,25 @@ pub async fn request(g: &Global, a: RequestArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_outcome(&req);
     }
-    Ok(if matches!(req.state.as_str(), "approved" | "pending") { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if matches!(req.state.as_str(), "approved" | "pending") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_outcome(r: &RequestView) {
     let now = jitgate::model::now();
     match r.state.as_str() {
         "approved" => {
-            let until = r.expires_at.map(|t| output::short_time(t, now)).unwrap_or_default();
-            println!("request {} approved: {} as {} until {until}", r.id, r.host, r.login);
+            let until = r
+                .expires_at
+                .map(|t| output::short_time(t, now))
+                .unwrap_or_default();
+            println!(
+                "request {} approved: {} as {} until {until}",
+                r.id, r.host, r.login
+            );
             println!("next: jitgate login {}", r.id);
         }
         "pending" => {
@@ -66,11 +84,22 @@ fn print_outcome(r: &RequestView) {
                 r.approvals_needed,
                 r.approvals.len()
             );
-            println!("approvers see it with: jitgate requests --pending; wait with: jitgate show {}", r.id);
+            println!(
+                "approvers see it with: jitgate requests --pending; wait with: jitgate show {}",
+                r.id
+            );
         }
         state => {
-            let why = r.decision_reason.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
-            let by = r.decided_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default();
+            let why = r
+                .decision_reason
+                .as_deref()
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default();
+            let by = r
+                .decided_by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
             println!("request {} {state}{by}{why}", r.id);
         }
     }
@@ -78,14 +107,25 @@ fn print_outcome(r: &RequestView) {
 
 pub async fn requests(g: &Global, pending: bool) -> anyhow::Result<ExitCode> {
     let c = client(g)?;
-    let path = if pending { "/v1/requests?pending=true" } else { "/v1/requests" };
+    let path = if pending {
+        "/v1/requests?pending=true"
+    } else {
+        "/v1/requests"
+    };
     let list: Vec<RequestView> = c.get(path).await?;
     if g.json {
         output::json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
     if list.is_empty() {
-        println!("{}", if pending { "no pending requests" } else { "no requests" });
+        println!(
+            "{}",
+            if pending {
+                "no pending requests"
+            } else {
+                "no requests"
+            }
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let now = jitgate::model::now();
@@ -104,7 +144,19 @@ pub async fn requests(g: &Global, pending: bool) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    output::table(&["ID", "STATE", "REQUESTER", "ACCESS", "TTL", "APPROVALS", "CREATED", "REASON"], &rows);
+    output::table(
+        &[
+            "ID",
+            "STATE",
+            "REQUESTER",
+            "ACCESS",
+            "TTL",
+            "APPROVALS",
+            "CREATED",
+            "REASON",
+        ],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -115,14 +167,29 @@ pub async fn show(g: &Global, id: i64) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("request    {}", r.id);
-    println!("state      {}{}", r.state, if r.flagged { " (flagged for review)" } else { "" });
+    println!(
+        "state      {}{}",
+        r.state,
+        if r.flagged {
+            " (flagged for review)"
+        } else {
+            ""
+        }
+    );
     println!("requester  {}", r.requester);
     println!("access     {}@{} for {}", r.login, r.host, r.ttl);
     println!("reason     {}", r.reason);
-    println!("rule       {} ({} approval(s) needed)", r.rule, r.approvals_needed);
+    println!(
+        "rule       {} ({} approval(s) needed)",
+        r.rule, r.approvals_needed
+    );
     println!("created    {}", output::time(r.created_at));
     for a in &r.approvals {
-        let c = a.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+        let c = a
+            .comment
+            .as_deref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
         println!("approved   by {} at {}{c}", a.approver, output::time(a.at));
     }
     if let Some(t) = r.expires_at {
@@ -131,28 +198,50 @@ pub async fn show(g: &Global, id: i64) -> anyhow::Result<ExitCode> {
         println!("undecided  expires {}", output::time(r.pending_until));
     }
     if let Some(by) = &r.decided_by {
-        println!("decided    by {by}: {}", r.decision_reason.as_deref().unwrap_or(""));
+        println!(
+            "decided    by {by}: {}",
+            r.decision_reason.as_deref().unwrap_or("")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn approve(g: &Global, id: i64, comment: Option<String>) -> anyhow::Result<ExitCode> {
     let r: RequestView = client(g)?
-        .post(&format!("/v1/requests/{id}/approve"), &DecisionBody { comment, reason: None })
+        .post(
+            &format!("/v1/requests/{id}/approve"),
+            &DecisionBody {
+                comment,
+                reason: None,
+            },
+        )
         .await?;
     if g.json {
         output::json(&r)?;
     } else if r.state == "approved" {
-        println!("request {id} approved; {} can run: jitgate login {id}", r.requester);
+        println!(
+            "request {id} approved; {} can run: jitgate login {id}",
+            r.requester
+        );
     } else {
-        println!("approval recorded for request {id}: {} of {} approvals", r.approvals.len(), r.approvals_needed);
+        println!(
+            "approval recorded for request {id}: {} of {} approvals",
+            r.approvals.len(),
+            r.approvals_needed
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn deny(g: &Global, id: i64, reason: String) -> anyhow::Result<ExitCode> {
     let r: RequestView = client(g)?
-        .post(&format!("/v1/requests/{id}/deny"), &DecisionBody { comment: None, reason: Some(reason) })
+        .post(
+            &format!("/v1/requests/{id}/deny"),
+            &DecisionBody {
+                comment: None,
+                reason: Some(reason),
+            },
+        )
         .await?;
     if g.json {
         output::json(&r)?;
@@ -164,12 +253,20 @@ pub async fn deny(g: &Global, id: i64, reason: String) -> anyhow::Result<ExitCod
 
 pub async fn revoke(g: &Global, id: i64, reason: Option<String>) -> anyhow::Result<ExitCode> {
     let r: RequestView = client(g)?
-        .post(&format!("/v1/requests/{id}/revoke"), &DecisionBody { comment: None, reason })
+        .post(
+            &format!("/v1/requests/{id}/revoke"),
+            &DecisionBody {
+                comment: None,
+                reason,
+            },
+        )
         .await?;
     if g.json {
         output::json(&r)?;
     } else {
-        println!("request {id} revoked; its certificate no longer opens the bastion and its sessions are closing");
+        println!(
+            "request {id} revoked; its certificate no longer opens the bastion and its sessions are closing"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -177,7 +274,12 @@ pub async fn revoke(g: &Global, id: i64, reason: Option<String>) -> anyhow::Resu
 /// Writes the certificate, a per-request ssh config beside it, and prints the command.
 pub async fn login(g: &Global, id: i64, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let c = client(g)?;
-    let cert: CertificateView = c.post(&format!("/v1/requests/{id}/certificate"), &serde_json::json!({})).await?;
+    let cert: CertificateView = c
+        .post(
+            &format!("/v1/requests/{id}/certificate"),
+            &serde_json::json!({}),
+        )
+        .await?;
     let dir = home()?.join(".ssh/jitgate");
     let cert_path = out.unwrap_or_else(|| dir.join(format!("{id}-cert.pub")));
     let folder = cert_path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -216,11 +318,19 @@ pub async fn login(g: &Global, id: i64, out: Option<PathBuf>) -> anyhow::Result<
     if g.json {
         output::json(&serde_json::json!({
             "certificate_file": cert_path, "ssh_config": config_path, "command": command,
-            "serial": cert.serial, "valid_before": cert.valid_before,
+            "serial": cert.serial, "valid_after": cert.valid_after, "valid_before": cert.valid_before,
+            "host": cert.host, "login": cert.login,
         }))?;
     } else {
-        println!("certificate for request {id} written to {}", cert_path.display());
-        println!("valid until {} (serial {})", output::time(cert.valid_before), cert.serial);
+        println!(
+            "certificate for request {id} written to {}",
+            cert_path.display()
+        );
+        println!(
+            "valid until {} (serial {})",
+            output::time(cert.valid_before),
+            cert.serial
+        );
         println!("connect with:");
         println!("  {command}");
     }
@@ -263,7 +373,11 @@ pub async fn ssh_config(g: &Global, install: bool) -> anyhow::Result<ExitCode> {
         kh.push('\n');
         std::fs::write(&kh_path, kh)?;
     }
-    println!("installed the jitgate block in {} and the host CA in {}", config_path.display(), kh_path.display());
+    println!(
+        "installed the jitgate block in {} and the host CA in {}",
+        config_path.display(),
+        kh_path.display()
+    );
     println!("after jitgate login ID, connect with: ssh LOGIN@HOST");
     Ok(ExitCode::SUCCESS)
 }
@@ -277,7 +391,10 @@ fn replace_block(old: &str, block: &str) -> anyhow::Result<String> {
             Ok(format!("{}{block}{rest}", &old[..b]))
         }
         (None, None) => Ok(format!("{block}{old}")),
-        _ => Err(UsageError("~/.ssh/config has a damaged jitgate block; remove it and try again".into()).into()),
+        _ => Err(UsageError(
+            "~/.ssh/config has a damaged jitgate block; remove it and try again".into(),
+        )
+        .into()),
     }
 }
 

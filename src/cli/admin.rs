@@ -14,7 +14,12 @@ use super::{UsageError, load_config};
 pub enum GuardrailAction {
     /// Check commands: exit 0 when all are allowed, 1 when any is blocked.
     Test {
-        #[arg(long, short = 'c', env = "JITGATE_CONFIG", default_value = "config/jitgate.toml")]
+        #[arg(
+            long,
+            short = 'c',
+            env = "JITGATE_CONFIG",
+            default_value = "config/jitgate.toml"
+        )]
         config: PathBuf,
         /// Check against this set only (default: every set).
         #[arg(long)]
@@ -32,7 +37,12 @@ pub enum GuardrailAction {
 pub enum RecordingsAction {
     /// Remove recordings older than `recordings.retention`, entering each removal in the audit log.
     Prune {
-        #[arg(long, short = 'c', env = "JITGATE_CONFIG", default_value = "config/jitgate.toml")]
+        #[arg(
+            long,
+            short = 'c',
+            env = "JITGATE_CONFIG",
+            default_value = "config/jitgate.toml"
+        )]
         config: PathBuf,
     },
 }
@@ -44,7 +54,10 @@ pub fn init(path: &Path) -> anyhow::Result<ExitCode> {
         println!("created {}", p.display());
     }
     if created.is_empty() {
-        println!("CA keys already present in {}; nothing overwritten", cfg.ca_dir().display());
+        println!(
+            "CA keys already present in {}; nothing overwritten",
+            cfg.ca_dir().display()
+        );
     }
     print_trust_lines(&cfg, &keys);
     Ok(ExitCode::SUCCESS)
@@ -53,7 +66,10 @@ pub fn init(path: &Path) -> anyhow::Result<ExitCode> {
 fn print_trust_lines(cfg: &Config, keys: &CaKeys) {
     let target_pub = cfg.ca_dir().join("target_ca.pub");
     println!();
-    println!("# On every target, in sshd_config (copy {} there):", target_pub.display());
+    println!(
+        "# On every target, in sshd_config (copy {} there):",
+        target_pub.display()
+    );
     println!("TrustedUserCAKeys /etc/ssh/jitgate_target_ca.pub");
     println!("# whose content is:");
     println!("{}", keys.trusted_user_ca_line());
@@ -67,10 +83,20 @@ pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let mut cfg = load_config(path)?;
     let api = tokio::net::TcpListener::bind(cfg.server.api_listen)
         .await
-        .map_err(|e| UsageError(format!("cannot listen on {} (server.api_listen): {e}", cfg.server.api_listen)))?;
+        .map_err(|e| {
+            UsageError(format!(
+                "cannot listen on {} (server.api_listen): {e}",
+                cfg.server.api_listen
+            ))
+        })?;
     let ssh = tokio::net::TcpListener::bind(cfg.server.ssh_listen)
         .await
-        .map_err(|e| UsageError(format!("cannot listen on {} (server.ssh_listen): {e}", cfg.server.ssh_listen)))?;
+        .map_err(|e| {
+            UsageError(format!(
+                "cannot listen on {} (server.ssh_listen): {e}",
+                cfg.server.ssh_listen
+            ))
+        })?;
     // Port 0 means "any": from here on the configuration names the ports really bound.
     cfg.server.api_listen = api.local_addr()?;
     cfg.server.ssh_listen = ssh.local_addr()?;
@@ -81,7 +107,11 @@ pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     if !parts.created_keys.is_empty() {
         print_trust_lines(&parts.cfg, &parts.ca);
     }
-    let scheme = if parts.cfg.server.tls.is_some() { "https" } else { "http" };
+    let scheme = if parts.cfg.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
         "jitgate serving: api {scheme}://{} ssh {}",
         parts.cfg.server.api_listen, parts.cfg.server.ssh_listen
@@ -105,7 +135,10 @@ async fn shutdown_signal() {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JITGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {

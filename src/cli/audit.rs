@@ -58,7 +58,12 @@ pub struct AuditArgs {
 pub enum AuditAction {
     /// Offline: walk the hash chain and re-hash every recording; exit 0 intact, 1 not.
     Verify {
-        #[arg(long, short = 'c', env = "JITGATE_CONFIG", default_value = "config/jitgate.toml")]
+        #[arg(
+            long,
+            short = 'c',
+            env = "JITGATE_CONFIG",
+            default_value = "config/jitgate.toml"
+        )]
         config: PathBuf,
     },
 }
@@ -68,13 +73,19 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", urlencode(v))))
         .collect();
-    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
 }
 
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -87,7 +98,11 @@ fn since(text: &Option<String>) -> anyhow::Result<Option<String>> {
 }
 
 pub async fn sessions(g: &Global, a: SessionArgs) -> anyhow::Result<ExitCode> {
-    let q = query(&[("user", a.user), ("host", a.host), ("since", since(&a.since)?)]);
+    let q = query(&[
+        ("user", a.user),
+        ("host", a.host),
+        ("since", since(&a.since)?),
+    ]);
     let list: Vec<SessionView> = client(g)?.get(&format!("/v1/sessions{q}")).await?;
     if g.json {
         output::json(&list)?;
@@ -102,17 +117,26 @@ pub async fn sessions(g: &Global, a: SessionArgs) -> anyhow::Result<ExitCode> {
                 s.user.clone(),
                 format!("{}@{}", s.login, s.host),
                 output::time(s.started_at),
-                s.ended_at.map(output::time).unwrap_or_else(|| "live".into()),
+                s.ended_at
+                    .map(output::time)
+                    .unwrap_or_else(|| "live".into()),
                 s.exit_status.map(|c| c.to_string()).unwrap_or_default(),
             ]
         })
         .collect();
-    output::table(&["SESSION", "REQUEST", "USER", "ACCESS", "STARTED", "ENDED", "EXIT"], &rows);
+    output::table(
+        &[
+            "SESSION", "REQUEST", "USER", "ACCESS", "STARTED", "ENDED", "EXIT",
+        ],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let bytes = client(g)?.get_bytes(&format!("/v1/sessions/{}/recording", urlencode(&a.session))).await?;
+    let bytes = client(g)?
+        .get_bytes(&format!("/v1/sessions/{}/recording", urlencode(&a.session)))
+        .await?;
     let _ = bytes;
     Err(super::UsageError("replay: not wired yet".into()).into())
 }
@@ -124,9 +148,16 @@ pub async fn commands(g: &Global, a: CommandArgs) -> anyhow::Result<ExitCode> {
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| super::UsageError(format!("--grep: {e}")))?;
-    let q = query(&[("user", a.user), ("host", a.host), ("since", since(&a.since)?)]);
+    let q = query(&[
+        ("user", a.user),
+        ("host", a.host),
+        ("since", since(&a.since)?),
+    ]);
     let list: Vec<CommandView> = client(g)?.get(&format!("/v1/commands{q}")).await?;
-    let list: Vec<CommandView> = list.into_iter().filter(|c| grep.as_ref().is_none_or(|re| re.is_match(&c.text))).collect();
+    let list: Vec<CommandView> = list
+        .into_iter()
+        .filter(|c| grep.as_ref().is_none_or(|re| re.is_match(&c.text)))
+        .collect();
     if g.json {
         output::json(&list)?;
         return Ok(ExitCode::SUCCESS);
@@ -144,7 +175,10 @@ pub async fn commands(g: &Global, a: CommandArgs) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    output::table(&["TIME", "USER", "ACCESS", "VERDICT", "RULE", "COMMAND"], &rows);
+    output::table(
+        &["TIME", "USER", "ACCESS", "VERDICT", "RULE", "COMMAND"],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -172,7 +206,10 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    output::table(&["SEQ", "TIME", "EVENT", "ACTOR", "REQUEST", "DETAILS"], &rows);
+    output::table(
+        &["SEQ", "TIME", "EVENT", "ACTOR", "REQUEST", "DETAILS"],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

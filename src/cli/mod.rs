@@ -18,7 +18,11 @@ use jitgate::api::client::{Client, ClientError, DEFAULT_URL, Signer};
 use jitgate::config::{Config, ConfigErrors};
 
 #[derive(Parser, Debug)]
-#[command(name = "jitgate", version, about = "Just-in-time SSH access with guardrails")]
+#[command(
+    name = "jitgate",
+    version,
+    about = "Just-in-time SSH access with guardrails"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -45,7 +49,12 @@ pub struct Global {
 #[derive(Args, Debug, Clone)]
 pub struct ConfigArg {
     /// The jitgate TOML configuration.
-    #[arg(long, short = 'c', env = "JITGATE_CONFIG", default_value = "config/jitgate.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "JITGATE_CONFIG",
+        default_value = "config/jitgate.toml"
+    )]
     pub config: PathBuf,
 }
 
@@ -196,7 +205,14 @@ pub fn parse_since(text: &str, now: i64) -> anyhow::Result<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp());
     }
-    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| UsageError(format!("--since {text:?}: use a duration (24h), a date (2026-11-01) or RFC 3339")))?;
-    Ok(date.and_hms_opt(0, 0, 0).context("midnight")?.and_utc().timestamp())
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        UsageError(format!(
+            "--since {text:?}: use a duration (24h), a date (2026-11-01) or RFC 3339"
+        ))
+    })?;
+    Ok(date
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc()
+        .timestamp())
 }

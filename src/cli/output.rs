@@ -9,13 +9,17 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// `2026-11-22 10:15 UTC`.
 pub fn time(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0).map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+    chrono::DateTime::from_timestamp(t, 0).map_or_else(
+        || t.to_string(),
+        |d| d.format("%Y-%m-%d %H:%M UTC").to_string(),
+    )
 }
 
 /// `10:15 UTC` when today, else the full time.
 pub fn short_time(t: i64, now: i64) -> String {
     if t / 86_400 == now / 86_400 {
-        chrono::DateTime::from_timestamp(t, 0).map_or_else(|| t.to_string(), |d| d.format("%H:%M UTC").to_string())
+        chrono::DateTime::from_timestamp(t, 0)
+            .map_or_else(|| t.to_string(), |d| d.format("%H:%M UTC").to_string())
     } else {
         time(t)
     }

@@ -52,8 +52,15 @@ fn every_invalid_fixture_fails_with_its_message() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let expects: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# expect: ")).collect();
-        assert!(!expects.is_empty(), "{} has no `# expect:` line", path.display());
+        let expects: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expects.is_empty(),
+            "{} has no `# expect:` line",
+            path.display()
+        );
         let run = jitgate(&["check-config", "--config", path.to_str().unwrap()]);
         assert_eq!(run.code, 2, "{}: {run:#?}", path.display());
         for want in expects {
@@ -63,9 +70,16 @@ fn every_invalid_fixture_fails_with_its_message() {
             let found = if want.starts_with(|c: char| c.is_ascii_digit()) {
                 run.stderr.contains(&format!("{file}{want}"))
             } else {
-                run.stderr.lines().any(|l| l.starts_with(&file) && l.contains(want))
+                run.stderr
+                    .lines()
+                    .any(|l| l.starts_with(&file) && l.contains(want))
             };
-            assert!(found, "{}: expected {want:?} in:\n{}", path.display(), run.stderr);
+            assert!(
+                found,
+                "{}: expected {want:?} in:\n{}",
+                path.display(),
+                run.stderr
+            );
         }
         // Nothing was created for an invalid configuration.
         assert!(!dir.join("data").exists());
@@ -78,7 +92,11 @@ fn every_invalid_fixture_fails_with_its_message() {
 fn errors_carry_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
-    std::fs::write(&file, "[server]\ndata_dir = \"d\"\nhostname = \"b\"\n[ca]\nclock_skew = \"2 minutes\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[server]\ndata_dir = \"d\"\nhostname = \"b\"\n[ca]\nclock_skew = \"2 minutes\"\n",
+    )
+    .unwrap();
     let run = jitgate(&["check-config", "--config", file.to_str().unwrap()]);
     assert_eq!(run.code, 2);
     let want = format!("{}:5:1: ca.clock_skew: bad duration", file.display());

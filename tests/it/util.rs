@@ -12,7 +12,11 @@ pub fn jitgate_bin() -> &'static str {
 
 /// Fails loudly when a tool the tests need is missing: tests never skip.
 pub fn require_tool(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;
@@ -35,8 +39,15 @@ pub fn keygen(dir: &Path, name: &str) -> Key {
         .arg(&path)
         .output()
         .expect("ssh-keygen runs");
-    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_string();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
     Key { path, public }
 }
 
@@ -206,7 +217,13 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, url, ssh_port, config: config.to_path_buf(), home }
+        Server {
+            child,
+            url,
+            ssh_port,
+            config: config.to_path_buf(),
+            home,
+        }
     }
 
     /// Runs the CLI as the owner of `key` against this server.
@@ -262,18 +279,27 @@ impl Run {
     #[track_caller]
     pub fn refused(self, needle: &str) -> Run {
         assert_eq!(self.code, 1, "expected refusal (exit 1):\n{self:#?}");
-        assert!(self.stderr.contains(needle), "expected {needle:?} in stderr:\n{self:#?}");
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in stderr:\n{self:#?}"
+        );
         self
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
     }
 }
 
 /// Runs the CLI with no server (offline commands).
 pub fn jitgate(args: &[&str]) -> Run {
-    Run::from(Command::new(jitgate_bin()).args(args).output().expect("jitgate runs"))
+    Run::from(
+        Command::new(jitgate_bin())
+            .args(args)
+            .output()
+            .expect("jitgate runs"),
+    )
 }
 
 /// Polls `f` until it returns Some, for at most `limit`.
