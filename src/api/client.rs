@@ -233,6 +233,14 @@ impl Client {
     }
 }
 
+fn hint(reason: &str) -> &'static str {
+    if reason.contains("certificate") {
+        "trust the server's CA with --ca-cert FILE (JITGATE_CA_CERT)"
+    } else {
+        "is `jitgate serve` running? (set --server or JITGATE_URL)"
+    }
+}
+
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(e.to_string()))
 }

@@ -1,6 +1,7 @@
 //! One integration-test binary: the real `jitgate` binary and server, the real OpenSSH
 //! tools, real SQLite, each test in its own temp dir on loopback.
 
+mod api;
 mod config;
 mod control;
 mod store;
