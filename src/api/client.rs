@@ -20,7 +20,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8722";
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot reach the jitgate server at {url}: {reason}; is `jitgate serve` running? (set --server or JITGATE_URL)"
+        "cannot reach the jitgate server at {url}: {reason}; {}", hint(.reason)
     )]
     Unreachable { url: String, reason: String },
     /// The server answered with a refusal; `message` says why.

@@ -213,8 +213,64 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Walks the hash chain, then re-hashes every recording a closed session named.
 async fn verify(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use jitgate::store::{SqliteStore, Store, audit};
     let cfg = load_config(config)?;
-    let _ = cfg;
-    Err(super::UsageError("audit verify: not wired yet".into()).into())
+    let jitgate::config::StoreUrl::Sqlite(db) = &cfg.store;
+    let store = SqliteStore::open_readonly(db)?;
+    let events = store.audit_events(None).await?;
+    if let Err(e) = audit::verify_chain(&events) {
+        println!("audit log NOT intact: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    // Recordings removed by retention are expected to be gone.
+    let pruned: std::collections::HashSet<&str> = events
+        .iter()
+        .filter(|e| e.event.kind == "recording.pruned")
+        .filter_map(|e| e.event.data.get("recording").map(String::as_str))
+        .collect();
+    let mut checked = 0;
+    for e in &events {
+        let (Some(rel), Some(want)) = (
+            e.event.data.get("recording"),
+            e.event.data.get("recording_sha256"),
+        ) else {
+            continue;
+        };
+        if e.event.kind != "session.closed" || pruned.contains(rel.as_str()) {
+            continue;
+        }
+        let path = cfg.server.recordings_dir.join(rel);
+        match sha256_file(&path) {
+            Ok(have) if &have == want => checked += 1,
+            Ok(have) => {
+                println!(
+                    "audit log NOT intact: recording {rel} (event {}) was changed: sha256 {have}, the chain recorded {want}",
+                    e.seq
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Err(err) => {
+                println!(
+                    "audit log NOT intact: recording {rel} (event {}) cannot be read: {err}",
+                    e.seq
+                );
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    let head = events.last().map_or(audit::GENESIS, |e| e.hash.as_str());
+    println!(
+        "audit log intact: {} events, {checked} recordings verified; head {head}",
+        events.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
