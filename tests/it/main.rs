@@ -2,6 +2,7 @@
 //! tools, real SQLite, each test in its own temp dir on loopback.
 
 mod api;
+mod audit;
 mod config;
 mod control;
 mod store;
