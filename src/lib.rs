@@ -12,4 +12,5 @@ pub mod hub;
 pub mod model;
 pub mod policy;
 pub mod recorder;
+pub mod server;
 pub mod store;
