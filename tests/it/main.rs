@@ -3,7 +3,9 @@
 
 mod api;
 mod audit;
+mod bastion;
 mod config;
 mod control;
+mod sshd;
 mod store;
 mod util;
