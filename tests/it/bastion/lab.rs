@@ -181,6 +181,19 @@ keys = ["{alice}"]
     /// An approved request for alice (rule `rule` of role engineer), and her certificate for
     /// it written beside her key. `age` moves the request's creation into the past.
     pub async fn grant(&self, host: &str, login: &str, rule: usize, ttl: u64, age: i64) -> i64 {
+        self.request(host, login, rule, ttl, age, 0).await
+    }
+
+    /// A request needing `approvals` (0: approved at once), and alice's certificate for it.
+    pub async fn request(
+        &self,
+        host: &str,
+        login: &str,
+        rule: usize,
+        ttl: u64,
+        age: i64,
+        approvals: u32,
+    ) -> i64 {
         let t = now();
         let req = self
             .store
@@ -194,7 +207,7 @@ keys = ["{alice}"]
                     role: "engineer".into(),
                     index: rule,
                 },
-                approvals_needed: 0,
+                approvals_needed: approvals,
                 created_at: t - age,
                 pending_until: t - age + 3600,
             })
@@ -206,6 +219,18 @@ keys = ["{alice}"]
 
     /// Signs and records alice's certificate for `request` with this window.
     pub async fn certify(&self, request: i64, valid_after: i64, valid_before: i64) {
+        self.certify_as(request, valid_after, valid_before, true)
+            .await
+    }
+
+    /// Like `certify`; with `record` false the store never hears of the certificate.
+    pub async fn certify_as(
+        &self,
+        request: i64,
+        valid_after: i64,
+        valid_before: i64,
+        record: bool,
+    ) {
         let public =
             ssh_key::PublicKey::read_openssh_file(&self.key.with_extension("pub")).unwrap();
         let serial = self.store.next_serial().await.unwrap();
@@ -221,18 +246,20 @@ keys = ["{alice}"]
                 extensions: &[EXT_PTY],
             })
             .unwrap();
-        self.store
-            .record_cert(IssuedCert {
-                serial,
-                request_id: request,
-                user: "alice".into(),
-                key_fingerprint: public.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
-                valid_after,
-                valid_before,
-                issued_at: now(),
-            })
-            .await
-            .unwrap();
+        if record {
+            self.store
+                .record_cert(IssuedCert {
+                    serial,
+                    request_id: request,
+                    user: "alice".into(),
+                    key_fingerprint: public.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+                    valid_after,
+                    valid_before,
+                    issued_at: now(),
+                })
+                .await
+                .unwrap();
+        }
         let cert_path = PathBuf::from(format!("{}-cert.pub", self.key.display()));
         std::fs::write(cert_path, cert.to_openssh().unwrap() + "\n").unwrap();
     }
