@@ -266,3 +266,182 @@ where
     }
     out
 }
+
+fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scp_up_and_down_50_mib_and_sftp_when_allowed() {
+    lab::require("scp");
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let local = lab.path().join("big.bin");
+    let mut data = vec![0u8; 50 << 20];
+    getrandom::fill(&mut data).unwrap();
+    std::fs::write(&local, &data).unwrap();
+    drop(data);
+    let remote = lab.path().join("remote.bin");
+    let back = lab.path().join("back.bin");
+    let scp = |from: String, to: String| {
+        let mut c = tokio::process::Command::new("scp");
+        c.arg("-F")
+            .arg(&lab.ssh_config)
+            .args(["-q", "-o", &lab.jump(), &from, &to])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        c
+    };
+    let out = output(
+        scp(
+            local.display().to_string(),
+            format!("root@db1:{}", remote.display()),
+        ),
+        300,
+    )
+    .await;
+    assert!(out.status.success(), "scp up: {}", text(&out.stderr));
+    let out = output(
+        scp(
+            format!("root@db1:{}", remote.display()),
+            back.display().to_string(),
+        ),
+        300,
+    )
+    .await;
+    assert!(out.status.success(), "scp down: {}", text(&out.stderr));
+    let want = sha256_file(&local);
+    assert_eq!(sha256_file(&remote), want);
+    assert_eq!(sha256_file(&back), want);
+
+    // sftp itself, in batch mode.
+    let batch = lab.path().join("batch");
+    std::fs::write(&batch, format!("ls -l {}\n", remote.display())).unwrap();
+    let mut sftp = tokio::process::Command::new("sftp");
+    sftp.arg("-F")
+        .arg(&lab.ssh_config)
+        .args(["-o", &lab.jump(), "-b"])
+        .arg(&batch)
+        .arg("root@db1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = output(sftp, 60).await;
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("52428800"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rsync_and_legacy_scp_through_exec() {
+    lab::require("rsync");
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 1, 3600, 0).await;
+    let src = lab.path().join("tree");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(src.join("sub/b.txt"), "beta\n").unwrap();
+    let dst = lab.path().join("copy");
+    let rsh = format!(
+        "ssh -F {} -J alice@127.0.0.1:{}",
+        lab.ssh_config.display(),
+        lab.port
+    );
+    let mut rsync = tokio::process::Command::new("rsync");
+    rsync
+        .args(["-a", "-e", &rsh])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("root@db1:{}/", dst.display()))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = output(rsync, 120).await;
+    assert!(out.status.success(), "rsync: {}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(dst.join("sub/b.txt")).unwrap(),
+        "beta\n"
+    );
+    // Rule 1 has no sftp: scp -O (the exec protocol) still works.
+    let mut scp = tokio::process::Command::new("scp");
+    scp.arg("-F")
+        .arg(&lab.ssh_config)
+        .args(["-O", "-q", "-o", &lab.jump()])
+        .arg(src.join("a.txt"))
+        .arg(format!(
+            "root@db1:{}",
+            lab.path().join("legacy.txt").display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = output(scp, 120).await;
+    assert!(out.status.success(), "scp -O: {}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(lab.path().join("legacy.txt")).unwrap(),
+        "alpha\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificate_expiry_closes_the_session() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let t = jitgate::model::now();
+    lab.certify(id, t - 60, t + 4).await;
+    let mut cmd = lab.ssh(&["root@db1", "sleep 60"]);
+    cmd.stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the client exits when the certificate ends")
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("ended at"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_notices_then_closes_and_records_every_session() {
+    let mut lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let mut cmd = lab.ssh(&["root@db1", "echo started; sleep 60"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
+    )
+    .await
+    .expect("session starts")
+    .unwrap();
+    lab.shutdown().await;
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("the client exits after shutdown")
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("shutting down; this session closes in 2s"),
+        "{err}"
+    );
+    // Nothing half-written: the session's end is in the store once run returned.
+    let sessions = lab
+        .store
+        .list_sessions(SessionFilter {
+            request_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert!(sessions[0].ended_at.is_some(), "{sessions:?}");
+    // And nothing listens any more.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", lab.port)).is_err());
+}

@@ -314,3 +314,8 @@ pub async fn output(mut cmd: tokio::process::Command, secs: u64) -> Output {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// Fails (never skips) when a tool is missing.
+pub fn require(tool: &str) {
+    require_tool(tool);
+}
