@@ -29,8 +29,10 @@ pub(crate) struct Encoder {
     in_utf8: Utf8Stream,
     out_mask: MaskStream,
     in_mask: MaskStream,
-    /// Lines released but possibly waiting for held text with a lower sequence number.
-    ready: BTreeMap<u64, (f64, char, String)>,
+    /// Lines released but possibly waiting for held text with a lower sequence number,
+    /// keyed by (sequence number, release order): a chunk can be released in parts.
+    ready: BTreeMap<(u64, u64), (f64, char, String)>,
+    released: u64,
     seq: u64,
     last_t: f64,
     /// Exec channels: bytes the file may hold (header included).
@@ -52,6 +54,7 @@ impl Encoder {
             out_mask: MaskStream::default(),
             in_mask: MaskStream::default(),
             ready: BTreeMap::new(),
+            released: 0,
             seq: 0,
             last_t: 0.0,
             cap,
@@ -80,15 +83,15 @@ impl Encoder {
                 self.add_pieces('i', pieces);
             }
             Event::Resize(w, h) => {
-                self.ready.insert(seq, (t, 'r', format!("{w}x{h}")));
+                self.ready(seq, t, 'r', format!("{w}x{h}"));
             }
             Event::Marker(text) => {
-                self.ready.insert(seq, (t, 'm', text));
+                self.ready(seq, t, 'm', text);
             }
             Event::Dropped(n) => {
                 let text =
                     format!("jitgate: {n} bytes of this session were not recorded (disk too slow)");
-                self.ready.insert(seq, (t, 'm', text));
+                self.ready(seq, t, 'm', text);
             }
         }
         self.release(now_or(t, self.last_t));
@@ -140,8 +143,13 @@ impl Encoder {
 
     fn add_pieces(&mut self, code: char, pieces: Vec<Piece>) {
         for (t, seq, text) in pieces {
-            self.ready.insert(seq, (t, code, text));
+            self.ready(seq, t, code, text);
         }
+    }
+
+    fn ready(&mut self, seq: u64, t: f64, code: char, text: String) {
+        self.released += 1;
+        self.ready.insert((seq, self.released), (t, code, text));
     }
 
     fn release(&mut self, now: f64) {
@@ -154,7 +162,8 @@ impl Encoder {
         self.write_ready();
     }
 
-    /// Writes every ready line older than the oldest held text.
+    /// Writes every ready line not after the oldest held text (a line with the same sequence
+    /// number is the released front of that very chunk).
     fn write_ready(&mut self) {
         let horizon = [
             self.out_mask.first_held_seq(),
@@ -165,7 +174,7 @@ impl Encoder {
         .min()
         .unwrap_or(u64::MAX);
         while let Some(entry) = self.ready.first_entry() {
-            if *entry.key() >= horizon {
+            if entry.key().0 > horizon {
                 break;
             }
             let (t, code, text) = entry.remove();

@@ -122,3 +122,16 @@ fn an_idle_session_holds_nothing_after_the_deadline() {
     assert_eq!(e.deadline(), None);
     assert!(e.pending_len() > 0);
 }
+
+#[test]
+fn bulk_output_released_in_parts_loses_nothing() {
+    let mut e = encoder(true, None);
+    let mut want = String::new();
+    for i in 0..60 {
+        let chunk = format!("line {i} {}\r\n", "x".repeat(i % 7 * 300));
+        want.push_str(&chunk);
+        e.push(i as f64 * 0.001, Event::Output(chunk.into_bytes()));
+    }
+    let (_, s) = finished(e);
+    assert_eq!(s.output, want);
+}
