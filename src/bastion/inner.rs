@@ -18,11 +18,12 @@ use tokio::sync::watch;
 use super::access::{self, Grant};
 use super::keys::random_id;
 use super::outer::authorize;
+use super::record::SessionLog;
 use super::relay::{self, Request, allows};
 use super::sessions::{ControlHandle, closed};
 use super::upstream::{self, Upstream};
 use super::{BastionError, Shared};
-use crate::model::{self, now};
+use crate::model::now;
 
 /// What one nested server knows about its outer connection.
 pub struct InnerConn {
@@ -191,62 +192,19 @@ async fn session_channel(cx: ChannelCtx, channel: Channel<Msg>, reply: ChannelOp
             return;
         }
     };
-    let record = model::Session {
-        id: session_id.clone(),
-        request_id: grant.request.id,
-        user: grant.user.clone(),
-        host: grant.host.name.clone(),
-        login: grant.request.login.clone(),
-        started_at: now(),
-        ended_at: None,
-        exit_status: None,
-        bytes_up: 0,
-        bytes_down: 0,
-        recording: None,
-    };
-    // Fails closed: a session that cannot be recorded does not start.
-    if let Err(e) = shared.ctx.store.start_session(record).await {
-        tracing::error!(error = %e, "cannot record a session start");
-        let _ = target.close().await;
-        reply
-            .reject(failure(2, "jitgate: cannot record the session".into()))
-            .await;
-        return;
-    }
     reply.accept().await;
-    tracing::info!(session = %session_id, user = %grant.user, host = %grant.host.name, "session started");
+    let mut log = SessionLog::new(Arc::clone(&shared), grant.clone(), session_id);
     let outcome = relay::relay(
         channel,
         handle,
         target,
         &grant.rule,
         Box::new(relay::NoTap),
+        &mut log,
         control.subscribe(),
     )
     .await;
-    tracing::info!(
-        session = %session_id,
-        exit = ?outcome.exit_status,
-        up = outcome.bytes_up,
-        down = outcome.bytes_down,
-        closed_by = ?outcome.closed_by,
-        "session ended"
-    );
-    if let Err(e) = shared
-        .ctx
-        .store
-        .end_session(
-            &session_id,
-            now(),
-            outcome.exit_status.map(|s| s as i32),
-            outcome.bytes_up,
-            outcome.bytes_down,
-            outcome.recording_sha256.as_deref(),
-        )
-        .await
-    {
-        tracing::error!(session = %session_id, error = %e, "cannot record a session end");
-    }
+    log.finish(&outcome).await;
 }
 
 /// A `-L` forward through the nested connection, when the rule allows it.
@@ -337,7 +295,11 @@ impl server::Handler for Inner {
             handle: session.handle(),
             session_id: random_id(),
         };
-        tokio::spawn(session_channel(cx, channel, reply));
+        let live = self.conn.shared.tasks.enter();
+        tokio::spawn(async move {
+            session_channel(cx, channel, reply).await;
+            drop(live);
+        });
         Ok(())
     }
 

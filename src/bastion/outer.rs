@@ -199,9 +199,11 @@ impl server::Handler for Outer {
         };
         // The nested server must run in its own task: awaiting it here would stall this
         // session's loop, which carries the nested server's bytes.
+        let live = self.shared.tasks.enter();
         tokio::spawn(async move {
             reply.accept().await;
             inner::serve(channel.into_stream(), conn).await;
+            drop(live);
         });
         Ok(())
     }

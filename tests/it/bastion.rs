@@ -14,14 +14,7 @@ async fn exec_relays_stdout_stderr_and_exit_status() {
     assert_eq!(text(&out.stdout), "out\n", "stderr: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("err"), "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(3));
-    let sessions = lab
-        .store
-        .list_sessions(SessionFilter {
-            request_id: Some(id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let sessions = lab.ended_sessions(id).await;
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     let s = &sessions[0];
     assert_eq!(
@@ -31,6 +24,27 @@ async fn exec_relays_stdout_stderr_and_exit_status() {
     assert_eq!(s.exit_status, Some(3));
     assert!(s.ended_at.is_some());
     assert_eq!(s.bytes_down, 8, "{s:?}");
+    // Recorded as asciicast, its hash in the audit event that closed the session.
+    let rel = s.recording.as_deref().expect("a recording");
+    let cast = std::fs::read_to_string(lab.config.server.recordings_dir.join(rel)).unwrap();
+    assert!(cast.lines().count() >= 2, "{cast}");
+    assert!(cast.contains("out"), "{cast}");
+    let closed = lab
+        .store
+        .audit_events(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event.kind == "session.closed")
+        .expect("session.closed audited");
+    assert_eq!(
+        closed
+            .event
+            .data
+            .get("recording_sha256")
+            .map(String::as_str),
+        Some(sha256_file(&lab.config.server.recordings_dir.join(rel)).as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

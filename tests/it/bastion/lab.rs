@@ -282,6 +282,25 @@ keys = ["{alice}"]
         format!("ProxyJump=alice@127.0.0.1:{}", self.port)
     }
 
+    /// The sessions of `request`, once every one of them has ended (waits up to 20 s).
+    pub async fn ended_sessions(&self, request: i64) -> Vec<jitgate::model::Session> {
+        for _ in 0..400 {
+            let sessions = self
+                .store
+                .list_sessions(jitgate::store::SessionFilter {
+                    request_id: Some(request),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if !sessions.is_empty() && sessions.iter().all(|s| s.ended_at.is_some()) {
+                return sessions;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the sessions of request {request} never all ended");
+    }
+
     /// Audit reasons of `bastion.refused` events so far.
     pub async fn refusals(&self) -> Vec<String> {
         self.store
