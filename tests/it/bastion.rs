@@ -24,6 +24,12 @@ async fn exec_relays_stdout_stderr_and_exit_status() {
     assert_eq!(s.exit_status, Some(3));
     assert!(s.ended_at.is_some());
     assert_eq!(s.bytes_down, 8, "{s:?}");
+    // The target saw the bastion's own certificate, naming the request and the engineer.
+    let log = lab.targets[0].log();
+    assert!(
+        log.contains(&format!("jitgate:request={id}:user=alice:connection=")),
+        "{log}"
+    );
     // Recorded as asciicast, its hash in the audit event that closed the session.
     let rel = s.recording.as_deref().expect("a recording");
     let cast = std::fs::read_to_string(lab.config.server.recordings_dir.join(rel)).unwrap();
@@ -458,4 +464,169 @@ async fn shutdown_notices_then_closes_and_records_every_session() {
     assert!(sessions[0].ended_at.is_some(), "{sessions:?}");
     // And nothing listens any more.
     assert!(std::net::TcpStream::connect(("127.0.0.1", lab.port)).is_err());
+}
+
+/// Runs tmux on its own socket.
+fn tmux(sock: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(sock)
+        .args(args)
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Waits until the pane shows `want` (up to 30 s).
+fn pane_shows(sock: &std::path::Path, want: &str) -> String {
+    let mut screen = String::new();
+    for _ in 0..600 {
+        screen = tmux(sock, &["capture-pane", "-p", "-t", "t"]);
+        if screen.contains(want) {
+            return screen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the pane never showed {want:?}:\n{screen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interactive_shell_through_a_pty_types_reads_and_resizes() {
+    lab::require("tmux");
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let sock = lab.path().join("tmux.sock");
+    let ssh = format!(
+        "ssh -F {} -J alice@127.0.0.1:{} -tt root@db1",
+        lab.ssh_config.display(),
+        lab.port
+    );
+    let sock2 = sock.clone();
+    tokio::task::spawn_blocking(move || {
+        let sock = sock2;
+        tmux(
+            &sock,
+            &["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", &ssh],
+        );
+        tmux(
+            &sock,
+            &["send-keys", "-t", "t", "export PS1='ready> '", "Enter"],
+        );
+        pane_shows(&sock, "ready> ");
+        tmux(&sock, &["send-keys", "-t", "t", "echo $((6*7))x", "Enter"]);
+        pane_shows(&sock, "42x");
+        tmux(&sock, &["send-keys", "-t", "t", "tty", "Enter"]);
+        pane_shows(&sock, "/dev/pts/");
+        tmux(
+            &sock,
+            &["resize-window", "-t", "t", "-x", "100", "-y", "30"],
+        );
+        tmux(&sock, &["send-keys", "-t", "t", "stty size", "Enter"]);
+        pane_shows(&sock, "30 100");
+        tmux(&sock, &["send-keys", "-t", "t", "exit 7", "Enter"]);
+        for _ in 0..600 {
+            let alive = std::process::Command::new("tmux")
+                .arg("-S")
+                .arg(&sock)
+                .args(["has-session", "-t", "t"])
+                .output()
+                .unwrap();
+            if !alive.status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the shell did not exit");
+    })
+    .await
+    .unwrap();
+    let sessions = lab.ended_sessions(id).await;
+    assert_eq!(sessions[0].exit_status, Some(7));
+    let rel = sessions[0].recording.clone().unwrap();
+    let cast = std::fs::read_to_string(lab.config.server.recordings_dir.join(rel)).unwrap();
+    let header = cast.lines().next().unwrap();
+    assert!(
+        header.contains("\"width\":80") && header.contains("\"height\":24"),
+        "{header}"
+    );
+    assert!(
+        cast.contains("\"r\", \"100x30\"") || cast.contains("\"r\",\"100x30\""),
+        "{cast}"
+    );
+    assert!(cast.contains("42x"), "{cast}");
+}
+
+/// Not a test by itself: runs the bastion of the lab in `$JITGATE_BASTION_CHILD` in this
+/// (child) process, so a test can measure the bastion's memory alone. Stops at stdin EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "started by back_pressure_keeps_bastion_memory_bounded"]
+async fn bastion_child_process() {
+    let Ok(dir) = std::env::var("JITGATE_BASTION_CHILD") else {
+        return;
+    };
+    lab::run_child(std::path::Path::new(&dir)).await;
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn back_pressure_keeps_bastion_memory_bounded() {
+    let mut lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let (mut child, port) = lab.spawn_child().await;
+    lab.port = port;
+    let pid = child.id().unwrap();
+    // Warm up: one session, so the baseline includes a connection's fixed costs.
+    let out = output(lab.ssh(&["root@db1", "echo warm"]), 60).await;
+    assert_eq!(text(&out.stdout), "warm\n", "{}", text(&out.stderr));
+    let base = rss_kib(pid);
+    // The target writes 256 MiB as fast as it can; the engineer's side reads nothing for a
+    // while, then everything.
+    const TOTAL: u64 = 256 << 20;
+    let mut cmd = lab.ssh(&["root@db1", &format!("head -c {TOTAL} /dev/zero")]);
+    cmd.stdout(std::process::Stdio::piped());
+    let mut ssh = cmd.spawn().unwrap();
+    let mut stdout = ssh.stdout.take().unwrap();
+    let mut peak = base;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        peak = peak.max(rss_kib(pid));
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    loop {
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            tokio::io::AsyncReadExt::read(&mut stdout, &mut buf),
+        )
+        .await
+        .expect("output keeps flowing")
+        .unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        if got % (8 << 20) < n as u64 {
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    assert_eq!(got, TOTAL, "every byte arrives");
+    assert!(ssh.wait().await.unwrap().success());
+    let grown_mib = peak.saturating_sub(base) / 1024;
+    // Unbounded buffering would hold most of the 256 MiB while the reader paused.
+    assert!(
+        grown_mib < 64,
+        "bastion memory grew by {grown_mib} MiB (base {base} KiB, peak {peak} KiB)"
+    );
+    drop(child.stdin.take());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
 }

@@ -338,3 +338,67 @@ pub fn text(b: &[u8]) -> String {
 pub fn require(tool: &str) {
     require_tool(tool);
 }
+
+impl Lab {
+    /// Starts this lab's bastion in a child process (the test binary running
+    /// `bastion_child_process`); returns it and its port.
+    pub async fn spawn_child(&self) -> (tokio::process::Child, u16) {
+        let port_file = self.path().join("child.port");
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "bastion::bastion_child_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("JITGATE_BASTION_CHILD", self.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        for _ in 0..600 {
+            if let Ok(p) = std::fs::read_to_string(&port_file)
+                && let Ok(port) = p.trim().parse()
+            {
+                return (child, port);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the child bastion exited: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the child bastion never wrote its port");
+    }
+}
+
+/// The child side of `spawn_child`: the bastion over the lab in `dir`, until stdin closes.
+pub async fn run_child(dir: &Path) {
+    let config_path = dir.join("jitgate.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let config = Arc::new(Config::from_str(&text, &config_path).unwrap());
+    let ca = Arc::new(CaKeys::load(&config.ca_dir()).unwrap());
+    let StoreUrl::Sqlite(db) = &config.store;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ctx = Arc::new(BastionContext {
+        config,
+        ca,
+        store,
+        hub: Hub::new(),
+    });
+    let tmp = dir.join("child.port.tmp");
+    std::fs::write(&tmp, port.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join("child.port")).unwrap();
+    bastion::run(listener, ctx, async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while tokio::io::AsyncReadExt::read(&mut stdin, &mut buf)
+            .await
+            .is_ok_and(|n| n > 0)
+        {}
+    })
+    .await;
+}
