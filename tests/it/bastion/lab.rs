@@ -231,8 +231,7 @@ keys = ["{alice}"]
         valid_before: i64,
         record: bool,
     ) {
-        let public =
-            ssh_key::PublicKey::read_openssh_file(&self.key.with_extension("pub")).unwrap();
+        let public = ssh_key::PublicKey::read_openssh_file(self.key.with_extension("pub")).unwrap();
         let serial = self.store.next_serial().await.unwrap();
         let cert = self
             .ca
