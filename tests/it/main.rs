@@ -1,1 +1,9 @@
+//! One integration-test binary: the real `jitgate` binary and server, the real OpenSSH
+//! tools, real SQLite, each test in its own temp dir on loopback.
+
+mod api;
+mod audit;
+mod config;
+mod control;
 mod store;
+mod util;
