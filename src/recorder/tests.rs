@@ -1,3 +1,5 @@
+//! Recordings end to end through `Recorder::start` and `finish`, on real files.
+
 use super::*;
 use crate::config::DEFAULT_MASKS;
 
