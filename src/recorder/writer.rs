@@ -242,7 +242,10 @@ impl Task {
             let held = self
                 .enc
                 .deadline()
-                .map(|t| self.start + Duration::from_secs_f64(t.max(0.0)));
+                // A millisecond late, so the float comparison in `tick` surely finds it due.
+                .map(|t| {
+                    self.start + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(1)
+                });
             let wake = match (flush_at, held) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
