@@ -5,5 +5,6 @@ mod api;
 mod audit;
 mod config;
 mod control;
+mod recorder;
 mod store;
 mod util;
