@@ -3,8 +3,10 @@
 
 mod api;
 mod audit;
+mod bastion;
 mod config;
 mod control;
 mod recorder;
+mod sshd;
 mod store;
 mod util;
