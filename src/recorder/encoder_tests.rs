@@ -1,3 +1,5 @@
+//! The encoder: line order, masking, UTF-8, the exec cap, drop markers.
+
 use super::*;
 use crate::config::DEFAULT_MASKS;
 use crate::recorder::cast::{CastSummary, validate_cast};

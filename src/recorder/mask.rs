@@ -4,14 +4,17 @@
 //! lines and several SSH packets), so matching chunk by chunk would miss it. `MaskStream` holds
 //! back the tail of the decoded text and matches the configured regexes over all of it:
 //!
-//! - **Window**: at most `MAX_SECRET` bytes are held for size reasons; text further back than
-//!   that is released, so any secret up to `MAX_SECRET` bytes long is seen whole. A match that
-//!   straddles the release point keeps the text from its start held (up to `HARD_LIMIT`, beyond
-//!   which the held part of an over-long match is released masked).
-//! - **Time**: text is held at most `HOLD` seconds after it arrived, then released with the
-//!   matches known at that moment, so an idle interactive session's recording catches up
-//!   within `HOLD` and memory drops back to nothing. A secret whose pieces arrive more than
-//!   `HOLD` apart can escape masking; in practice a secret leaves the target in one write.
+//! - **Window**: the last `MAX_SECRET` bytes are always held back while text streams, so
+//!   any secret up to `MAX_SECRET` bytes long is seen whole. Once `2 * MAX_SECRET` bytes are
+//!   held, all but the last `MAX_SECRET` are released, so each byte is matched about twice, not
+//!   once per chunk. A match that straddles the release point keeps the text from its start
+//!   held (up to `HARD_LIMIT`, beyond which an over-long match is released masked).
+//! - **Time**: text is held at most `HOLD` seconds after it arrived; when the oldest chunk
+//!   falls due, every chunk older than `HOLD / 2` goes with it (so a steady trickle is matched
+//!   at most every `HOLD / 2`), masked as far as known at that moment. An idle interactive
+//!   session's recording thus catches up within `HOLD` and memory drops back to nothing. A
+//!   secret whose pieces arrive more than `HOLD / 2` apart can escape masking; in practice a
+//!   secret leaves the target in one write.
 //! - **Timing**: each chunk keeps its own time and sequence number; a mask replaces the text it
 //!   covers inside the chunk where the match starts, so playback timing is unchanged.
 //!
@@ -26,8 +29,8 @@ use regex::{Regex, RegexSet};
 pub const MASK: &str = "[MASKED]";
 /// Secrets up to this many bytes are masked even when split over many chunks.
 pub const MAX_SECRET: usize = 16 * 1024;
-/// Held text never exceeds this many bytes.
-pub const HARD_LIMIT: usize = 2 * MAX_SECRET;
+/// Held text never exceeds this many bytes (plus one chunk).
+pub const HARD_LIMIT: usize = 4 * MAX_SECRET;
 /// Seconds a chunk is held at most before it is written.
 pub const HOLD: f64 = 0.2;
 
@@ -119,19 +122,23 @@ impl MaskStream {
         }
         self.segs.push((self.buf.len(), t, seq));
         self.buf.push_str(text);
-        if self.buf.len() > MAX_SECRET {
+        if self.buf.len() >= 2 * MAX_SECRET {
             let want = floor_boundary(&self.buf, self.buf.len() - MAX_SECRET);
             let force = self.buf.len() > HARD_LIMIT;
             self.release(m, want, force, out);
         }
     }
 
-    /// Releases chunks that arrived at or before `now - HOLD`.
+    /// Once the oldest chunk arrived at or before `now - HOLD`, releases every chunk that
+    /// arrived at or before `now - HOLD / 2`.
     pub(crate) fn release_due(&mut self, m: &Masker, now: f64, out: &mut Vec<Piece>) {
+        if self.segs.first().is_none_or(|s| s.1 > now - HOLD) {
+            return;
+        }
         let want = self
             .segs
             .iter()
-            .find(|s| s.1 > now - HOLD)
+            .find(|s| s.1 > now - HOLD / 2.0)
             .map_or(self.buf.len(), |s| s.0);
         self.release(m, want, false, out);
     }

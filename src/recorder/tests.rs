@@ -1,3 +1,5 @@
+//! Recordings end to end through `Recorder::start` and `finish`, on real files.
+
 use super::*;
 use crate::config::DEFAULT_MASKS;
 
@@ -75,6 +77,11 @@ async fn a_shell_session_is_recorded_as_valid_asciicast() {
     assert_eq!(s.markers, ["guardrail warn: prod/sudo"]);
     // Late events through a tap go nowhere and do not panic.
     tap.output(b"late");
+    let all = validate_all(dir.path()).expect("all valid");
+    assert_eq!(all.len(), 1);
+    std::fs::write(dir.path().join("2026/bad.cast"), "{}\n").expect("write");
+    let err = validate_all(dir.path()).expect_err("bad file");
+    assert!(err.contains("bad.cast"), "{err}");
 }
 
 #[tokio::test]

@@ -242,7 +242,10 @@ impl Task {
             let held = self
                 .enc
                 .deadline()
-                .map(|t| self.start + Duration::from_secs_f64(t.max(0.0)));
+                // A millisecond late, so the float comparison in `tick` surely finds it due.
+                .map(|t| {
+                    self.start + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(1)
+                });
             let wake = match (flush_at, held) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -317,5 +320,72 @@ async fn sleep_until(when: Option<Instant>) {
     match when {
         Some(w) => tokio::time::sleep_until(w).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(record_input: bool) -> (RecordingTap, mpsc::UnboundedReceiver<Msg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tap = RecordingTap {
+            tx,
+            start: Instant::now(),
+            shared: Arc::new(Shared {
+                in_flight: AtomicUsize::new(0),
+                dropped: AtomicU64::new(0),
+                capped: AtomicBool::new(false),
+            }),
+            record_input,
+        };
+        (tap, rx)
+    }
+
+    fn events(rx: &mut mpsc::UnboundedReceiver<Msg>) -> Vec<Event> {
+        let mut v = Vec::new();
+        while let Ok(Msg::Event { event, .. }) = rx.try_recv() {
+            v.push(event);
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_falls_behind_loses_events_not_memory() {
+        let (tap, mut rx) = tap(true);
+        let chunk = vec![b'x'; 64 * 1024];
+        // Nobody drains the channel: it fills to the budget, then events are counted and dropped.
+        for _ in 0..100 {
+            tap.output(&chunk);
+        }
+        let queued = tap.shared.in_flight.load(Ordering::Relaxed);
+        assert!(queued <= MAX_IN_FLIGHT, "{queued}");
+        let dropped = tap.shared.dropped.load(Ordering::Relaxed);
+        assert_eq!(
+            dropped as usize + (queued / (chunk.len() + MSG_COST)) * chunk.len(),
+            100 * chunk.len()
+        );
+        assert!(dropped > 0);
+        // The writer catches up; the next event is preceded by a note of what was lost.
+        let sent = events(&mut rx);
+        tap.shared.in_flight.store(0, Ordering::Relaxed);
+        tap.marker("after");
+        assert_eq!(
+            events(&mut rx),
+            vec![Event::Dropped(dropped), Event::Marker("after".into())]
+        );
+        assert_eq!(sent.len() * (chunk.len() + MSG_COST), queued);
+    }
+
+    #[tokio::test]
+    async fn input_is_sent_only_when_recorded_and_nothing_after_the_cap() {
+        let (tap, mut rx) = tap(false);
+        tap.input(b"secret");
+        tap.output(b"");
+        assert!(events(&mut rx).is_empty());
+        tap.shared.capped.store(true, Ordering::Relaxed);
+        tap.output(b"more");
+        tap.resize(1, 1);
+        assert!(events(&mut rx).is_empty());
     }
 }

@@ -580,3 +580,48 @@ fn http_get(url: &str) -> String {
         .unwrap();
     rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
 }
+
+#[test]
+fn init_creates_keys_once_and_prints_trust_lines() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let run = jitgate(&["init", "--config", config.to_str().unwrap()]).ok();
+    let ca = setup.path().join("data/ca");
+    for name in ["user_ca", "host_ca", "target_ca"] {
+        let mode = std::fs::metadata(ca.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+        assert!(
+            run.stdout
+                .contains(&format!("created {}", ca.join(name).display())),
+            "{run:#?}"
+        );
+    }
+    let host_ca = std::fs::read_to_string(ca.join("host_ca.pub")).unwrap();
+    let target_ca = std::fs::read_to_string(ca.join("target_ca.pub")).unwrap();
+    let key_of = |line: &str| line.split_whitespace().nth(1).unwrap().to_string();
+    assert!(
+        run.stdout.contains(&format!(
+            "@cert-authority * ssh-ed25519 {}",
+            key_of(&host_ca)
+        )),
+        "{run:#?}"
+    );
+    assert!(run.stdout.contains("TrustedUserCAKeys"), "{run:#?}");
+    assert!(run.stdout.contains(&key_of(&target_ca)), "{run:#?}");
+    // The private keys never reach the output.
+    assert!(!run.stdout.contains("PRIVATE KEY"));
+    let before = std::fs::read(ca.join("user_ca")).unwrap();
+    let again = jitgate(&["init", "--config", config.to_str().unwrap()]).ok();
+    assert!(again.stdout.contains("nothing overwritten"), "{again:#?}");
+    assert_eq!(std::fs::read(ca.join("user_ca")).unwrap(), before);
+    // A key others can read is refused, naming the fix.
+    std::fs::set_permissions(ca.join("user_ca"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = jitgate(&["init", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("chmod 600"), "{run:#?}");
+}
