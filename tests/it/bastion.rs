@@ -630,3 +630,26 @@ async fn back_pressure_keeps_bastion_memory_bounded() {
     drop(child.stdin.take());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_both_ways_at_once_through_cat() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let input = lab.path().join("in.bin");
+    let mut data = vec![0u8; 32 << 20];
+    getrandom::fill(&mut data).unwrap();
+    std::fs::write(&input, &data).unwrap();
+    drop(data);
+    let echoed = lab.path().join("out.bin");
+    let mut cmd = lab.ssh(&["root@db1", "cat"]);
+    cmd.stdin(std::fs::File::open(&input).unwrap())
+        .stdout(std::fs::File::create(&echoed).unwrap());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.status())
+        .await
+        .expect("cat finishes")
+        .unwrap();
+    assert!(status.success());
+    let got = std::fs::metadata(&echoed).unwrap().len();
+    assert_eq!(got, 32 << 20);
+    assert_eq!(sha256_file(&echoed), sha256_file(&input));
+}
