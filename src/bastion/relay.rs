@@ -444,6 +444,48 @@ async fn down(
 mod tests {
     use super::*;
 
+    fn rule(sftp: bool, pty: bool) -> AccessRule {
+        AccessRule {
+            hosts: crate::config::HostSelector::Names(vec!["*".into()]),
+            logins: vec!["root".into()],
+            max_ttl: std::time::Duration::from_secs(60),
+            approvals: 0,
+            approvers: vec![],
+            guardrails: vec![],
+            require_reason: false,
+            hours: None,
+            allow_sftp: sftp,
+            allow_port_forwarding: false,
+            allow_agent_forwarding: true,
+            allow_x11: true,
+            allow_pty: pty,
+            record_input: false,
+            max_blocks: 3,
+        }
+    }
+
+    #[test]
+    fn allows_table() {
+        let open = rule(true, true);
+        let closed = rule(false, false);
+        for (req, on_open, on_closed) in [
+            (Request::Pty, true, false),
+            (Request::Shell, true, true),
+            (Request::Exec, true, true),
+            (Request::WindowChange, true, true),
+            (Request::Subsystem("sftp"), true, false),
+            (Request::Subsystem("netconf"), false, false),
+            (Request::Env("LANG"), true, true),
+            (Request::Env("LD_PRELOAD"), false, false),
+            // Not built, so refused even where the rule would allow them.
+            (Request::X11, false, false),
+            (Request::Agent, false, false),
+        ] {
+            assert_eq!(allows(&open, req), on_open, "{req:?} open");
+            assert_eq!(allows(&closed, req), on_closed, "{req:?} closed");
+        }
+    }
+
     #[test]
     fn env_allow_list() {
         for (name, ok) in [

@@ -167,38 +167,6 @@ impl Registry {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn close_request_reaches_only_that_request() {
-        let reg = Arc::new(Registry::default());
-        let (a, mut rx_a) = ControlHandle::new();
-        let (b, rx_b) = ControlHandle::new();
-        let _ga = reg.register(1, a);
-        let gb = reg.register(2, b);
-        assert_eq!(reg.requests(), vec![1, 2]);
-        assert_eq!(reg.close_request(1, "revoked"), 1);
-        assert_eq!(closed(&mut rx_a).await, "revoked");
-        assert!(rx_b.borrow().close.is_none());
-        drop(gb);
-        assert_eq!(reg.requests(), vec![1]);
-    }
-
-    #[test]
-    fn notices_are_numbered_and_first_close_wins() {
-        let (c, rx) = ControlHandle::new();
-        c.notice("one");
-        c.notice("two");
-        assert_eq!(rx.borrow().notice, Some((2, "two".to_string())));
-        c.close("first");
-        c.close("second");
-        assert_eq!(rx.borrow().close.as_deref(), Some("first"));
-        assert!(c.is_closed());
-    }
-}
-
 /// Counts the bastion's live tasks (connections, nested servers, sessions) so shutdown can
 /// wait until every record is written.
 #[derive(Default)]
@@ -235,5 +203,54 @@ impl Tasks {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn close_request_reaches_only_that_request() {
+        let reg = Arc::new(Registry::default());
+        let (a, mut rx_a) = ControlHandle::new();
+        let (b, rx_b) = ControlHandle::new();
+        let _ga = reg.register(1, a);
+        let gb = reg.register(2, b);
+        assert_eq!(reg.requests(), vec![1, 2]);
+        assert_eq!(reg.close_request(1, "revoked"), 1);
+        assert_eq!(closed(&mut rx_a).await, "revoked");
+        assert!(rx_b.borrow().close.is_none());
+        drop(gb);
+        assert_eq!(reg.requests(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn tasks_idle_waits_for_the_last_guard() {
+        let tasks = Arc::new(Tasks::default());
+        tasks.idle().await;
+        let a = tasks.enter();
+        let b = tasks.enter();
+        let waiter = tokio::spawn({
+            let tasks = Arc::clone(&tasks);
+            async move { tasks.idle().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(b);
+        waiter.await.unwrap();
+    }
+
+    #[test]
+    fn notices_are_numbered_and_first_close_wins() {
+        let (c, rx) = ControlHandle::new();
+        c.notice("one");
+        c.notice("two");
+        assert_eq!(rx.borrow().notice, Some((2, "two".to_string())));
+        c.close("first");
+        c.close("second");
+        assert_eq!(rx.borrow().close.as_deref(), Some("first"));
+        assert!(c.is_closed());
     }
 }
