@@ -164,6 +164,98 @@ async fn host_certificate_target_and_several_channels_in_one_connection() {
     let _ = master.kill().await;
 }
 
+/// Established client connections to `port` on loopback, from /proc/net/tcp.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3 && cols[2].ends_with(&format!(":{port:04X}")) && cols[3] == "01"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_targets_in_one_jump_connection() {
+    let lab = Lab::start().await;
+    let cert = format!("{}-cert.pub", lab.key.display());
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let db1_cert = lab.path().join("db1-cert.pub");
+    std::fs::copy(&cert, &db1_cert).unwrap();
+    lab.grant("db2", "root", 0, 3600, 0).await;
+    let db2_cert = lab.path().join("db2-cert.pub");
+    std::fs::copy(&cert, &db2_cert).unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    // The jump connection is multiplexed (authenticated with db1's certificate); each target
+    // is logged into with its own request's certificate.
+    let config = lab.path().join("ssh_config_mux");
+    let common = std::fs::read_to_string(&lab.ssh_config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("CertificateFile") && !l.contains("ControlMaster"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        &config,
+        format!(
+            "Host 127.0.0.1\n  CertificateFile {}\n  ControlMaster auto\n  ControlPath {}/jump-%C\n  ControlPersist 30\n\
+             Host db1\n  CertificateFile {}\nHost db2\n  CertificateFile {}\n{common}\n",
+            db1_cert.display(),
+            lab.path().display(),
+            db1_cert.display(),
+            db2_cert.display(),
+        ),
+    )
+    .unwrap();
+    let ssh = |target: &str, command: &str| {
+        let mut c = tokio::process::Command::new("ssh");
+        c.arg("-F")
+            .arg(&config)
+            .arg("-J")
+            .arg(format!("alice@127.0.0.1:{}", lab.port))
+            .args([target, command])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        c
+    };
+    let mut first = ssh("root@db1", "echo one; sleep 3").spawn().unwrap();
+    let mut stdout = first.stdout.take().unwrap();
+    let mut line = [0u8; 4];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut line),
+    )
+    .await
+    .expect("first session starts")
+    .unwrap();
+    assert_eq!(&line, b"one\n");
+    let second = output(ssh("root@db2", "echo two; sleep 1; echo done"), 60);
+    let count = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        connections_to(lab.port)
+    };
+    let (second, during) = tokio::join!(second, count);
+    assert_eq!(
+        text(&second.stdout),
+        "two\ndone\n",
+        "{}",
+        text(&second.stderr)
+    );
+    assert_eq!(during, 1, "both targets share one jump connection");
+    assert!(first.wait().await.unwrap().success());
+    // End the multiplexing master.
+    let mut stop = tokio::process::Command::new("ssh");
+    stop.arg("-F")
+        .arg(&config)
+        .args(["-O", "exit", "-p", &lab.port.to_string(), "alice@127.0.0.1"])
+        .stdin(std::process::Stdio::null());
+    let _ = output(stop, 30).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn port_forwarding_and_sftp_refused_by_rule() {
     let lab = Lab::start().await;
