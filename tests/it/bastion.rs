@@ -130,6 +130,42 @@ async fn target_down_is_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_with_the_wrong_host_key_is_refused() {
+    let lab = Lab::start().await;
+    lab.grant("mitm", "root", 0, 3600, 0).await;
+    let out = output(lab.ssh(&["root@mitm", "true"]), 60).await;
+    assert_eq!(out.status.code(), Some(255));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("jitgate: refusing mitm: host key of mitm is SHA256:"),
+        "{err}"
+    );
+    assert!(err.contains("not the pinned"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn env_passes_only_the_allow_list() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let out = output(
+        lab.ssh(&[
+            "-o",
+            "SetEnv=LANG=C.UTF-8 LC_TIME=C JITGATE_SECRET=1",
+            "root@db1",
+            "echo \"[$LANG][$LC_TIME][$JITGATE_SECRET]\"",
+        ]),
+        60,
+    )
+    .await;
+    assert_eq!(
+        text(&out.stdout),
+        "[C.UTF-8][C][]\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn host_certificate_target_and_several_channels_in_one_connection() {
     let lab = Lab::start().await;
     lab.grant("db2", "root", 0, 3600, 0).await;

@@ -37,7 +37,7 @@ const POLICY: &str = r#"
 name = "engineer"
 
 [[roles.access]]
-hosts = ["db1", "db2", "gone"]
+hosts = ["db1", "db2", "gone", "mitm"]
 logins = ["root"]
 max_ttl = "2h"
 require_reason = false
@@ -53,7 +53,7 @@ allow_pty = false
 
 impl Lab {
     /// Two targets: db1 with a pinned host key, db2 with a host-CA certificate; `gone` is a
-    /// port nobody listens on.
+    /// port nobody listens on; `mitm` is db2 with db1's key pinned.
     pub async fn start() -> Lab {
         for tool in ["ssh", "ssh-keygen", "sshd"] {
             require_tool(tool);
@@ -93,6 +93,12 @@ address = "127.0.0.1:{p2}"
 [[hosts]]
 name = "gone"
 address = "127.0.0.1:{p3}"
+
+# db2's address with db1's key pinned: the bastion must refuse to log in.
+[[hosts]]
+name = "mitm"
+address = "127.0.0.1:{p2}"
+host_key = "{k1}"
 
 [[users]]
 name = "alice"
