@@ -19,9 +19,10 @@ use super::access::{self, Grant};
 use super::keys::random_id;
 use super::outer::authorize;
 use super::record::SessionLog;
-use super::relay::{self, Request, allows};
+use super::relay;
+use super::requests::{Request, allows};
 use super::sessions::{ControlHandle, Registration, closed};
-use super::upstream::{self, Upstream};
+use super::upstream::{Dialer, Dialled, upstream_of};
 use super::{BastionError, Shared};
 use crate::config::Host;
 use crate::model::now;
@@ -36,69 +37,6 @@ pub struct InnerConn {
     pub peer: SocketAddr,
     /// The outer connection's control: when it closes, this connection closes too.
     pub outer_control: ControlHandle,
-}
-
-type Dialled = Option<Result<Arc<Upstream>, String>>;
-
-/// Dials the target for one nested connection, once its login is known.
-struct Dialer {
-    shared: Arc<Shared>,
-    host: Host,
-    user: String,
-    conn_id: String,
-    tx: Arc<watch::Sender<Dialled>>,
-    current: Mutex<Option<(String, tokio::task::JoinHandle<()>)>>,
-}
-
-impl Dialer {
-    /// Starts dialling as `login` for `request`, unless already dialling as that login.
-    fn dial(&self, request: i64, login: &str) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|(l, _)| l == login) {
-            return;
-        }
-        if let Some((_, task)) = current.take() {
-            task.abort();
-        }
-        self.tx.send_replace(None);
-        let key_id = format!(
-            "jitgate:request={request}:user={}:connection={}",
-            self.user, self.conn_id
-        );
-        let (shared, host, tx, login_owned) = (
-            Arc::clone(&self.shared),
-            self.host.clone(),
-            Arc::clone(&self.tx),
-            login.to_string(),
-        );
-        let task = tokio::spawn(async move {
-            let result = upstream::connect(
-                shared.config(),
-                &shared.ctx.ca,
-                &shared.clients,
-                &host,
-                &login_owned,
-                &key_id,
-            )
-            .await;
-            if let Err(e) = &result {
-                tracing::warn!(host = %host.name, error = %e, "upstream failed");
-            }
-            tx.send_replace(Some(result.map(Arc::new)));
-        });
-        *current = Some((login.to_string(), task));
-    }
-
-    fn abort(&self) {
-        if let Some((_, task)) = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            task.abort();
-        }
-    }
 }
 
 /// Runs the nested server over `stream` until it ends or is told to close.
@@ -206,16 +144,6 @@ impl Inner {
             .shared
             .refused(stage, &g.user, self.conn.peer, Some(g.request.id), reason)
             .await;
-    }
-}
-
-/// Waits for the upstream connection of this nested server.
-async fn upstream_of(mut dialled: watch::Receiver<Dialled>) -> Result<Arc<Upstream>, String> {
-    match dialled.wait_for(|d| d.is_some()).await {
-        Ok(d) => d
-            .clone()
-            .unwrap_or_else(|| Err("jitgate: no upstream".into())),
-        Err(_) => Err("jitgate: the upstream connection was abandoned".into()),
     }
 }
 

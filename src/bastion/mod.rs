@@ -16,6 +16,7 @@ mod keys;
 mod outer;
 mod record;
 pub mod relay;
+pub mod requests;
 pub mod sessions;
 mod upstream;
 

@@ -351,7 +351,7 @@ impl Lab {
         let port_file = self.path().join("child.port");
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
             .args([
-                "bastion::bastion_child_process",
+                "bastion::transfer::bastion_child_process",
                 "--exact",
                 "--ignored",
                 "--nocapture",
@@ -406,4 +406,10 @@ pub async fn run_child(dir: &Path) {
         {}
     })
     .await;
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
