@@ -196,7 +196,7 @@ async fn session_channel(cx: ChannelCtx, channel: Channel<Msg>, reply: ChannelOp
         handle,
         target,
         &grant.rule,
-        Box::new(relay::NoTap),
+        Box::new(super::gate::NoTap),
         &mut log,
         control.subscribe(),
     )

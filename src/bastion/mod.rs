@@ -11,6 +11,7 @@
 //! `run(listener, ctx, shutdown)` is the whole server, so tests bind port 0 and drive it.
 
 pub mod access;
+pub mod gate;
 mod inner;
 mod keys;
 mod outer;
@@ -34,7 +35,7 @@ use crate::ca::{CaError, CaKeys};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::model::{NewAuditEvent, RequestState, format_time, now};
-use crate::recorder::Recorder;
+use crate::recorder::{Masker, Recorder};
 use crate::store::{Store, StoreError};
 use keys::HostKeys;
 use sessions::{ControlHandle, Registry, Tasks, closed};
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub tasks: Arc<Tasks>,
     /// Every session channel is recorded; without a recorder no session starts.
     pub recorder: Result<Recorder, String>,
+    /// Masks secrets in command text before it is indexed, audited or alerted.
+    pub masker: Result<Masker, String>,
     /// Set once the grace period is over: every connection closes.
     pub stopping: watch::Sender<bool>,
 }
@@ -86,6 +89,7 @@ impl Shared {
                 &ctx.config.recordings,
             )
             .map_err(|e| e.to_string()),
+            masker: Masker::new(&ctx.config.recordings.mask).map_err(|e| e.to_string()),
             stopping: watch::channel(false).0,
             ctx,
         }

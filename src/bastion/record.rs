@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::access::Grant;
-use crate::model::{self, now};
+use super::gate::Checked;
+use crate::model::{self, CommandRecord, NewAuditEvent, now};
 use crate::recorder::{Recording, RecordingTap, SessionMeta};
 
 /// What a channel starts.
@@ -42,6 +43,8 @@ pub struct SessionLog {
     id: String,
     recording: Option<Recording>,
     started: bool,
+    /// Commands blocked in this session so far.
+    blocks: u32,
 }
 
 fn dim(n: u32) -> u16 {
@@ -56,6 +59,7 @@ impl SessionLog {
             id,
             recording: None,
             started: false,
+            blocks: 0,
         }
     }
 
@@ -126,6 +130,75 @@ impl SessionLog {
         let tap = recording.tap();
         self.recording = Some(recording);
         Ok(tap)
+    }
+
+    /// Indexes checked commands; audits and alerts warnings and blocks. Returns true once the
+    /// rule's `max_blocks` is reached: the request is then revoked and flagged for review.
+    pub async fn commands(&mut self, checked: &[Checked]) -> bool {
+        let shared = &self.shared;
+        let g = &self.grant;
+        for c in checked {
+            let text = match &shared.masker {
+                Ok(m) => m.mask(&c.text),
+                Err(_) => "(masked)".to_string(),
+            };
+            let record = CommandRecord {
+                session_id: self.id.clone(),
+                at: now(),
+                text: text.clone(),
+                verdict: c.verdict.to_string(),
+                rule: c.rule.clone(),
+            };
+            if let Err(e) = shared.ctx.store.record_command(record).await {
+                tracing::error!(session = %self.id, error = %e, "cannot index a command");
+            }
+            let kind = match c.verdict {
+                "blocked" => "guardrail.block",
+                "warned" | "would-block" => "guardrail.warn",
+                _ => continue,
+            };
+            if c.is_blocked() {
+                self.blocks += 1;
+            }
+            let rule = c.rule.clone().unwrap_or_default();
+            tracing::warn!(session = %self.id, user = %g.user, host = %g.host.name, verdict = c.verdict, %rule, "guardrail");
+            let event = NewAuditEvent::new(now(), kind, &g.user)
+                .request(g.request.id)
+                .session(&self.id)
+                .with("command", &text)
+                .with("rule", &rule)
+                .with("verdict", c.verdict)
+                .with("host", &g.host.name);
+            let data = event.data.clone();
+            if let Err(e) = shared.ctx.store.append_audit(event).await {
+                tracing::error!(session = %self.id, error = %e, "cannot audit a guardrail decision");
+            }
+            shared.ctx.hub.emit(kind, Some(g.request.id), data);
+        }
+        let limit = g.rule.max_blocks;
+        if limit == 0 || self.blocks < limit {
+            return false;
+        }
+        let reason = format!("{} commands blocked in session {}", self.blocks, self.id);
+        match shared
+            .ctx
+            .store
+            .revoke(g.request.id, "jitgate", &reason, true, now())
+            .await
+        {
+            Ok(_) => {
+                let mut data = std::collections::BTreeMap::new();
+                data.insert("reason".to_string(), reason);
+                data.insert("session".to_string(), self.id.clone());
+                shared
+                    .ctx
+                    .hub
+                    .emit("request.flagged", Some(g.request.id), data);
+                shared.ctx.hub.end_access(g.request.id);
+            }
+            Err(e) => tracing::error!(request = g.request.id, error = %e, "cannot flag a request"),
+        }
+        true
     }
 
     /// Closes the recording and writes the session's end.

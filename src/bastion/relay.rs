@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::watch;
 
+use super::gate::{ExecGate, Gated, InputGate, Tap};
 use super::record::{Outcome, PtyInfo, SessionLog, Start};
 use super::requests::{Request, allows};
 use super::sessions::Control;
@@ -28,47 +29,6 @@ use crate::recorder::RecordingTap;
 
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
-
-/// What happens to an exec command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExecGate {
-    Allow,
-    /// Not forwarded: `message` goes to stderr and the exit status is 126.
-    Block {
-        message: String,
-    },
-}
-
-/// What happens to a chunk of input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InputGate {
-    Forward,
-    /// Send `upstream` instead of the chunk, and show `to_client` to the engineer.
-    Replace {
-        upstream: Vec<u8>,
-        to_client: Vec<u8>,
-    },
-}
-
-/// Per-channel hook points for guardrails (recording is fed beside them). Calls are short
-/// and never block.
-pub trait Tap: Send {
-    fn pty(&mut self, _term: &str, _cols: u32, _rows: u32) {}
-    fn resize(&mut self, _cols: u32, _rows: u32) {}
-    fn shell(&mut self) {}
-    fn exec(&mut self, _command: &str) -> ExecGate {
-        ExecGate::Allow
-    }
-    fn subsystem(&mut self, _name: &str) {}
-    fn input(&mut self, _data: &[u8]) -> InputGate {
-        InputGate::Forward
-    }
-    fn output(&mut self, _data: &[u8], _stderr: bool) {}
-}
-
-/// A tap that sees nothing.
-pub struct NoTap;
-impl Tap for NoTap {}
 
 /// A request sent upstream whose reply is still due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,23 +182,23 @@ async fn up(
                 let gate = s.tap().input(&data);
                 match gate {
                     InputGate::Forward => t_tx.data_bytes(data).await,
-                    InputGate::Replace {
-                        upstream,
-                        to_client,
-                    } => {
-                        if !to_client.is_empty() {
-                            let _ = c_tx.data_bytes(to_client).await;
-                        }
-                        if upstream.is_empty() {
-                            Ok(())
-                        } else {
-                            t_tx.data_bytes(upstream).await
-                        }
-                    }
+                    InputGate::Gated(g) => match act(s, log, g, c_tx, t_tx).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) | Err(_) => return,
+                    },
                 }
             }
             ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
-            ChannelMsg::Eof => t_tx.eof().await,
+            ChannelMsg::Eof => {
+                let held = s.tap().eof();
+                if let Some(g) = held {
+                    match act(s, log, g, c_tx, t_tx).await {
+                        Ok(true) => {}
+                        Ok(false) | Err(_) => return,
+                    }
+                }
+                t_tx.eof().await
+            }
             ChannelMsg::Close => return,
             ChannelMsg::RequestPty {
                 term,
@@ -282,19 +242,17 @@ async fn up(
                 }
                 let gate = s.tap().exec(&text);
                 match gate {
-                    ExecGate::Allow => {
+                    ExecGate::Allow(checked) => {
+                        if report(s, log, &checked).await {
+                            end(s, c_tx, "too many blocked commands").await;
+                            return;
+                        }
                         s.pending().push_back(Pending::Start);
                         t_tx.exec(true, command).await
                     }
-                    ExecGate::Block { message } => {
-                        s.rec(|r| r.marker(&message));
-                        let msg = format!("jitgate: {message}\r\n").into_bytes();
-                        let _ = c_tx.extended_data_bytes(1, msg).await;
-                        *s.exit_status.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(BLOCKED_EXIT);
-                        let _ = c_tx.exit_status(BLOCKED_EXIT).await;
-                        let _ = c_tx.eof().await;
-                        let _ = c_tx.close().await;
+                    ExecGate::Block { checked, notice } => {
+                        report(s, log, &checked).await;
+                        end(s, c_tx, &notice).await;
                         return;
                     }
                 }
@@ -305,7 +263,6 @@ async fn up(
                 if !s.start(log, Start::Subsystem(&name), c_tx).await {
                     return;
                 }
-                s.tap().subsystem(&name);
                 s.pending().push_back(Pending::Start);
                 t_tx.request_subsystem(true, name).await
             }
@@ -335,6 +292,69 @@ async fn up(
             return;
         }
     }
+}
+
+/// Indexes, audits and marks what a gate checked; true once the rule's block limit is hit.
+async fn report(s: &Shared<'_>, log: &mut SessionLog, checked: &[super::gate::Checked]) -> bool {
+    for c in checked.iter().filter(|c| c.verdict != "allowed") {
+        let rule = c.rule.as_deref().unwrap_or("-");
+        s.rec(|r| r.marker(&format!("jitgate: {} by {rule}: {}", c.verdict, c.text)));
+    }
+    log.commands(checked).await
+}
+
+/// Ends a session the guardrails stopped: the notice on stderr, exit status 126.
+async fn end(s: &Shared<'_>, c_tx: &ClientTx, notice: &str) {
+    let mut text = notice.trim_end().to_string();
+    if !text.starts_with("jitgate:") {
+        text = format!("jitgate: {text}");
+    }
+    let _ = c_tx
+        .extended_data_bytes(1, format!("{text}\r\n").into_bytes())
+        .await;
+    *s.exit_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(BLOCKED_EXIT);
+    let _ = c_tx.exit_status(BLOCKED_EXIT).await;
+    let _ = c_tx.eof().await;
+    let _ = c_tx.close().await;
+}
+
+/// Acts on a gate's decision about input; false when the session must end.
+async fn act(
+    s: &Shared<'_>,
+    log: &mut SessionLog,
+    g: Gated,
+    c_tx: &ClientTx,
+    t_tx: &TargetTx,
+) -> Result<bool, russh::Error> {
+    let over = report(s, log, &g.checked).await;
+    if !g.forward.is_empty() {
+        t_tx.data_bytes(g.forward).await?;
+    }
+    if g.end {
+        let notice = g.notice.map(|n| n.text).unwrap_or_default();
+        end(s, c_tx, &notice).await;
+        let _ = t_tx.close().await;
+        return Ok(false);
+    }
+    if let Some(n) = g.notice {
+        let bytes = n.text.into_bytes();
+        if n.stderr {
+            c_tx.extended_data_bytes(1, bytes).await?;
+        } else {
+            c_tx.data_bytes(bytes).await?;
+        }
+    }
+    if over {
+        end(
+            s,
+            c_tx,
+            "too many blocked commands; the request is flagged for review",
+        )
+        .await;
+        let _ = t_tx.close().await;
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Target → engineer: output, EOF, exit status, replies.
