@@ -158,10 +158,20 @@ fn revoke_closes_a_live_session() {
 fn demo_script_walks_through_and_cleans_up() {
     require_tool("python3");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh");
-    let out = Command::new("bash").arg(&script).env("JITGATE_BIN", jitgate_bin()).output().unwrap();
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("JITGATE_BIN", jitgate_bin())
+        .output()
+        .unwrap();
     let run = Run::from(out);
     assert_eq!(run.code, 0, "{run:#?}");
-    for want in ["$ jitgate request --host db1", "request 1 approved", "hello from", "refused, as it should be", "demo finished"] {
+    for want in [
+        "$ jitgate request --host db1",
+        "request 1 approved",
+        "hello from",
+        "refused, as it should be",
+        "demo finished",
+    ] {
         assert!(run.stdout.contains(want), "{want:?} in {run:#?}");
     }
 }
