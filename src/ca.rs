@@ -1,1 +1,425 @@
-//! Keys and certificate minting.
+//! The three certificate authorities: keys on disk and certificate minting with `ssh-key`.
+//!
+//! - user CA: engineers' certificates after approval; only the bastion trusts it;
+//! - host CA: the bastion's host certificates (its own name and each inventory host it
+//!   stands in for); engineers' `known_hosts` trust it with `@cert-authority`;
+//! - target CA: the short certificates the bastion mints for itself towards a target;
+//!   targets trust it with `TrustedUserCAKeys`.
+//!
+//! Pure apart from reading and creating the key files: times are passed in. Private keys
+//! never reach a log or a `Debug`; files are created mode 0600 and never overwritten.
+
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ssh_key::certificate::{Builder, CertType, Certificate};
+use ssh_key::rand_core::UnwrapErr;
+use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
+
+/// The certificate extension that names the request a user certificate was issued for.
+pub const REQUEST_EXTENSION: &str = "jitgate-request@jitgate";
+
+/// Extensions a user certificate may carry, as the access rule allows.
+pub const EXT_PTY: &str = "permit-pty";
+pub const EXT_PORT_FORWARDING: &str = "permit-port-forwarding";
+pub const EXT_AGENT_FORWARDING: &str = "permit-agent-forwarding";
+pub const EXT_X11_FORWARDING: &str = "permit-X11-forwarding";
+
+const NAMES: [&str; 3] = ["user_ca", "host_ca", "target_ca"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not an OpenSSH private key: {reason}")]
+    BadKey { path: PathBuf, reason: String },
+    #[error("{path} is readable by others (mode {mode:o}); run: chmod 600 {path}")]
+    LoosePermissions { path: PathBuf, mode: u32 },
+    #[error("{path} is missing; run jitgate init --config FILE")]
+    Missing { path: PathBuf },
+    #[error("certificate: {0}")]
+    Sign(String),
+}
+
+fn sign_err(e: ssh_key::Error) -> CaError {
+    CaError::Sign(e.to_string())
+}
+
+/// The three CA private keys.
+pub struct CaKeys {
+    user: PrivateKey,
+    host: PrivateKey,
+    target: PrivateKey,
+}
+
+impl fmt::Debug for CaKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaKeys")
+            .field(
+                "user",
+                &self
+                    .user
+                    .public_key()
+                    .fingerprint(HashAlg::Sha256)
+                    .to_string(),
+            )
+            .field(
+                "host",
+                &self
+                    .host
+                    .public_key()
+                    .fingerprint(HashAlg::Sha256)
+                    .to_string(),
+            )
+            .field(
+                "target",
+                &self.target.public_key().fingerprint(HashAlg::Sha256),
+            )
+            .finish()
+    }
+}
+
+/// What a user certificate says.
+#[derive(Debug, Clone)]
+pub struct UserCertSpec<'a> {
+    pub key: &'a PublicKey,
+    pub serial: u64,
+    pub request_id: i64,
+    pub user: &'a str,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    /// Extensions such as `permit-pty`; the request extension is always added.
+    pub extensions: &'a [&'a str],
+}
+
+/// A fresh ed25519 key from the operating system's generator.
+pub fn generate_ed25519() -> PrivateKey {
+    PrivateKey::random(
+        &mut UnwrapErr(ssh_key::getrandom::SysRng),
+        Algorithm::Ed25519,
+    )
+    .expect("ed25519 key generation does not fail")
+}
+
+impl CaKeys {
+    /// Loads the keys in `dir`, creating any that are absent. Returns the files created.
+    pub fn ensure(dir: &Path) -> Result<(CaKeys, Vec<PathBuf>), CaError> {
+        std::fs::create_dir_all(dir).map_err(|source| CaError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut created = Vec::new();
+        for name in NAMES {
+            let path = dir.join(name);
+            if !path.exists() {
+                write_new_key(&path, &generate_ed25519(), name)?;
+                created.push(path);
+            }
+        }
+        Ok((CaKeys::load(dir)?, created))
+    }
+
+    /// Loads the keys in `dir`; a missing or world-readable key is an error.
+    pub fn load(dir: &Path) -> Result<CaKeys, CaError> {
+        Ok(CaKeys {
+            user: read_key(&dir.join(NAMES[0]))?,
+            host: read_key(&dir.join(NAMES[1]))?,
+            target: read_key(&dir.join(NAMES[2]))?,
+        })
+    }
+
+    pub fn user_ca(&self) -> PublicKey {
+        self.user.public_key().clone()
+    }
+
+    pub fn host_ca(&self) -> PublicKey {
+        self.host.public_key().clone()
+    }
+
+    pub fn target_ca(&self) -> PublicKey {
+        self.target.public_key().clone()
+    }
+
+    /// The line engineers add to `known_hosts` to trust the bastion and the hosts it fronts.
+    pub fn known_hosts_line(&self) -> String {
+        format!(
+            "@cert-authority * {}",
+            openssh_line(&self.host_ca(), "jitgate-host-ca")
+        )
+    }
+
+    /// The public key line targets reference with `TrustedUserCAKeys`.
+    pub fn trusted_user_ca_line(&self) -> String {
+        openssh_line(&self.target_ca(), "jitgate-target-ca")
+    }
+
+    /// An engineer's certificate: principal = user name, key id `jitgate:<request>:<user>`.
+    pub fn sign_user(&self, spec: &UserCertSpec) -> Result<Certificate, CaError> {
+        let mut b = builder(spec.key, spec.valid_after, spec.valid_before)?;
+        b.serial(spec.serial).map_err(sign_err)?;
+        b.cert_type(CertType::User).map_err(sign_err)?;
+        b.key_id(format!("jitgate:{}:{}", spec.request_id, spec.user))
+            .map_err(sign_err)?;
+        b.valid_principal(spec.user).map_err(sign_err)?;
+        let mut extensions: Vec<&str> = spec.extensions.to_vec();
+        extensions.sort_unstable();
+        extensions.dedup();
+        for ext in extensions {
+            b.extension(ext, "").map_err(sign_err)?;
+        }
+        b.extension(REQUEST_EXTENSION, spec.request_id.to_string())
+            .map_err(sign_err)?;
+        b.sign(&self.user).map_err(sign_err)
+    }
+
+    /// A host certificate for `principals` (host names and addresses), by the host CA.
+    pub fn sign_host(
+        &self,
+        host_key: &PublicKey,
+        principals: &[String],
+        serial: u64,
+        valid_after: u64,
+        valid_before: u64,
+    ) -> Result<Certificate, CaError> {
+        let mut b = builder(host_key, valid_after, valid_before)?;
+        b.serial(serial).map_err(sign_err)?;
+        b.cert_type(CertType::Host).map_err(sign_err)?;
+        b.key_id(format!("jitgate-host:{}", principals.join(",")))
+            .map_err(sign_err)?;
+        for p in principals {
+            b.valid_principal(p.as_str()).map_err(sign_err)?;
+        }
+        b.sign(&self.host).map_err(sign_err)
+    }
+
+    /// The bastion's own certificate towards a target, for `login`, by the target CA.
+    pub fn sign_target(
+        &self,
+        key: &PublicKey,
+        login: &str,
+        key_id: &str,
+        serial: u64,
+        valid_after: u64,
+        valid_before: u64,
+    ) -> Result<Certificate, CaError> {
+        let mut b = builder(key, valid_after, valid_before)?;
+        b.serial(serial).map_err(sign_err)?;
+        b.cert_type(CertType::User).map_err(sign_err)?;
+        b.key_id(key_id).map_err(sign_err)?;
+        b.valid_principal(login).map_err(sign_err)?;
+        for ext in [
+            EXT_PTY,
+            EXT_PORT_FORWARDING,
+            EXT_AGENT_FORWARDING,
+            EXT_X11_FORWARDING,
+            "permit-user-rc",
+        ] {
+            b.extension(ext, "").map_err(sign_err)?;
+        }
+        b.sign(&self.target).map_err(sign_err)
+    }
+
+    /// Checks an engineer's certificate: signed by the user CA, a user certificate, inside
+    /// its window at `now`, no critical options (jitgate issues none, so any is unknown).
+    pub fn validate_user_cert(&self, cert: &Certificate, now: u64) -> Result<(), String> {
+        let ca = self.user.public_key().fingerprint(HashAlg::Sha256);
+        cert.validate_at(now, [&ca])
+            .map_err(|e| format!("certificate not valid: {e}"))?;
+        if cert.cert_type() != CertType::User {
+            return Err("not a user certificate".into());
+        }
+        if let Some((name, _)) = cert.critical_options().iter().next() {
+            return Err(format!("unknown critical option {name:?}"));
+        }
+        Ok(())
+    }
+
+    /// Checks a target's host certificate: signed by the host CA, a host certificate for
+    /// `host`, inside its window at `now`.
+    pub fn validate_host_cert(
+        &self,
+        cert: &Certificate,
+        host: &str,
+        now: u64,
+    ) -> Result<(), String> {
+        let ca = self.host.public_key().fingerprint(HashAlg::Sha256);
+        cert.validate_at(now, [&ca])
+            .map_err(|e| format!("host certificate not valid: {e}"))?;
+        if cert.cert_type() != CertType::Host {
+            return Err("not a host certificate".into());
+        }
+        if !cert.valid_principals().iter().any(|p| p == host) {
+            return Err(format!("host certificate is not for {host:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// The request id a user certificate was issued for.
+pub fn request_id_of(cert: &Certificate) -> Option<i64> {
+    cert.extensions().get(REQUEST_EXTENSION)?.parse().ok()
+}
+
+/// `ssh-ed25519 AAAA... comment`.
+pub fn openssh_line(key: &PublicKey, comment: &str) -> String {
+    let mut key = key.clone();
+    key.set_comment(comment);
+    key.to_openssh().unwrap_or_default()
+}
+
+fn builder(key: &PublicKey, valid_after: u64, valid_before: u64) -> Result<Builder, CaError> {
+    Builder::new_with_random_nonce(
+        &mut UnwrapErr(ssh_key::getrandom::SysRng),
+        key.key_data().clone(),
+        valid_after,
+        valid_before,
+    )
+    .map_err(sign_err)
+}
+
+fn write_new_key(path: &Path, key: &PrivateKey, comment: &str) -> Result<(), CaError> {
+    let io = |source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut key = key.clone();
+    key.set_comment(comment);
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| CaError::Sign(e.to_string()))?;
+    // create_new: an existing key is never replaced, even if two processes race here.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(pem.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    let pub_path = path.with_extension("pub");
+    let line = openssh_line(key.public_key(), comment) + "\n";
+    std::fs::write(&pub_path, line).map_err(|source| CaError::Io {
+        path: pub_path,
+        source,
+    })
+}
+
+fn read_key(path: &Path) -> Result<PrivateKey, CaError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CaError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(source) => {
+            return Err(CaError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CaError::LoosePermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| CaError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?);
+    let key = PrivateKey::from_openssh(text.as_bytes()).map_err(|e| CaError::BadKey {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if key.is_encrypted() {
+        return Err(CaError::BadKey {
+            path: path.to_path_buf(),
+            reason: "encrypted keys are not supported".into(),
+        });
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensure_creates_once_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, created) = CaKeys::ensure(dir.path()).unwrap();
+        assert_eq!(created.len(), 3);
+        for name in NAMES {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+            assert!(dir.path().join(format!("{name}.pub")).exists());
+        }
+        let (again, created) = CaKeys::ensure(dir.path()).unwrap();
+        assert!(created.is_empty(), "never overwrites");
+        assert_eq!(keys.user_ca(), again.user_ca());
+        assert_ne!(keys.user_ca(), keys.host_ca());
+        let dbg = format!("{keys:?}");
+        assert!(dbg.contains("SHA256:") && !dbg.contains("PRIVATE"), "{dbg}");
+    }
+
+    #[test]
+    fn loose_permissions_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        CaKeys::ensure(dir.path()).unwrap();
+        let p = dir.path().join("host_ca");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = CaKeys::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn user_cert_round_trip_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = CaKeys::ensure(dir.path()).unwrap();
+        let engineer = generate_ed25519();
+        let spec = UserCertSpec {
+            key: engineer.public_key(),
+            serial: 7,
+            request_id: 42,
+            user: "alice",
+            valid_after: 1000,
+            valid_before: 2000,
+            extensions: &[EXT_PTY],
+        };
+        let cert = keys.sign_user(&spec).unwrap();
+        assert_eq!(cert.key_id(), "jitgate:42:alice");
+        assert_eq!(cert.valid_principals(), ["alice".to_string()]);
+        assert_eq!(request_id_of(&cert), Some(42));
+        assert!(cert.extensions().get(EXT_PTY).is_some());
+        assert!(cert.extensions().get(EXT_PORT_FORWARDING).is_none());
+        assert_eq!(keys.validate_user_cert(&cert, 1500), Ok(()));
+        assert!(keys.validate_user_cert(&cert, 2500).is_err(), "expired");
+        assert!(
+            keys.validate_user_cert(&cert, 500).is_err(),
+            "not yet valid"
+        );
+        // A certificate from another CA is refused.
+        let other_dir = tempfile::tempdir().unwrap();
+        let (other, _) = CaKeys::ensure(other_dir.path()).unwrap();
+        assert!(other.validate_user_cert(&cert, 1500).is_err());
+        // A host certificate is not a user certificate, even from the right key.
+        let host_cert = keys
+            .sign_host(engineer.public_key(), &["db1".into()], 1, 1000, 2000)
+            .unwrap();
+        assert!(keys.validate_host_cert(&host_cert, "db1", 1500).is_ok());
+        assert!(keys.validate_host_cert(&host_cert, "db2", 1500).is_err());
+    }
+}

@@ -1,1 +1,226 @@
-//! The API: axum routes, SSHSIG request signing, DTOs, metrics and webhooks.
+//! The API: the only place with HTTP and JSON. axum routes, SSHSIG-signed calls, DTOs,
+//! Prometheus metrics, webhooks, and the signed client the CLI uses.
+//!
+//! Every route but `/healthz` and `/metrics` passes through `authenticate`, which verifies
+//! the signature and hands the handler a `Caller`.
+
+pub mod auth;
+pub mod client;
+pub mod dto;
+mod error;
+mod metrics;
+mod routes;
+mod tls;
+pub mod webhook;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ssh_key::PublicKey;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+use crate::ca::CaKeys;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::model::{NewAuditEvent, now};
+use crate::store::Store;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub ca: Arc<CaKeys>,
+    pub hub: Arc<Hub>,
+    pub metrics: Metrics,
+    nonces: auth::NonceCache,
+}
+
+impl AppState {
+    pub fn new(
+        cfg: Arc<Config>,
+        store: Arc<dyn Store>,
+        ca: Arc<CaKeys>,
+        hub: Arc<Hub>,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            cfg,
+            store,
+            ca,
+            hub,
+            metrics: Metrics::default(),
+            nonces: auth::NonceCache::default(),
+        })
+    }
+}
+
+/// The verified caller of a signed request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user: String,
+    /// The key that signed the call (certified by `login`).
+    pub key: PublicKey,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let signed = Router::new()
+        .route(
+            "/v1/requests",
+            post(routes::create_request).get(routes::list_requests),
+        )
+        .route("/v1/requests/{id}", get(routes::show_request))
+        .route("/v1/requests/{id}/approve", post(routes::approve))
+        .route("/v1/requests/{id}/deny", post(routes::deny))
+        .route("/v1/requests/{id}/revoke", post(routes::revoke))
+        .route("/v1/requests/{id}/certificate", post(routes::certificate))
+        .route("/v1/bastion", get(routes::bastion))
+        .route("/v1/audit", get(routes::audit))
+        .route("/v1/sessions", get(routes::sessions))
+        .route("/v1/sessions/{id}/recording", get(routes::recording))
+        .route("/v1/commands", get(routes::commands))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_text))
+        .merge(signed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn metrics_text(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.metrics.render(),
+    )
+}
+
+async fn observe(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    app.metrics.observe(start.elapsed());
+    resp
+}
+
+/// Verifies the call's signature over method, path, body, timestamp and nonce.
+async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::BadRequest(format!("body larger than {MAX_BODY} bytes"))
+                .into_response();
+        }
+    };
+    let header = |name: &'static str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(auth::AuthError::Missing(name))
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let verified = (|| {
+        let sig = header(auth::HEADER_SIGNATURE)?;
+        let user = auth::verify_call(
+            &app.cfg,
+            &app.nonces,
+            parts.method.as_str(),
+            path,
+            &bytes,
+            sig,
+            header(auth::HEADER_TIMESTAMP)?,
+            header(auth::HEADER_NONCE)?,
+            now(),
+        )?;
+        let key = auth::signing_key(sig).ok_or(auth::AuthError::Malformed)?;
+        Ok::<_, auth::AuthError>(Caller { user, key })
+    })();
+    match verified {
+        Ok(caller) => {
+            let mut req = Request::from_parts(parts, Body::from(bytes));
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            let actor = match &e {
+                auth::AuthError::Replayed
+                | auth::AuthError::Skew { .. }
+                | auth::AuthError::BadSignature => parts
+                    .headers
+                    .get(auth::HEADER_SIGNATURE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(auth::signing_key)
+                    .and_then(|k| app.cfg.user_by_key(&k).map(|u| u.name.clone())),
+                _ => None,
+            };
+            let event =
+                NewAuditEvent::new(now(), "api.refused", actor.as_deref().unwrap_or("unknown"))
+                    .with("reason", &e)
+                    .with("method", &parts.method)
+                    .with("path", path);
+            if let Err(err) = app.store.append_audit(event).await {
+                tracing::error!(error = %err, "could not audit a refused call");
+            }
+            tracing::warn!(reason = %e, %path, "API call refused");
+            ApiError::Unauthorized(e.to_string()).into_response()
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes; TLS when configured.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    match &state.cfg.server.tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => tls::serve(listener, app, tls, shutdown).await,
+    }
+}
+
+/// Marks requests whose time is up as expired, ends their sessions, and tells webhooks.
+pub async fn expire_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match state.store.expire_due(now()).await {
+            Ok(expired) => {
+                for r in expired {
+                    state.hub.end_access(r.id);
+                    state.metrics.request("expired");
+                    let data = [
+                        ("requester", r.requester.clone()),
+                        ("host", r.host.clone()),
+                        ("login", r.login.clone()),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                    state.hub.emit("request.expired", Some(r.id), data);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+        }
+    }
+}

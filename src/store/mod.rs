@@ -25,6 +25,10 @@ pub enum StoreError {
     /// The request is not in a state that allows this change.
     #[error("request {id} is {state}")]
     WrongState { id: i64, state: RequestState },
+    /// The change clashes with what is stored: a serial or session id used twice, a session
+    /// closed twice.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// What `approve` did.

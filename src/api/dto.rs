@@ -1,0 +1,221 @@
+//! The JSON the API speaks. Domain types never cross the wire; these do. Times are Unix
+//! seconds (UTC).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::format_duration;
+use crate::model::{AccessRequest, AuditEvent, CommandRecord, Session};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub host: String,
+    pub login: String,
+    /// `15m`, `1h`, …
+    pub ttl: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub approver: String,
+    pub comment: Option<String>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestView {
+    pub id: i64,
+    pub requester: String,
+    pub host: String,
+    pub login: String,
+    pub ttl: String,
+    pub reason: String,
+    /// The state now, with expiry applied.
+    pub state: String,
+    pub rule: String,
+    pub approvals_needed: u32,
+    pub approvals: Vec<ApprovalView>,
+    pub created_at: i64,
+    pub pending_until: i64,
+    pub approved_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub decided_by: Option<String>,
+    pub decision_reason: Option<String>,
+    pub flagged: bool,
+}
+
+impl RequestView {
+    pub fn new(r: &AccessRequest, now: i64) -> RequestView {
+        RequestView {
+            id: r.id,
+            requester: r.requester.clone(),
+            host: r.host.clone(),
+            login: r.login.clone(),
+            ttl: format_duration(std::time::Duration::from_secs(r.ttl_secs)),
+            reason: r.reason.clone(),
+            state: r.state_at(now).to_string(),
+            rule: r.rule.to_string(),
+            approvals_needed: r.approvals_needed,
+            approvals: r
+                .approvals
+                .iter()
+                .map(|a| ApprovalView {
+                    approver: a.approver.clone(),
+                    comment: a.comment.clone(),
+                    at: a.at,
+                })
+                .collect(),
+            created_at: r.created_at,
+            pending_until: r.pending_until,
+            approved_at: r.approved_at,
+            expires_at: r.expires_at,
+            decided_by: r.decided_by.clone(),
+            decision_reason: r.decision_reason.clone(),
+            flagged: r.flagged,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateView {
+    pub request_id: i64,
+    pub serial: u64,
+    /// One OpenSSH line, to save as `<key>-cert.pub`.
+    pub certificate: String,
+    pub principal: String,
+    pub valid_after: i64,
+    pub valid_before: i64,
+    pub host: String,
+    pub login: String,
+    pub bastion: BastionInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BastionInfo {
+    /// The name engineers use for the bastion.
+    pub hostname: String,
+    pub ssh_port: u16,
+    /// `@cert-authority * ssh-ed25519 …` for `known_hosts`.
+    pub known_hosts_line: String,
+    /// Inventory host names reachable through it.
+    pub hosts: Vec<String>,
+    /// The caller's user name (the bastion login).
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEventView {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub request_id: Option<i64>,
+    pub session_id: Option<String>,
+    pub data: BTreeMap<String, String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl From<&AuditEvent> for AuditEventView {
+    fn from(e: &AuditEvent) -> AuditEventView {
+        AuditEventView {
+            seq: e.seq,
+            at: e.event.at,
+            kind: e.event.kind.clone(),
+            actor: e.event.actor.clone(),
+            request_id: e.event.request_id,
+            session_id: e.event.session_id.clone(),
+            data: e.event.data.clone(),
+            prev_hash: e.prev_hash.clone(),
+            hash: e.hash.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: String,
+    pub request_id: i64,
+    pub user: String,
+    pub host: String,
+    pub login: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub exit_status: Option<i32>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub recording: Option<String>,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> SessionView {
+        SessionView {
+            id: s.id.clone(),
+            request_id: s.request_id,
+            user: s.user.clone(),
+            host: s.host.clone(),
+            login: s.login.clone(),
+            started_at: s.started_at,
+            ended_at: s.ended_at,
+            exit_status: s.exit_status,
+            bytes_up: s.bytes_up,
+            bytes_down: s.bytes_down,
+            recording: s.recording.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandView {
+    pub session_id: String,
+    pub user: String,
+    pub host: String,
+    pub login: String,
+    pub at: i64,
+    pub text: String,
+    pub verdict: String,
+    pub rule: Option<String>,
+}
+
+impl CommandView {
+    pub fn new(c: &CommandRecord, s: &Session) -> CommandView {
+        CommandView {
+            session_id: c.session_id.clone(),
+            user: s.user.clone(),
+            host: s.host.clone(),
+            login: s.login.clone(),
+            at: c.at,
+            text: c.text.clone(),
+            verdict: c.verdict.clone(),
+            rule: c.rule.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub pending: bool,
+    pub user: Option<String>,
+    pub host: Option<String>,
+    /// Unix seconds.
+    pub since: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

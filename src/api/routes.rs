@@ -1,0 +1,468 @@
+//! The handlers: one per endpoint, each checking policy, then changing the store, then
+//! telling the hub. Refusals are audited.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::dto::*;
+use super::error::ApiError;
+use super::{AppState, Caller};
+use crate::ca::{self, UserCertSpec};
+use crate::config::parse_duration;
+use crate::model::{NewAuditEvent, RequestState, now};
+use crate::policy::{self, Ask, Decision};
+use crate::store::{ApproveOutcome, CommandFilter, RequestFilter, SessionFilter};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+impl AppState {
+    /// Records a refusal in the audit log and returns it as the error to send.
+    async fn refuse(
+        &self,
+        caller: &str,
+        kind: &str,
+        request_id: Option<i64>,
+        err: ApiError,
+    ) -> ApiError {
+        let mut event = NewAuditEvent::new(now(), kind, caller).with("reason", &err);
+        event.request_id = request_id;
+        if let Err(e) = self.store.append_audit(event).await {
+            tracing::error!(error = %e, "could not audit a refusal");
+        }
+        err
+    }
+
+    async fn load(&self, caller: &Caller, id: i64) -> ApiResult<crate::model::AccessRequest> {
+        match self.store.get_request(id).await? {
+            Some(r) if policy::may_view(&self.cfg, &caller.user, &r) => Ok(r),
+            // Not yours to see is answered like not there: ids are small and guessable.
+            _ => Err(ApiError::NotFound(format!(
+                "no request {id} visible to you"
+            ))),
+        }
+    }
+}
+
+pub async fn create_request(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<RequestView>)> {
+    let now = now();
+    let ttl = parse_duration(&body.ttl).map_err(ApiError::BadRequest)?;
+    let ask = Ask {
+        user: &caller.user,
+        host: &body.host,
+        login: &body.login,
+        ttl,
+        reason: &body.reason,
+    };
+    let decision = policy::evaluate(&app.cfg, &ask, now);
+    if let Decision::Deny { reason } = &decision {
+        app.metrics.request("refused");
+        let event = NewAuditEvent::new(now, "request.refused", &caller.user)
+            .with("host", &body.host)
+            .with("login", &body.login)
+            .with("ttl", &body.ttl)
+            .with("reason", reason);
+        app.store.append_audit(event).await?;
+        return Err(ApiError::Forbidden(reason.clone()));
+    }
+    let new = decision
+        .into_request(&app.cfg, &ask, now)
+        .expect("not a denial");
+    let req = app.store.create_request(new).await?;
+    let state = req.state_at(now);
+    app.metrics.request(state.as_str());
+    app.hub
+        .emit("request.created", Some(req.id), request_data(&req));
+    if state == RequestState::Approved {
+        app.hub
+            .emit("request.approved", Some(req.id), request_data(&req));
+    }
+    tracing::info!(request = req.id, user = %caller.user, host = %req.host, login = %req.login, state = %state, "request created");
+    Ok((StatusCode::CREATED, Json(RequestView::new(&req, now))))
+}
+
+pub async fn list_requests(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<RequestView>>> {
+    let now = now();
+    let filter = RequestFilter {
+        pending_at: q.pending.then_some(now),
+        requester: q.user.clone(),
+        limit: Some(500),
+    };
+    let list = app.store.list_requests(filter).await?;
+    Ok(Json(
+        list.iter()
+            .filter(|r| policy::may_view(&app.cfg, &caller.user, r))
+            .map(|r| RequestView::new(r, now))
+            .collect(),
+    ))
+}
+
+pub async fn show_request(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<RequestView>> {
+    let req = app.load(&caller, id).await?;
+    Ok(Json(RequestView::new(&req, now())))
+}
+
+pub async fn approve(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+    Json(body): Json<DecisionBody>,
+) -> ApiResult<Json<RequestView>> {
+    let now = now();
+    let req = app.load(&caller, id).await?;
+    if let Err(reason) = policy::check_decider(&app.cfg, &caller.user, &req, now) {
+        let err = decider_error(&req, now, reason);
+        return Err(app
+            .refuse(&caller.user, "approval.refused", Some(id), err)
+            .await);
+    }
+    match app
+        .store
+        .approve(id, &caller.user, body.comment.as_deref(), now)
+        .await
+    {
+        Ok(ApproveOutcome::Counted(r)) => {
+            if r.state == RequestState::Approved {
+                app.metrics.request("approved");
+                app.hub.emit("request.approved", Some(id), request_data(&r));
+            }
+            tracing::info!(request = id, approver = %caller.user, state = %r.state, "approval recorded");
+            Ok(Json(RequestView::new(&r, now)))
+        }
+        Ok(ApproveOutcome::AlreadyApproved(r)) => {
+            let needed =
+                r.approvals_needed as usize - r.approvals.len().min(r.approvals_needed as usize);
+            let err = ApiError::Conflict(format!(
+                "you already approved request {id}; it needs {needed} more approval(s) from someone else"
+            ));
+            Err(app
+                .refuse(&caller.user, "approval.refused", Some(id), err)
+                .await)
+        }
+        Err(e) => {
+            let err = ApiError::from(e);
+            Err(app
+                .refuse(&caller.user, "approval.refused", Some(id), err)
+                .await)
+        }
+    }
+}
+
+pub async fn deny(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+    Json(body): Json<DecisionBody>,
+) -> ApiResult<Json<RequestView>> {
+    let now = now();
+    let reason = body.reason.unwrap_or_default();
+    if reason.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "a reason is required: --reason \"why\"".into(),
+        ));
+    }
+    let req = app.load(&caller, id).await?;
+    if let Err(why) = policy::check_decider(&app.cfg, &caller.user, &req, now) {
+        let err = decider_error(&req, now, why);
+        return Err(app
+            .refuse(&caller.user, "denial.refused", Some(id), err)
+            .await);
+    }
+    let r = match app.store.deny(id, &caller.user, reason.trim(), now).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(app
+                .refuse(&caller.user, "denial.refused", Some(id), e.into())
+                .await);
+        }
+    };
+    app.metrics.request("denied");
+    app.hub.emit("request.denied", Some(id), request_data(&r));
+    Ok(Json(RequestView::new(&r, now)))
+}
+
+pub async fn revoke(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+    Json(body): Json<DecisionBody>,
+) -> ApiResult<Json<RequestView>> {
+    let now = now();
+    let reason = body.reason.unwrap_or_else(|| "revoked".into());
+    let req = app.load(&caller, id).await?;
+    if let Err(why) = policy::check_revoker(&app.cfg, &caller.user, &req, now) {
+        let err = if req.state_at(now) == RequestState::Pending
+            || req.state_at(now) == RequestState::Approved
+        {
+            ApiError::Forbidden(why)
+        } else {
+            ApiError::Conflict(why)
+        };
+        return Err(app
+            .refuse(&caller.user, "revocation.refused", Some(id), err)
+            .await);
+    }
+    let r = match app
+        .store
+        .revoke(id, &caller.user, reason.trim(), false, now)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(app
+                .refuse(&caller.user, "revocation.refused", Some(id), e.into())
+                .await);
+        }
+    };
+    app.hub.end_access(id);
+    app.metrics.request("revoked");
+    app.hub.emit("request.revoked", Some(id), request_data(&r));
+    tracing::info!(request = id, by = %caller.user, "request revoked");
+    Ok(Json(RequestView::new(&r, now)))
+}
+
+/// Signs a certificate for the key that signed this call, for an approved request.
+pub async fn certificate(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<CertificateView>> {
+    let now = now();
+    let req = app.load(&caller, id).await?;
+    if req.requester != caller.user {
+        let err = ApiError::Forbidden(format!(
+            "request {id} is {}'s; only the requester gets its certificate",
+            req.requester
+        ));
+        return Err(app
+            .refuse(&caller.user, "certificate.refused", Some(id), err)
+            .await);
+    }
+    let state = req.state_at(now);
+    if state != RequestState::Approved {
+        let why = match state {
+            RequestState::Pending => format!(
+                "request {id} is still pending ({} of {} approvals); run jitgate request ... --wait, or ask an approver",
+                req.approvals.len(),
+                req.approvals_needed
+            ),
+            s => policy::already_decided(&req, s),
+        };
+        return Err(app
+            .refuse(
+                &caller.user,
+                "certificate.refused",
+                Some(id),
+                ApiError::Conflict(why),
+            )
+            .await);
+    }
+    let rule = app.cfg.rule(&req.rule).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "the access rule of request {id} is no longer configured"
+        ))
+    })?;
+    let mut extensions = Vec::new();
+    if rule.allow_pty {
+        extensions.push(ca::EXT_PTY);
+    }
+    if rule.allow_port_forwarding {
+        extensions.push(ca::EXT_PORT_FORWARDING);
+    }
+    if rule.allow_agent_forwarding {
+        extensions.push(ca::EXT_AGENT_FORWARDING);
+    }
+    if rule.allow_x11 {
+        extensions.push(ca::EXT_X11_FORWARDING);
+    }
+    let serial = app.store.next_serial().await?;
+    let valid_after = now - app.cfg.ca.clock_skew.as_secs() as i64;
+    let valid_before = req.expires_at.unwrap_or(now);
+    let spec = UserCertSpec {
+        key: &caller.key,
+        serial,
+        request_id: id,
+        user: &caller.user,
+        valid_after: valid_after.max(0) as u64,
+        valid_before: valid_before.max(0) as u64,
+        extensions: &extensions,
+    };
+    let cert = app
+        .ca
+        .sign_user(&spec)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let line = cert
+        .to_openssh()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    app.store
+        .record_cert(crate::model::IssuedCert {
+            serial,
+            request_id: id,
+            user: caller.user.clone(),
+            key_fingerprint: caller.key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+            valid_after,
+            valid_before,
+            issued_at: now,
+        })
+        .await?;
+    app.metrics.certificate();
+    tracing::info!(request = id, user = %caller.user, serial, "certificate issued");
+    Ok(Json(CertificateView {
+        request_id: id,
+        serial,
+        certificate: line,
+        principal: caller.user.clone(),
+        valid_after,
+        valid_before,
+        host: req.host.clone(),
+        login: req.login.clone(),
+        bastion: app.bastion_info(&caller.user),
+    }))
+}
+
+pub async fn bastion(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<BastionInfo> {
+    Json(app.bastion_info(&caller.user))
+}
+
+pub async fn audit(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<AuditEventView>>> {
+    app.require_auditor(&caller, "the audit log").await?;
+    let events = app.store.audit_events(q.since).await?;
+    Ok(Json(events.iter().map(AuditEventView::from).collect()))
+}
+
+pub async fn sessions(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<SessionView>>> {
+    // Engineers see their own sessions; auditors see everyone's.
+    let user = if policy::is_auditor(&app.cfg, &caller.user) {
+        q.user
+    } else {
+        Some(caller.user.clone())
+    };
+    let list = app
+        .store
+        .list_sessions(SessionFilter {
+            user,
+            host: q.host,
+            since: q.since,
+            request_id: None,
+        })
+        .await?;
+    Ok(Json(list.iter().map(SessionView::from).collect()))
+}
+
+pub async fn recording(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let session = app
+        .store
+        .get_session(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no session {id}")))?;
+    if session.user != caller.user {
+        app.require_auditor(&caller, "other people's recordings")
+            .await?;
+    }
+    let rel = session
+        .recording
+        .ok_or_else(|| ApiError::NotFound(format!("session {id} has no recording")))?;
+    let path = app.cfg.server.recordings_dir.join(&rel);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::NotFound(format!("recording {rel}: {e}")))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-asciicast")],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+pub async fn commands(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<CommandView>>> {
+    let user = if policy::is_auditor(&app.cfg, &caller.user) {
+        q.user
+    } else {
+        Some(caller.user.clone())
+    };
+    let list = app
+        .store
+        .list_commands(CommandFilter {
+            user,
+            host: q.host,
+            since: q.since,
+        })
+        .await?;
+    Ok(Json(
+        list.iter().map(|(c, s)| CommandView::new(c, s)).collect(),
+    ))
+}
+
+impl AppState {
+    async fn require_auditor(&self, caller: &Caller, what: &str) -> ApiResult<()> {
+        if policy::is_auditor(&self.cfg, &caller.user) {
+            return Ok(());
+        }
+        let err = ApiError::Forbidden(format!("only auditors may read {what}"));
+        Err(self.refuse(&caller.user, "api.refused", None, err).await)
+    }
+
+    fn bastion_info(&self, user: &str) -> BastionInfo {
+        BastionInfo {
+            hostname: self.cfg.server.hostname.clone(),
+            ssh_port: self.cfg.server.ssh_listen.port(),
+            known_hosts_line: self.ca.known_hosts_line(),
+            hosts: self.cfg.hosts.iter().map(|h| h.name.clone()).collect(),
+            user: user.to_string(),
+        }
+    }
+}
+
+fn decider_error(req: &crate::model::AccessRequest, now: i64, reason: String) -> ApiError {
+    match req.state_at(now) {
+        RequestState::Pending => ApiError::Forbidden(reason),
+        _ => ApiError::Conflict(reason),
+    }
+}
+
+fn request_data(r: &crate::model::AccessRequest) -> std::collections::BTreeMap<String, String> {
+    [
+        ("requester", r.requester.clone()),
+        ("host", r.host.clone()),
+        ("login", r.login.clone()),
+        ("reason", r.reason.clone()),
+        ("state", r.state.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}

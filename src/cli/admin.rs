@@ -1,0 +1,193 @@
+//! Admins' commands: init, serve, check-config, guardrail test, recordings prune.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use jitgate::ca::CaKeys;
+use jitgate::config::Config;
+use jitgate::server::{self, Parts};
+
+use super::{UsageError, load_config};
+
+#[derive(Subcommand, Debug)]
+pub enum GuardrailAction {
+    /// Check commands: exit 0 when all are allowed, 1 when any is blocked.
+    Test {
+        #[arg(
+            long,
+            short = 'c',
+            env = "JITGATE_CONFIG",
+            default_value = "config/jitgate.toml"
+        )]
+        config: PathBuf,
+        /// Check against this set only (default: every set).
+        #[arg(long)]
+        set: Option<String>,
+        /// A file of commands, one per line (# comments and blank lines skipped).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The command to check.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordingsAction {
+    /// Remove recordings older than `recordings.retention`, entering each removal in the audit log.
+    Prune {
+        #[arg(
+            long,
+            short = 'c',
+            env = "JITGATE_CONFIG",
+            default_value = "config/jitgate.toml"
+        )]
+        config: PathBuf,
+    },
+}
+
+pub fn init(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let (keys, created) = CaKeys::ensure(&cfg.ca_dir())?;
+    for p in &created {
+        println!("created {}", p.display());
+    }
+    if created.is_empty() {
+        println!(
+            "CA keys already present in {}; nothing overwritten",
+            cfg.ca_dir().display()
+        );
+    }
+    print_trust_lines(&cfg, &keys);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_trust_lines(cfg: &Config, keys: &CaKeys) {
+    let target_pub = cfg.ca_dir().join("target_ca.pub");
+    println!();
+    println!(
+        "# On every target, in sshd_config (copy {} there):",
+        target_pub.display()
+    );
+    println!("TrustedUserCAKeys /etc/ssh/jitgate_target_ca.pub");
+    println!("# whose content is:");
+    println!("{}", keys.trusted_user_ca_line());
+    println!();
+    println!("# For engineers, in ~/.ssh/known_hosts (jitgate ssh-config --install does it):");
+    println!("{}", keys.known_hosts_line());
+}
+
+pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let mut cfg = load_config(path)?;
+    let api = tokio::net::TcpListener::bind(cfg.server.api_listen)
+        .await
+        .map_err(|e| {
+            UsageError(format!(
+                "cannot listen on {} (server.api_listen): {e}",
+                cfg.server.api_listen
+            ))
+        })?;
+    let ssh = tokio::net::TcpListener::bind(cfg.server.ssh_listen)
+        .await
+        .map_err(|e| {
+            UsageError(format!(
+                "cannot listen on {} (server.ssh_listen): {e}",
+                cfg.server.ssh_listen
+            ))
+        })?;
+    // Port 0 means "any": from here on the configuration names the ports really bound.
+    cfg.server.api_listen = api.local_addr()?;
+    cfg.server.ssh_listen = ssh.local_addr()?;
+    let parts = Parts::open(cfg)?;
+    for p in &parts.created_keys {
+        tracing::info!(path = %p.display(), "created CA key");
+    }
+    if !parts.created_keys.is_empty() {
+        print_trust_lines(&parts.cfg, &parts.ca);
+    }
+    let scheme = if parts.cfg.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!(
+        "jitgate serving: api {scheme}://{} ssh {}",
+        parts.cfg.server.api_listen, parts.cfg.server.ssh_listen
+    );
+    server::run(parts, api, ssh, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JITGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(path)?;
+    println!(
+        "{}: ok ({} hosts, {} users, {} roles, {} guardrail sets, {} webhooks)",
+        path.display(),
+        cfg.hosts.len(),
+        cfg.users.len(),
+        cfg.roles.len(),
+        cfg.guardrails.len(),
+        cfg.webhooks.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn guardrail(_action: GuardrailAction) -> anyhow::Result<ExitCode> {
+    Err(UsageError("guardrail test: not wired yet".into()).into())
+}
+
+/// Removes expired recordings, each removal entered in the audit chain.
+pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
+    use jitgate::model::{NewAuditEvent, now};
+    use jitgate::store::{SqliteStore, Store};
+    let RecordingsAction::Prune { config } = action;
+    let cfg = load_config(&config)?;
+    let Some(retention) = cfg.recordings.retention else {
+        return Err(UsageError(format!(
+            "{}: set recordings.retention (e.g. \"365d\") to prune",
+            config.display()
+        ))
+        .into());
+    };
+    let jitgate::config::StoreUrl::Sqlite(db) = &cfg.store;
+    let store = SqliteStore::open(db)?;
+    let now = now();
+    let pruned = jitgate::recorder::prune(&cfg.server.recordings_dir, retention, now)?;
+    for p in &pruned {
+        let event = NewAuditEvent::new(now, "recording.pruned", "system")
+            .with("recording", &p.path)
+            .with("sha256", &p.sha256)
+            .with("retention", jitgate::config::format_duration(retention));
+        store.append_audit(event).await?;
+        println!("removed {}", p.path);
+    }
+    println!(
+        "{} recording(s) older than {} removed",
+        pruned.len(),
+        jitgate::config::format_duration(retention)
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,96 @@
+//! `jitgate serve`: the API, the bastion and the background tasks, wired together, running
+//! until the shutdown future completes (SIGTERM or SIGINT in the binary; a channel in tests).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::bastion::{self, BastionContext};
+use crate::ca::CaKeys;
+use crate::config::{Config, StoreUrl};
+use crate::hub::Hub;
+use crate::store::{SqliteStore, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything `serve` builds from the configuration before it listens.
+pub struct Parts {
+    pub cfg: Arc<Config>,
+    pub ca: Arc<CaKeys>,
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    /// CA key files created by this start (first start only).
+    pub created_keys: Vec<std::path::PathBuf>,
+}
+
+impl Parts {
+    /// Creates missing CA keys, opens the store (running migrations).
+    pub fn open(cfg: Config) -> Result<Parts, ServerError> {
+        let (ca, created_keys) = CaKeys::ensure(&cfg.ca_dir())?;
+        let store: Arc<dyn Store> = match &cfg.store {
+            StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        };
+        std::fs::create_dir_all(&cfg.server.recordings_dir)?;
+        Ok(Parts {
+            cfg: Arc::new(cfg),
+            ca: Arc::new(ca),
+            store,
+            hub: Hub::new(),
+            created_keys,
+        })
+    }
+}
+
+/// Runs the API on `api_listener` and the bastion on `ssh_listener` until `shutdown`
+/// completes; then both stop accepting and the bastion gives live sessions their grace.
+pub async fn run(
+    parts: Parts,
+    api_listener: TcpListener,
+    ssh_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let state = AppState::new(
+        parts.cfg.clone(),
+        parts.store.clone(),
+        parts.ca.clone(),
+        parts.hub.clone(),
+    );
+    let webhooks = tokio::spawn(api::webhook::run(
+        parts.hub.clone(),
+        parts.cfg.webhooks.clone(),
+    ));
+    let expiry = tokio::spawn(api::expire_loop(state.clone()));
+    // One shutdown signal, two listeners.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let bastion = BastionContext {
+        config: parts.cfg.clone(),
+        ca: parts.ca.clone(),
+        store: parts.store.clone(),
+        hub: parts.hub.clone(),
+    };
+    let (api_result, ()) = tokio::join!(
+        api::serve(api_listener, state, stopped(stop_rx.clone())),
+        bastion::run(ssh_listener, Arc::new(bastion), stopped(stop_rx)),
+    );
+    expiry.abort();
+    webhooks.abort();
+    api_result.map_err(ServerError::from)
+}

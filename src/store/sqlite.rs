@@ -1,3 +1,0 @@
-//! SQLite implementation of `Store`.
-
-pub struct SqliteStore;

@@ -1,0 +1,276 @@
+//! SQLite implementation of `Store`: one file, WAL mode, migrations on open.
+//!
+//! rusqlite is synchronous, so the store keeps one connection behind a mutex and runs every
+//! call on tokio's blocking pool: no async worker ever waits on the disk. Every write runs in
+//! one `BEGIN IMMEDIATE` transaction that holds the state change and its audit events.
+
+mod records;
+mod requests;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::{ApproveOutcome, CommandFilter, RequestFilter, SessionFilter, Store, StoreError};
+use crate::model::{
+    AccessRequest, AuditEvent, CommandRecord, IssuedCert, NewAuditEvent, NewRequest, Session,
+    UnixTime,
+};
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// The SQLite store. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the folder and file when absent) the database at `path`, switches it
+    /// to WAL mode and applies pending migrations.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Db(format!("cannot create folder {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn = Connection::open(path)
+            .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
+        schema::configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        Ok(SqliteStore::wrap(conn, path))
+    }
+
+    /// Opens an existing database read-only (for `jitgate audit verify`): never creates the
+    /// file, never migrates; fails when the file is absent or its schema is not current.
+    /// Writes through this store fail with `StoreError::Db`.
+    pub fn open_readonly(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Db(format!(
+                "no database at {}: nothing to read",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
+        schema::configure_readonly(&conn)?;
+        schema::check_current(&conn)
+            .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
+        Ok(SqliteStore::wrap(conn, path))
+    }
+
+    fn wrap(conn: Connection, path: &Path) -> SqliteStore {
+        SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })?
+                .unwrap_or(0),
+            )
+        })
+        .await
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic mid-call dropped its transaction, which rolled back: the connection is
+            // consistent, so a poisoned lock is safe to take over.
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("store task failed: {e}")))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(move |c| f(c)).await
+    }
+
+    /// Runs `f` in one write transaction, committed only when `f` succeeds.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_request(&self, new: NewRequest) -> Result<AccessRequest, StoreError> {
+        self.write(move |c| requests::create(c, new)).await
+    }
+
+    async fn get_request(&self, id: i64) -> Result<Option<AccessRequest>, StoreError> {
+        self.read(move |c| requests::get(c, id)).await
+    }
+
+    async fn list_requests(&self, filter: RequestFilter) -> Result<Vec<AccessRequest>, StoreError> {
+        self.read(move |c| requests::list(c, &filter)).await
+    }
+
+    async fn approve(
+        &self,
+        id: i64,
+        approver: &str,
+        comment: Option<&str>,
+        now: UnixTime,
+    ) -> Result<ApproveOutcome, StoreError> {
+        let approver = approver.to_string();
+        let comment = comment.map(str::to_string);
+        self.write(move |c| requests::approve(c, id, &approver, comment.as_deref(), now))
+            .await
+    }
+
+    async fn deny(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        now: UnixTime,
+    ) -> Result<AccessRequest, StoreError> {
+        let (by, reason) = (by.to_string(), reason.to_string());
+        self.write(move |c| requests::deny(c, id, &by, &reason, now))
+            .await
+    }
+
+    async fn revoke(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        flag: bool,
+        now: UnixTime,
+    ) -> Result<AccessRequest, StoreError> {
+        let (by, reason) = (by.to_string(), reason.to_string());
+        self.write(move |c| requests::revoke(c, id, &by, &reason, flag, now))
+            .await
+    }
+
+    async fn expire_due(&self, now: UnixTime) -> Result<Vec<AccessRequest>, StoreError> {
+        self.write(move |c| requests::expire_due(c, now)).await
+    }
+
+    async fn next_serial(&self) -> Result<u64, StoreError> {
+        self.write(requests::next_serial).await
+    }
+
+    async fn record_cert(&self, cert: IssuedCert) -> Result<(), StoreError> {
+        self.write(move |c| records::record_cert(c, cert)).await
+    }
+
+    async fn cert_by_serial(&self, serial: u64) -> Result<Option<IssuedCert>, StoreError> {
+        self.read(move |c| records::cert_by_serial(c, serial)).await
+    }
+
+    async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent, StoreError> {
+        self.write(move |c| records::append(c, event)).await
+    }
+
+    async fn audit_events(&self, since: Option<UnixTime>) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(move |c| records::audit_events(c, since)).await
+    }
+
+    async fn start_session(&self, session: Session) -> Result<(), StoreError> {
+        self.write(move |c| records::start_session(c, session))
+            .await
+    }
+
+    async fn end_session(
+        &self,
+        id: &str,
+        ended_at: UnixTime,
+        exit_status: Option<i32>,
+        bytes_up: u64,
+        bytes_down: u64,
+        recording_sha256: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        let sha = recording_sha256.map(str::to_string);
+        self.write(move |c| {
+            records::end_session(
+                c,
+                &id,
+                ended_at,
+                exit_status,
+                bytes_up,
+                bytes_down,
+                sha.as_deref(),
+            )
+        })
+        .await
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| records::get_session(c, &id)).await
+    }
+
+    async fn list_sessions(&self, filter: SessionFilter) -> Result<Vec<Session>, StoreError> {
+        self.read(move |c| records::list_sessions(c, &filter)).await
+    }
+
+    async fn record_command(&self, cmd: CommandRecord) -> Result<(), StoreError> {
+        self.write(move |c| records::record_command(c, cmd)).await
+    }
+
+    async fn list_commands(
+        &self,
+        filter: CommandFilter,
+    ) -> Result<Vec<(CommandRecord, Session)>, StoreError> {
+        self.read(move |c| records::list_commands(c, &filter)).await
+    }
+}

@@ -1,0 +1,459 @@
+//! The API's edges: signatures that do not verify, replays, clock skew, TLS, webhooks to a
+//! real local receiver, and hours.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use jitgate::api::auth;
+use jitgate::api::client::Signer;
+
+use crate::util::*;
+
+/// Sends one hand-made signed call; `tamper` may change what is sent after signing.
+fn raw_call(
+    url: &str,
+    key: &Key,
+    method: &str,
+    path: &str,
+    body: &str,
+    timestamp: i64,
+    nonce: &str,
+    tamper_body: Option<&str>,
+) -> (u16, String) {
+    let signer = Signer::from_identity(&key.path).unwrap();
+    let msg = auth::signed_message(method, path, body.as_bytes(), timestamp, nonce);
+    let sig = auth::encode_signature(&signer.sign(&msg).unwrap());
+    let sent = tamper_body.unwrap_or(body).to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .request(method.parse().unwrap(), format!("{url}{path}"))
+            .header(auth::HEADER_SIGNATURE, sig)
+            .header(auth::HEADER_TIMESTAMP, timestamp.to_string())
+            .header(auth::HEADER_NONCE, nonce)
+            .header("content-type", "application/json")
+            .body(sent)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    })
+}
+
+fn refused_calls(server: &Server, setup: &Setup) -> Vec<String> {
+    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "api.refused")
+        .map(|e| e["data"]["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn bad_signatures_replays_and_skew_are_refused_and_audited() {
+    let setup = Setup::new();
+    let server = Server::start(&setup.config(Setup::standard_policy()));
+    let body = r#"{"host":"web1","login":"deploy","ttl":"5m","reason":"x"}"#;
+    let now = jitgate::model::now();
+    let nonce = auth::new_nonce();
+
+    // The body changed after signing: refused, nothing created.
+    let tampered = body.replace("web1", "db1");
+    let (status, text) = raw_call(
+        &server.url,
+        &setup.alice,
+        "POST",
+        "/v1/requests",
+        body,
+        now,
+        &nonce,
+        Some(&tampered),
+    );
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("bad signature"), "{text}");
+
+    // A good call works once; the same signed call again is a replay.
+    let nonce = auth::new_nonce();
+    let (status, text) = raw_call(
+        &server.url,
+        &setup.alice,
+        "POST",
+        "/v1/requests",
+        body,
+        now,
+        &nonce,
+        None,
+    );
+    assert_eq!(status, 201, "{text}");
+    let (status, text) = raw_call(
+        &server.url,
+        &setup.alice,
+        "POST",
+        "/v1/requests",
+        body,
+        now,
+        &nonce,
+        None,
+    );
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("nonce was already used"), "{text}");
+
+    // Outside ±120 s.
+    for skew in [-300, 300] {
+        let (status, text) = raw_call(
+            &server.url,
+            &setup.alice,
+            "POST",
+            "/v1/requests",
+            body,
+            now + skew,
+            &auth::new_nonce(),
+            None,
+        );
+        assert_eq!(status, 401, "{text}");
+        assert!(text.contains("check your clock"), "{text}");
+    }
+
+    // Unsigned.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::get(format!("{}/v1/requests", server.url))
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status.as_u16(), 401);
+
+    // Exactly one request exists: the good one.
+    let list = server
+        .cli(&setup.alice, &["requests", "--json"])
+        .ok()
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let reasons = refused_calls(&server, &setup);
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("bad signature")));
+    assert!(reasons.iter().any(|r| r.contains("replayed")));
+}
+
+/// A tiny HTTP receiver: answers `fail_first` calls with 500, then 200; sends bodies.
+fn receiver(fail_first: usize) -> (String, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            seen += 1;
+            let status = if seen <= fail_first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if seen > fail_first {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap());
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn webhooks_are_delivered_and_retried() {
+    let setup = Setup::new();
+    // The receiver fails the first delivery: the sender must retry.
+    let (url, rx) = receiver(1);
+    let policy = format!(
+        "{}\n[[webhooks]]\nurl = \"{url}\"\n",
+        Setup::standard_policy()
+    );
+    let server = Server::start(&setup.config(&policy));
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason",
+                "INC-7",
+            ],
+        )
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    server.cli(&setup.bob, &["revoke", "1"]).ok();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+        )
+        .ok();
+    server
+        .cli(&setup.carol, &["deny", "2", "--reason", "no"])
+        .ok();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let event = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("webhook delivered");
+        got.push((
+            event["event"].as_str().unwrap().to_string(),
+            event["request_id"].as_i64().unwrap(),
+        ));
+        if event["event"] == "request.created" && event["request_id"] == 1 {
+            assert_eq!(event["data"]["reason"], "INC-7");
+            assert_eq!(event["data"]["requester"], "alice");
+        }
+    }
+    got.sort();
+    let want: Vec<(String, i64)> = [
+        ("request.approved", 1),
+        ("request.created", 1),
+        ("request.created", 2),
+        ("request.denied", 2),
+        ("request.revoked", 1),
+    ]
+    .iter()
+    .map(|(k, i)| (k.to_string(), *i))
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn webhooks_never_block_the_api() {
+    let setup = Setup::new();
+    // A receiver that accepts and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let _hold = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s);
+        }
+    });
+    let policy = format!(
+        "{}\n[[webhooks]]\nurl = \"{url}\"\n",
+        Setup::standard_policy()
+    );
+    let server = Server::start(&setup.config(&policy));
+    for _ in 0..3 {
+        server
+            .cli(
+                &setup.alice,
+                &[
+                    "request", "--host", "web1", "--login", "deploy", "--ttl", "5m", "--reason",
+                    "x",
+                ],
+            )
+            .ok();
+    }
+    assert_eq!(
+        server
+            .cli(&setup.alice, &["requests", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn outside_allowed_hours_is_refused() {
+    let setup = Setup::new();
+    // A one-hour window starting two hours from now, every day: now is outside it.
+    let now = jitgate::model::now();
+    let start = ((now / 3600 + 2) % 24) as u32;
+    let hours = format!("* {:02}:00-{:02}:00 UTC", start, (start + 1) % 24);
+    let policy = format!(
+        r#"
+[[hosts]]
+name = "db1"
+address = "127.0.0.1:1"
+[[roles]]
+name = "engineer"
+[[roles.access]]
+hosts = ["db1"]
+logins = ["postgres"]
+max_ttl = "15m"
+hours = "{hours}"
+"#
+    );
+    let server = Server::start(&setup.config(&policy));
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+        )
+        .refused(&format!("allowed only {hours}"));
+}
+
+#[test]
+fn api_over_tls() {
+    let setup = Setup::new();
+    require_tool("openssl");
+    let dir = setup.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A CA, and a server certificate for 127.0.0.1 signed by it.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=jitgate test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "api.key",
+                "-out",
+                "api.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "api.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "api.crt",
+    ]);
+    let cert = dir.join("ca.crt");
+    let config = setup.config(Setup::standard_policy());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "hostname = \"127.0.0.1\"",
+        "hostname = \"127.0.0.1\"\ntls_cert = \"api.crt\"\ntls_key = \"api.key\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    // Without trusting the certificate: refused by the client (unreachable).
+    let run = server.cli(&setup.alice, &["requests"]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    // Trusting it: works.
+    let run = Run::from(
+        std::process::Command::new(jitgate_bin())
+            .args(["requests", "--json", "--ca-cert"])
+            .arg(&cert)
+            .env("JITGATE_URL", &server.url)
+            .env("JITGATE_IDENTITY", &setup.alice.path)
+            .env("HOME", &server.home)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+}
+
+#[test]
+fn expiry_reaches_webhooks() {
+    let setup = Setup::new();
+    let (url, rx) = receiver(0);
+    let policy = format!(
+        "{}\n[[webhooks]]\nurl = \"{url}\"\nevents = [\"request.expired\"]\n",
+        Setup::standard_policy()
+    );
+    let config = setup.config(&policy);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "hostname = \"127.0.0.1\"",
+        "hostname = \"127.0.0.1\"\npending_ttl = \"1s\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config);
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+        )
+        .ok();
+    let event = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("request.expired delivered");
+    assert_eq!(event["event"], "request.expired");
+    assert_eq!(event["request_id"], 1);
+    // Only the subscribed event was sent.
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+}

@@ -1,0 +1,90 @@
+//! `jitgate audit verify`: offline, against the real SQLite file, after real tampering.
+
+use std::process::Command;
+
+use crate::util::*;
+
+fn sqlite(db: &std::path::Path, sql: &str) {
+    let out = Command::new(require_tool("sqlite3"))
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server that made a handful of events, then stopped.
+fn history() -> (Setup, std::path::PathBuf, std::path::PathBuf) {
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    {
+        let server = Server::start(&config);
+        server
+            .cli(
+                &setup.alice,
+                &[
+                    "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason",
+                    "x",
+                ],
+            )
+            .ok();
+        server.cli(&setup.bob, &["approve", "1"]).ok();
+        server.cli(&setup.alice, &["login", "1"]).ok();
+        server.cli(&setup.bob, &["revoke", "1"]).ok();
+    }
+    let db = setup.path().join("data/jitgate.db");
+    (setup, config, db)
+}
+
+fn verify(config: &std::path::Path) -> Run {
+    jitgate(&["audit", "verify", "--config", config.to_str().unwrap()])
+}
+
+#[test]
+fn intact_log_verifies() {
+    let (_setup, config, _db) = history();
+    let run = verify(&config);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("audit log intact"), "{run:#?}");
+}
+
+#[test]
+fn an_edited_field_is_named() {
+    let (_setup, config, db) = history();
+    // Drop the guard triggers first, as someone with the file could.
+    sqlite(
+        &db,
+        "DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete; UPDATE audit_events SET actor = 'mallory' WHERE seq = 2;",
+    );
+    let run = verify(&config);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.contains("event 2"), "{run:#?}");
+}
+
+#[test]
+fn a_deleted_row_is_named() {
+    let (_setup, config, db) = history();
+    sqlite(
+        &db,
+        "DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete; DELETE FROM audit_events WHERE seq = 3;",
+    );
+    let run = verify(&config);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.contains("event 3 is missing"), "{run:#?}");
+}
+
+#[test]
+fn a_missing_store_is_an_error_not_an_empty_log() {
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let run = verify(&config);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        !setup.path().join("data/jitgate.db").exists(),
+        "verify must not create a store"
+    );
+}

@@ -1,0 +1,641 @@
+//! The control plane end to end: the real `jitgate serve` and CLI, signed calls, policy,
+//! approvals, certificates read back by ssh-keygen, refusals and their audit events.
+
+use std::process::Command;
+
+use crate::util::*;
+
+fn standard() -> (Setup, Server) {
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let server = Server::start(&config);
+    (setup, server)
+}
+
+fn audit_kinds(server: &Server, setup: &Setup) -> Vec<String> {
+    let run = server.cli(&setup.dave, &["audit", "--json"]).ok();
+    run.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn auto_approved_request_to_certificate() {
+    let (setup, server) = standard();
+    let run = server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "web1", "--login", "deploy", "--ttl", "30m", "--reason",
+                "INC-1",
+            ],
+        )
+        .ok();
+    assert!(run.stdout.contains("request 1 approved"), "{run:#?}");
+    let run = server.cli(&setup.alice, &["login", "1"]).ok();
+    let cert_path = server.home.join(".ssh/jitgate/1-cert.pub");
+    assert!(run.stdout.contains(cert_path.to_str().unwrap()), "{run:#?}");
+    let config = server.home.join(".ssh/jitgate/1.ssh_config");
+    let want = format!(
+        "ssh -F {} -J alice@127.0.0.1:{} deploy@web1",
+        config.display(),
+        server.ssh_port
+    );
+    assert!(run.stdout.contains(&want), "{}\nwant {want}", run.stdout);
+
+    // Read it back with OpenSSH's own tool.
+    let out = Command::new(require_tool("ssh-keygen"))
+        .arg("-L")
+        .arg("-f")
+        .arg(&cert_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Type: ssh-ed25519-cert-v01@openssh.com user certificate"),
+        "{text}"
+    );
+    assert!(text.contains("Key ID: \"jitgate:1:alice\""), "{text}");
+    assert!(
+        text.contains("Principals: \n                alice"),
+        "{text}"
+    );
+    assert!(text.contains("jitgate-request@jitgate"), "{text}");
+    assert!(text.contains("permit-pty"), "{text}");
+    assert!(
+        !text.contains("permit-port-forwarding"),
+        "rule does not allow it: {text}"
+    );
+    let serial: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Serial: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The certified key is alice's enrolled key.
+    let fp = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(setup.alice.path.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&fp.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(text.contains(&fp), "certifies alice's key {fp}: {text}");
+
+    // A second certificate gets another serial.
+    let run = server.cli(&setup.alice, &["login", "1", "--json"]).ok();
+    assert_ne!(run.json()["serial"].as_u64().unwrap(), serial);
+    let kinds = audit_kinds(&server, &setup);
+    for k in ["request.created", "request.approved", "cert.issued"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
+    }
+}
+
+#[test]
+fn certificate_validity_is_skew_to_end_of_access() {
+    let (setup, server) = standard();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "web1", "--login", "deploy", "--ttl", "20m", "--reason", "x",
+            ],
+        )
+        .ok();
+    let cert = server
+        .cli(&setup.alice, &["login", "1", "--json"])
+        .ok()
+        .json();
+    let req = server
+        .cli(&setup.alice, &["show", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(cert["valid_before"], req["expires_at"]);
+    let approved = req["approved_at"].as_i64().unwrap();
+    assert_eq!(req["expires_at"].as_i64().unwrap(), approved + 20 * 60);
+    let after = cert["valid_after"].as_i64().unwrap();
+    let now = jitgate::model::now();
+    assert!(
+        (now - 120 - after).abs() <= 5,
+        "valid_after = now - clock_skew (2m): {after} vs {now}"
+    );
+}
+
+#[test]
+fn one_approval_from_an_approver() {
+    let (setup, server) = standard();
+    let run = server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "15m", "--reason",
+                "INC-2",
+            ],
+        )
+        .ok();
+    assert!(run.stdout.contains("request 1 pending"), "{run:#?}");
+    server
+        .cli(&setup.alice, &["login", "1"])
+        .refused("still pending");
+    let pending = server
+        .cli(&setup.bob, &["requests", "--pending", "--json"])
+        .ok()
+        .json();
+    assert_eq!(pending.as_array().unwrap().len(), 1);
+    let run = server
+        .cli(&setup.bob, &["approve", "1", "--comment", "ok"])
+        .ok();
+    assert!(run.stdout.contains("request 1 approved"), "{run:#?}");
+    server.cli(&setup.alice, &["login", "1"]).ok();
+    let shown = server
+        .cli(&setup.alice, &["show", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown["state"], "approved");
+    assert_eq!(shown["approvals"][0]["approver"], "bob");
+    assert_eq!(shown["approvals"][0]["comment"], "ok");
+}
+
+#[test]
+fn break_glass_needs_two_distinct_approvers() {
+    let (setup, server) = standard();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "root", "--ttl", "30m", "--reason", "sev1",
+            ],
+        )
+        .ok();
+    let run = server.cli(&setup.bob, &["approve", "1"]).ok();
+    assert!(run.stdout.contains("1 of 2"), "{run:#?}");
+    // The same approver again counts once.
+    server
+        .cli(&setup.bob, &["approve", "1"])
+        .refused("already approved");
+    assert_eq!(
+        server
+            .cli(&setup.alice, &["show", "1", "--json"])
+            .ok()
+            .json()["state"],
+        "pending"
+    );
+    server.cli(&setup.carol, &["approve", "1"]).ok();
+    assert_eq!(
+        server
+            .cli(&setup.alice, &["show", "1", "--json"])
+            .ok()
+            .json()["state"],
+        "approved"
+    );
+}
+
+#[test]
+fn two_approvers_at_once_count_as_two() {
+    let (setup, server) = standard();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "root", "--ttl", "30m", "--reason", "sev1",
+            ],
+        )
+        .ok();
+    let (b, c) = std::thread::scope(|s| {
+        let b = s.spawn(|| server.cli(&setup.bob, &["approve", "1"]));
+        let c = s.spawn(|| server.cli(&setup.carol, &["approve", "1"]));
+        (b.join().unwrap(), c.join().unwrap())
+    });
+    assert_eq!((b.code, c.code), (0, 0), "{b:#?} {c:#?}");
+    let shown = server
+        .cli(&setup.alice, &["show", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown["state"], "approved");
+    assert_eq!(shown["approvals"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn refusals_are_clear_audited_and_change_nothing() {
+    let (setup, server) = standard();
+    let a = &setup.alice;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "2h", "--reason", "x",
+            ],
+            "exceeds the maximum of 15m",
+        ),
+        (
+            &[
+                "request", "--host", "db9", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+            "unknown host \"db9\"",
+        ),
+        (
+            &[
+                "request", "--host", "web1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+            "login \"postgres\" is not allowed on web1",
+        ),
+        (
+            &[
+                "request", "--host", "web1", "--login", "deploy", "--ttl", "5m",
+            ],
+            "a reason is required",
+        ),
+    ];
+    for (args, msg) in cases {
+        server.cli(a, args).refused(msg);
+    }
+    assert_eq!(
+        server
+            .cli(a, &["requests", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "nothing stored"
+    );
+    let refused = audit_kinds(&server, &setup)
+        .iter()
+        .filter(|k| *k == "request.refused")
+        .count();
+    assert_eq!(refused, cases.len());
+
+    // Self-approval and non-approvers.
+    server
+        .cli(
+            &setup.bob,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+        )
+        .ok();
+    server
+        .cli(&setup.bob, &["approve", "1"])
+        .refused("cannot decide your own request");
+    server
+        .cli(&setup.alice, &["approve", "1"])
+        .refused("no request 1 visible to you");
+    server
+        .cli(&setup.dave, &["approve", "1"])
+        .refused("not an approver");
+    assert_eq!(
+        server.cli(&setup.bob, &["show", "1", "--json"]).ok().json()["state"],
+        "pending"
+    );
+    // Deny, then approving a decided request is refused; denied stays denied.
+    server
+        .cli(&setup.carol, &["deny", "1", "--reason", "not now"])
+        .ok();
+    server
+        .cli(&setup.carol, &["approve", "1"])
+        .refused("already denied");
+    server
+        .cli(&setup.bob, &["login", "1"])
+        .refused("already denied");
+    let kinds = audit_kinds(&server, &setup);
+    assert!(
+        kinds.iter().filter(|k| *k == "approval.refused").count() >= 3,
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "request.denied"));
+}
+
+#[test]
+fn revoked_stays_revoked() {
+    let (setup, server) = standard();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+        )
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    server.cli(&setup.alice, &["login", "1"]).ok();
+    server
+        .cli(&setup.bob, &["revoke", "1", "--reason", "done"])
+        .ok();
+    server
+        .cli(&setup.alice, &["login", "1"])
+        .refused("already revoked");
+    server
+        .cli(&setup.bob, &["approve", "1"])
+        .refused("already revoked");
+    server
+        .cli(&setup.alice, &["revoke", "1"])
+        .refused("already revoked");
+    assert_eq!(
+        server
+            .cli(&setup.alice, &["show", "1", "--json"])
+            .ok()
+            .json()["state"],
+        "revoked"
+    );
+}
+
+#[test]
+fn undecided_request_expires_and_access_ends() {
+    let setup = Setup::new();
+    let policy = format!("{}\n", Setup::standard_policy());
+    let config = setup.config(&policy);
+    // A pending_ttl of one second, so the test sees expiry.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "hostname = \"127.0.0.1\"",
+        "hostname = \"127.0.0.1\"\npending_ttl = \"1s\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config);
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+        )
+        .ok();
+    // Access that ends one second after approval.
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "web1", "--login", "deploy", "--ttl", "1s", "--reason", "x",
+            ],
+        )
+        .ok();
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    server
+        .cli(&setup.bob, &["approve", "1"])
+        .refused("request 1 expired at");
+    server
+        .cli(&setup.alice, &["login", "2"])
+        .refused("request 2 expired at")
+        .refused("run jitgate request --host web1 --login deploy");
+    // The sweeper writes the expiry into the audit log.
+    let expired = wait_for(std::time::Duration::from_secs(5), || {
+        let n = audit_kinds(&server, &setup)
+            .iter()
+            .filter(|k| *k == "request.expired")
+            .count();
+        (n == 2).then_some(n)
+    });
+    assert_eq!(expired, Some(2));
+}
+
+#[test]
+fn request_wait_returns_when_decided() {
+    let (setup, server) = standard();
+    let waiter = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            server.cli(
+                &setup.alice,
+                &[
+                    "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason",
+                    "x", "--wait",
+                ],
+            )
+        });
+        let found = wait_for(std::time::Duration::from_secs(10), || {
+            let list = server
+                .cli(&setup.bob, &["requests", "--pending", "--json"])
+                .json();
+            (list.as_array().unwrap().len() == 1).then_some(())
+        });
+        assert!(found.is_some());
+        server
+            .cli(&setup.bob, &["deny", "1", "--reason", "no"])
+            .ok();
+        h.join().unwrap()
+    });
+    assert_eq!(waiter.code, 1, "{waiter:#?}");
+    assert!(
+        waiter.stdout.contains("request 1 denied by bob: no"),
+        "{waiter:#?}"
+    );
+}
+
+#[test]
+fn global_flags_before_or_after_and_exit_codes() {
+    let (setup, server) = standard();
+    let key = setup.alice.path.to_str().unwrap();
+    // Flags after the subcommand …
+    let run = Run::from(
+        Command::new(jitgate_bin())
+            .args([
+                "requests",
+                "--server",
+                &server.url,
+                "--identity",
+                key,
+                "--json",
+            ])
+            .env("HOME", &server.home)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    // … and before it.
+    let run = Run::from(
+        Command::new(jitgate_bin())
+            .args([
+                "--server",
+                &server.url,
+                "--identity",
+                key,
+                "--json",
+                "requests",
+            ])
+            .env("HOME", &server.home)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    // Unreachable server: 3.
+    let run = Run::from(
+        Command::new(jitgate_bin())
+            .args([
+                "requests",
+                "--server",
+                "http://127.0.0.1:9",
+                "--identity",
+                key,
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(
+        run.stderr.contains("cannot reach the jitgate server"),
+        "{run:#?}"
+    );
+    // Usage error: 2.
+    assert_eq!(jitgate(&["request", "--host"]).code, 2);
+    // A key that is not enrolled: refused with the fingerprint.
+    let stranger = keygen(setup.path(), "stranger");
+    server
+        .cli(&stranger, &["requests"])
+        .refused("is not enrolled");
+    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    let refused = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "api.refused")
+        .expect("audited");
+    assert_eq!(refused["actor"], "unknown");
+    assert!(
+        refused["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not enrolled")
+    );
+}
+
+#[test]
+fn ssh_agent_signs_when_it_holds_the_key() {
+    let (setup, server) = standard();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let sock = agent_dir.path().join("agent.sock");
+    let mut agent = Command::new(require_tool("ssh-agent"))
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .spawn()
+        .unwrap();
+    wait_for(std::time::Duration::from_secs(5), || {
+        sock.exists().then_some(())
+    })
+    .expect("agent socket");
+    // A passphrase-protected copy of alice's key, loaded into the agent.
+    let key = setup.path().join("alice-locked");
+    std::fs::copy(&setup.alice.path, &key).unwrap();
+    std::fs::copy(
+        setup.alice.path.with_extension("pub"),
+        format!("{}.pub", key.display()),
+    )
+    .unwrap();
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-p", "-N", "sekrit", "-P", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let run = |with_agent: bool| {
+        let mut cmd = Command::new(jitgate_bin());
+        cmd.args(["requests", "--json"])
+            .env("JITGATE_URL", &server.url)
+            .env("JITGATE_IDENTITY", &key)
+            .env("HOME", &server.home);
+        if with_agent {
+            cmd.env("SSH_AUTH_SOCK", &sock);
+        } else {
+            cmd.env_remove("SSH_AUTH_SOCK");
+        }
+        Run::from(cmd.output().unwrap())
+    };
+    let without = run(false);
+    assert_eq!(without.code, 2, "{without:#?}");
+    assert!(without.stderr.contains("ssh-add"), "{without:#?}");
+    let out = Command::new("ssh-add")
+        .arg(&setup.alice.path)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    run(true).ok();
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+#[test]
+fn healthz_and_metrics_are_unsigned() {
+    let (setup, server) = standard();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "web1", "--login", "deploy", "--ttl", "5m", "--reason", "x",
+            ],
+        )
+        .ok();
+    server.cli(&setup.alice, &["login", "1"]).ok();
+    let body = http_get(&format!("{}/metrics", server.url));
+    assert!(
+        body.contains("jitgate_requests_total{state=\"approved\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("jitgate_certificates_issued_total 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("jitgate_api_request_duration_seconds_bucket"),
+        "{body}"
+    );
+    assert_eq!(http_get(&format!("{}/healthz", server.url)), "ok\n");
+}
+
+fn http_get(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
+}
+
+#[test]
+fn init_creates_keys_once_and_prints_trust_lines() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let run = jitgate(&["init", "--config", config.to_str().unwrap()]).ok();
+    let ca = setup.path().join("data/ca");
+    for name in ["user_ca", "host_ca", "target_ca"] {
+        let mode = std::fs::metadata(ca.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+        assert!(
+            run.stdout
+                .contains(&format!("created {}", ca.join(name).display())),
+            "{run:#?}"
+        );
+    }
+    let host_ca = std::fs::read_to_string(ca.join("host_ca.pub")).unwrap();
+    let target_ca = std::fs::read_to_string(ca.join("target_ca.pub")).unwrap();
+    let key_of = |line: &str| line.split_whitespace().nth(1).unwrap().to_string();
+    assert!(
+        run.stdout.contains(&format!(
+            "@cert-authority * ssh-ed25519 {}",
+            key_of(&host_ca)
+        )),
+        "{run:#?}"
+    );
+    assert!(run.stdout.contains("TrustedUserCAKeys"), "{run:#?}");
+    assert!(run.stdout.contains(&key_of(&target_ca)), "{run:#?}");
+    // The private keys never reach the output.
+    assert!(!run.stdout.contains("PRIVATE KEY"));
+    let before = std::fs::read(ca.join("user_ca")).unwrap();
+    let again = jitgate(&["init", "--config", config.to_str().unwrap()]).ok();
+    assert!(again.stdout.contains("nothing overwritten"), "{again:#?}");
+    assert_eq!(std::fs::read(ca.join("user_ca")).unwrap(), before);
+    // A key others can read is refused, naming the fix.
+    std::fs::set_permissions(ca.join("user_ca"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = jitgate(&["init", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("chmod 600"), "{run:#?}");
+}
