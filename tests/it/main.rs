@@ -6,6 +6,7 @@ mod audit;
 mod bastion;
 mod config;
 mod control;
+mod journey;
 mod recorder;
 mod sshd;
 mod store;
