@@ -16,6 +16,7 @@ use ssh_key::Certificate;
 use tokio::sync::watch;
 
 use super::access::{self, Grant};
+use super::guard::Guard;
 use super::keys::random_id;
 use super::outer::authorize;
 use super::record::SessionLog;
@@ -189,6 +190,23 @@ async fn session_channel(cx: ChannelCtx, channel: Channel<Msg>, reply: ChannelOp
             return;
         }
     };
+    // Fails closed: without its guardrails, a session does not start.
+    let checker = shared
+        .guardrails
+        .as_ref()
+        .map_err(String::clone)
+        .and_then(|g| g.checker(&grant.rule.guardrails).map_err(|e| e.to_string()));
+    let tap = match checker {
+        Ok(c) => Box::new(Guard::new(c)),
+        Err(e) => {
+            tracing::error!(error = %e, "guardrails unavailable");
+            let _ = target.close().await;
+            reply
+                .reject(failure(2, "jitgate: guardrails are unavailable".into()))
+                .await;
+            return;
+        }
+    };
     reply.accept().await;
     let mut log = SessionLog::new(Arc::clone(&shared), grant.clone(), session_id);
     let outcome = relay::relay(
@@ -196,7 +214,7 @@ async fn session_channel(cx: ChannelCtx, channel: Channel<Msg>, reply: ChannelOp
         handle,
         target,
         &grant.rule,
-        Box::new(super::gate::NoTap),
+        tap,
         &mut log,
         control.subscribe(),
     )

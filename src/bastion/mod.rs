@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod gate;
+mod guard;
 mod inner;
 mod keys;
 mod outer;
@@ -33,6 +34,7 @@ use tracing::Instrument;
 
 use crate::ca::{CaError, CaKeys};
 use crate::config::Config;
+use crate::guardrail::Guardrails;
 use crate::hub::Hub;
 use crate::model::{NewAuditEvent, RequestState, format_time, now};
 use crate::recorder::{Masker, Recorder};
@@ -71,6 +73,8 @@ pub(crate) struct Shared {
     pub tasks: Arc<Tasks>,
     /// Every session channel is recorded; without a recorder no session starts.
     pub recorder: Result<Recorder, String>,
+    /// The configured guardrail sets, compiled once; without them no session starts.
+    pub guardrails: Result<Arc<Guardrails>, String>,
     /// Masks secrets in command text before it is indexed, audited or alerted.
     pub masker: Result<Masker, String>,
     /// Set once the grace period is over: every connection closes.
@@ -89,6 +93,9 @@ impl Shared {
                 &ctx.config.recordings,
             )
             .map_err(|e| e.to_string()),
+            guardrails: Guardrails::compile(&ctx.config.guardrails)
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
             masker: Masker::new(&ctx.config.recordings.mask).map_err(|e| e.to_string()),
             stopping: watch::channel(false).0,
             ctx,

@@ -2,6 +2,7 @@
 //! sshd targets. Access and relaying here; file transfer and memory in `transfer`; revocation,
 //! expiry and shutdown in `lifetime`.
 
+mod guardrails;
 mod lab;
 mod lifetime;
 mod transfer;
@@ -378,7 +379,7 @@ where
 }
 
 /// Runs tmux on its own socket.
-fn tmux(sock: &std::path::Path, args: &[&str]) -> String {
+pub fn tmux(sock: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new("tmux")
         .arg("-S")
         .arg(sock)
@@ -391,11 +392,16 @@ fn tmux(sock: &std::path::Path, args: &[&str]) -> String {
 }
 
 /// Waits until the pane shows `want` (up to 30 s).
-fn pane_shows(sock: &std::path::Path, want: &str) -> String {
+pub fn pane_shows(sock: &std::path::Path, want: &str) -> String {
+    pane_shows_n(sock, want, 1)
+}
+
+/// Waits until the pane (with its scrollback) shows `want` at least `n` times.
+pub fn pane_shows_n(sock: &std::path::Path, want: &str, n: usize) -> String {
     let mut screen = String::new();
     for _ in 0..600 {
-        screen = tmux(sock, &["capture-pane", "-p", "-t", "t"]);
-        if screen.contains(want) {
+        screen = tmux(sock, &["capture-pane", "-p", "-S", "-200", "-t", "t"]);
+        if screen.matches(want).count() >= n {
             return screen;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -421,11 +427,12 @@ async fn interactive_shell_through_a_pty_types_reads_and_resizes() {
             &sock,
             &["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", &ssh],
         );
+        // The echo shows rea''dy, only the prompt shows ready.
         tmux(
             &sock,
-            &["send-keys", "-t", "t", "export PS1='ready> '", "Enter"],
+            &["send-keys", "-t", "t", "export PS1='rea''dy> '", "Enter"],
         );
-        pane_shows(&sock, "ready> ");
+        pane_shows(&sock, "ready>");
         tmux(&sock, &["send-keys", "-t", "t", "echo $((6*7))x", "Enter"]);
         pane_shows(&sock, "42x");
         tmux(&sock, &["send-keys", "-t", "t", "tty", "Enter"]);

@@ -31,8 +31,24 @@ pub struct Lab {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Policy: rule 0 allows everything jitgate relays; rule 1 no sftp and no pty.
+/// Policy: rule 0 allows everything jitgate relays; rule 1 no sftp and no pty. Both check
+/// commands against the `destructive` guardrails.
 const POLICY: &str = r#"
+[[guardrails]]
+name = "destructive"
+
+[[guardrails.rules]]
+name = "rm-rf-root"
+pattern = 'rm\s+-rf\s+/'
+action = "block"
+message = "no recursive deletes from /"
+
+[[guardrails.rules]]
+name = "reboot"
+pattern = '^reboot\b'
+action = "warn"
+message = "rebooting"
+
 [[roles]]
 name = "engineer"
 
@@ -42,6 +58,7 @@ logins = ["root"]
 max_ttl = "2h"
 require_reason = false
 allow_sftp = true
+guardrails = ["destructive"]
 
 [[roles.access]]
 hosts = ["db1"]
@@ -49,6 +66,7 @@ logins = ["root"]
 max_ttl = "2h"
 require_reason = false
 allow_pty = false
+guardrails = ["destructive"]
 "#;
 
 impl Lab {

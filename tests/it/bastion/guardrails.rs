@@ -1,0 +1,158 @@
+//! Guardrails in the relay: exec commands, shells without a pty and interactive shells.
+
+use jitgate::store::CommandFilter;
+
+use super::lab::{self, Lab, output, text};
+use super::{pane_shows, pane_shows_n, tmux};
+
+const NOTICE: &str =
+    "jitgate: blocked by guardrail \"destructive/rm-rf-root\": no recursive deletes from /";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_exec_never_reaches_the_target() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let mut events = lab.hub.events();
+    let victim = lab.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    let out = output(
+        lab.ssh(&["root@db1", &format!("rm -rf {}", victim.display())]),
+        60,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(NOTICE), "{}", text(&out.stderr));
+    assert!(victim.exists(), "the command must not have run");
+    // A warning runs and is reported.
+    let out = output(
+        lab.ssh(&["root@db1", "reboot --help >/dev/null 2>&1; echo ran"]),
+        60,
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "ran\n", "{}", text(&out.stderr));
+
+    let commands = lab
+        .store
+        .list_commands(CommandFilter::default())
+        .await
+        .unwrap();
+    let verdicts: Vec<(&str, Option<&str>)> = commands
+        .iter()
+        .map(|(c, _)| (c.verdict.as_str(), c.rule.as_deref()))
+        .collect();
+    assert!(
+        verdicts.contains(&("blocked", Some("destructive/rm-rf-root"))),
+        "{verdicts:?}"
+    );
+    assert!(
+        verdicts.contains(&("warned", Some("destructive/reboot"))),
+        "{verdicts:?}"
+    );
+    let kinds: Vec<String> = lab
+        .store
+        .audit_events(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.kind)
+        .collect();
+    assert!(kinds.iter().any(|k| k == "guardrail.block"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "guardrail.warn"), "{kinds:?}");
+    let first = events.try_recv().expect("a webhook event");
+    assert_eq!(
+        (first.kind.as_str(), first.request_id),
+        ("guardrail.block", Some(id))
+    );
+    // The block is marked in the session's recording.
+    let sessions = lab.ended_sessions(id).await;
+    let blocked = sessions
+        .iter()
+        .find(|s| s.exit_status == Some(126))
+        .unwrap();
+    let cast = std::fs::read_to_string(
+        lab.config
+            .server
+            .recordings_dir
+            .join(blocked.recording.as_deref().unwrap()),
+    )
+    .unwrap();
+    assert!(
+        cast.contains("\"m\"") && cast.contains("rm-rf-root"),
+        "{cast}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_script_without_a_pty_stops_at_the_blocked_line() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 1, 3600, 0).await;
+    let victim = lab.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    let script = lab.path().join("script.sh");
+    std::fs::write(
+        &script,
+        format!("echo one\nrm -rf {}\necho two\n", victim.display()),
+    )
+    .unwrap();
+    let mut cmd = lab.ssh(&["-T", "root@db1"]);
+    cmd.stdin(std::fs::File::open(&script).unwrap());
+    let out = output(cmd, 60).await;
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(NOTICE), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("two"), "{}", text(&out.stdout));
+    assert!(victim.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interactive_block_cancels_the_line_and_three_flag_the_request() {
+    lab::require("tmux");
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let victim = lab.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    let sock = lab.path().join("tmux.sock");
+    let ssh = format!(
+        "ssh -F {} -J alice@127.0.0.1:{} -tt root@db1; sleep 30",
+        lab.ssh_config.display(),
+        lab.port
+    );
+    let rm = format!("rm -rf {}", victim.display());
+    tokio::task::spawn_blocking(move || {
+        tmux(
+            &sock,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "120",
+                "-y",
+                "30",
+                &ssh,
+            ],
+        );
+        let keys = |k: &str| tmux(&sock, &["send-keys", "-t", "t", k, "Enter"]);
+        // The echo shows rea''dy, only the prompt shows ready.
+        keys("export PS1='rea''dy> '");
+        pane_shows_n(&sock, "ready>", 1);
+        keys(&rm);
+        pane_shows_n(&sock, "blocked by guardrail", 1);
+        pane_shows_n(&sock, "ready>", 2);
+        keys("echo still-$((1+1))");
+        pane_shows(&sock, "still-2");
+        pane_shows_n(&sock, "ready>", 3);
+        // The default max_blocks is 3: the third block ends the session.
+        keys(&rm);
+        pane_shows_n(&sock, "blocked by guardrail", 2);
+        pane_shows_n(&sock, "ready>", 4);
+        keys(&rm);
+        pane_shows(&sock, "flagged for review");
+    })
+    .await
+    .unwrap();
+    assert!(victim.exists());
+    let request = lab.store.get_request(id).await.unwrap().unwrap();
+    assert!(request.flagged, "{request:?}");
+    assert_eq!(request.state, jitgate::model::RequestState::Revoked);
+}
