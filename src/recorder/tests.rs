@@ -210,3 +210,19 @@ fn bad_mask_patterns_are_errors() {
         Err(RecorderError::Mask(_))
     ));
 }
+
+/// The bastion keeps recordings in per-channel state shared by tasks and awaits `finish`
+/// from a boxed future: these bounds must hold.
+#[test]
+fn handles_can_cross_tasks() {
+    fn shared<T: Send + Sync + 'static>() {}
+    fn boxed(
+        r: Recording,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Finished, RecorderError>> + Send>> {
+        Box::pin(r.finish())
+    }
+    shared::<Recorder>();
+    shared::<Recording>();
+    shared::<RecordingTap>();
+    let _ = boxed;
+}
