@@ -42,7 +42,7 @@ use chrono::{DateTime, Datelike};
 
 pub use cast::{CastSummary, Event, Header, event_line, parse_event, parse_header, validate_cast};
 pub use mask::{MASK, Masker};
-pub use prune::{Pruned, prune};
+pub use prune::{PruneReport, Pruned, expired, prune, remove};
 pub use replay::{Control, Key, PlayOptions, Played, Waiter, cat, play, play_terminal};
 pub use writer::{Finished, MAX_IN_FLIGHT, Recording, RecordingTap};
 
@@ -69,6 +69,8 @@ pub enum RecorderError {
     NoRuntime,
     #[error("recording writer for {0} stopped unexpectedly")]
     WriterGone(String),
+    #[error("recording {path} changed since it was listed for removal; left in place")]
+    Changed { path: String },
     #[error("{path}: not an asciicast v2 file: {message}")]
     Format { path: String, message: String },
 }
