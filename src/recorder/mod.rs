@@ -10,7 +10,9 @@
 //! The relay's calls (`output`, `input`, `resize`, `marker`) never wait and never touch the
 //! disk: each takes the time from a monotonic clock, copies the bytes and hands them to the
 //! recording's writer task over a channel. The writer task decodes, masks and formats them
-//! (see `encoder`), buffers the lines, and writes them:
+//! (see `encoder`), buffers the lines, and writes them on tokio's blocking pool (a slow disk
+//! stalls only that task; the buffer is freed after each write, so an idle recording holds
+//! almost nothing):
 //!
 //! - when 64 KiB are buffered, or
 //! - 250 ms after the first line entered an empty buffer (a timer armed only while something

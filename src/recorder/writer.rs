@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -197,7 +196,7 @@ pub(crate) fn start(
         capped: AtomicBool::new(false),
     });
     let task = Task {
-        file: tokio::fs::File::from_std(file),
+        file: Arc::new(file),
         full,
         rel: rel.clone(),
         enc: Encoder::new(masker, head.len() as u64, cap),
@@ -221,7 +220,8 @@ pub(crate) fn start(
 }
 
 struct Task {
-    file: tokio::fs::File,
+    /// Written from blocking threads (`&File` is `Write`), so no buffer outlives a write.
+    file: Arc<std::fs::File>,
     full: PathBuf,
     rel: String,
     enc: Encoder,
@@ -278,7 +278,7 @@ impl Task {
         self.enc.finish();
         self.write().await;
         if self.failed.is_none()
-            && let Err(e) = self.file.sync_all().await
+            && let Err(e) = blocking(self.file.clone(), |f| f.sync_all()).await
         {
             self.failed = Some(e);
         }
@@ -298,21 +298,26 @@ impl Task {
         if buf.is_empty() || self.failed.is_some() {
             return;
         }
-        let r = async {
-            self.file.write_all(&buf).await?;
-            self.file.flush().await
-        }
-        .await;
-        match r {
-            Ok(()) => {
-                self.hash.update(&buf);
-                self.bytes += buf.len() as u64;
-            }
+        self.hash.update(&buf);
+        let len = buf.len() as u64;
+        match blocking(self.file.clone(), move |mut f| f.write_all(&buf)).await {
+            Ok(()) => self.bytes += len,
             Err(e) => {
                 tracing::warn!(recording = %self.rel, error = %e, "recording stopped: write failed");
                 self.failed = Some(e);
             }
         }
+    }
+}
+
+/// Runs a file operation on tokio's blocking pool.
+async fn blocking<F>(file: Arc<std::fs::File>, op: F) -> std::io::Result<()>
+where
+    F: FnOnce(&std::fs::File) -> std::io::Result<()> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || op(&file)).await {
+        Ok(r) => r,
+        Err(e) => Err(std::io::Error::other(e)),
     }
 }
 
