@@ -22,8 +22,11 @@
 //! Lines are only ever written whole, so after `kill -9` the file is valid asciicast up to its
 //! last complete line; at most the last ~250 ms (plus the mask hold, `mask::HOLD`) are lost.
 //!
+//! Why a task and not writes from the relay's own calls: a write, however rare, would put the
+//! disk's latency and the masking work on the path of the engineer's keystrokes.
+//!
 //! The channel is unbounded in messages but bounded in bytes: at most `MAX_IN_FLIGHT` bytes
-//! of events may wait for the writer. If the disk cannot keep up, further events are dropped
+//! of events may wait for one writer, `MAX_IN_FLIGHT_TOTAL` for all of a `Recorder`'s. If the disk cannot keep up, further events are dropped
 //! (counted) instead of queued, and once the writer catches up a marker says how many bytes
 //! are missing. Memory stays bounded and the relay never blocks. A write error stops the
 //! recording (the session goes on); `finish` then reports the error.
@@ -46,7 +49,7 @@ pub use cast::{CastSummary, Event, Header, event_line, parse_event, parse_header
 pub use mask::{MASK, Masker};
 pub use prune::{PruneReport, Pruned, expired, prune, remove};
 pub use replay::{Control, Key, PlayOptions, Played, Waiter, cat, play, play_terminal};
-pub use writer::{Finished, MAX_IN_FLIGHT, Recording, RecordingTap};
+pub use writer::{Finished, MAX_IN_FLIGHT, MAX_IN_FLIGHT_TOTAL, Recording, RecordingTap};
 
 use crate::config;
 use crate::model::UnixTime;
@@ -114,6 +117,8 @@ pub struct Recorder {
     root: PathBuf,
     masker: Arc<Masker>,
     max_exec_recording: u64,
+    /// Bytes of events waiting for all writers (see `MAX_IN_FLIGHT_TOTAL`).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Recorder {
@@ -122,6 +127,7 @@ impl Recorder {
             root,
             masker: Arc::new(Masker::new(&cfg.mask)?),
             max_exec_recording: cfg.max_exec_recording,
+            in_flight: Arc::default(),
         })
     }
 
@@ -141,6 +147,7 @@ impl Recorder {
             cap,
             meta.record_input,
             self.masker.clone(),
+            self.in_flight.clone(),
         )
     }
 }

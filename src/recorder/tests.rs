@@ -75,8 +75,9 @@ async fn a_shell_session_is_recorded_as_valid_asciicast() {
     assert_eq!(s.output, "$ ls\r\nfile  été\r\n");
     assert_eq!((s.input_events, s.resizes), (1, 1));
     assert_eq!(s.markers, ["guardrail warn: prod/sudo"]);
-    // Late events through a tap go nowhere and do not panic.
+    // Late events through a tap go nowhere, do not panic, and are not counted as waiting.
     tap.output(b"late");
+    assert_eq!(rec.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
     let all = validate_all(dir.path()).expect("all valid");
     assert_eq!(all.len(), 1);
     std::fs::write(dir.path().join("2026/bad.cast"), "{}\n").expect("write");

@@ -18,6 +18,8 @@ use super::mask::Masker;
 
 /// Bytes of events that may wait for one recording's writer before events are dropped.
 pub const MAX_IN_FLIGHT: usize = 4 << 20;
+/// Bytes of events that may wait for all of one `Recorder`'s writers together.
+pub const MAX_IN_FLIGHT_TOTAL: usize = 256 << 20;
 /// Lines are written at the latest this long after they were formed.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Lines are written at once when this many bytes are buffered.
@@ -42,6 +44,8 @@ enum Msg {
 
 struct Shared {
     in_flight: AtomicUsize,
+    /// The recorder-wide count, shared by all its recordings.
+    total: Arc<AtomicUsize>,
     dropped: AtomicU64,
     capped: AtomicBool,
 }
@@ -93,7 +97,9 @@ impl RecordingTap {
         }
         let t = self.start.elapsed().as_secs_f64();
         let cost = len + MSG_COST;
-        if s.in_flight.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT {
+        if s.in_flight.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT
+            || s.total.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT_TOTAL
+        {
             s.dropped.fetch_add(len as u64, Ordering::Relaxed);
             return;
         }
@@ -106,8 +112,12 @@ impl RecordingTap {
 
     fn push(&self, t: f64, event: Event, cost: usize) {
         self.shared.in_flight.fetch_add(cost, Ordering::Relaxed);
+        self.shared.total.fetch_add(cost, Ordering::Relaxed);
         // A closed channel means the recording is finished: late events go nowhere.
-        let _ = self.tx.send(Msg::Event { t, event, cost });
+        if self.tx.send(Msg::Event { t, event, cost }).is_err() {
+            self.shared.in_flight.fetch_sub(cost, Ordering::Relaxed);
+            self.shared.total.fetch_sub(cost, Ordering::Relaxed);
+        }
     }
 }
 
@@ -164,6 +174,7 @@ pub(crate) fn start(
     cap: Option<u64>,
     record_input: bool,
     masker: Arc<Masker>,
+    total: Arc<AtomicUsize>,
 ) -> Result<Recording, RecorderError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?;
     let full = root.join(&rel);
@@ -192,6 +203,7 @@ pub(crate) fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         in_flight: AtomicUsize::new(0),
+        total,
         dropped: AtomicU64::new(0),
         capped: AtomicBool::new(false),
     });
@@ -255,6 +267,7 @@ impl Task {
                 msg = rx.recv() => match msg {
                     Some(Msg::Event { t, event, cost }) => {
                         self.shared.in_flight.fetch_sub(cost, Ordering::Relaxed);
+                        self.shared.total.fetch_sub(cost, Ordering::Relaxed);
                         self.enc.push(t, event);
                         if self.enc.capped() {
                             self.shared.capped.store(true, Ordering::Relaxed);
@@ -274,7 +287,13 @@ impl Task {
                 flush_at = Some(now + FLUSH_EVERY);
             }
         }
+        // Late events are not recorded, but their bytes leave the recorder-wide count.
         rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Event { cost, .. } = msg {
+                self.shared.total.fetch_sub(cost, Ordering::Relaxed);
+            }
+        }
         self.enc.finish();
         self.write().await;
         if self.failed.is_none()
@@ -339,6 +358,7 @@ mod tests {
             start: Instant::now(),
             shared: Arc::new(Shared {
                 in_flight: AtomicUsize::new(0),
+                total: Arc::new(AtomicUsize::new(0)),
                 dropped: AtomicU64::new(0),
                 capped: AtomicBool::new(false),
             }),
