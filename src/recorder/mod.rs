@@ -5,6 +5,34 @@
 //! `Recorder::start` when a channel starts a shell or exec, feeds the `Recording` as data flows
 //! and calls `finish` at close, which returns the file's SHA-256 for `Store::end_session`.
 //!
+//! ```no_run
+//! # async fn demo(cfg: &jitgate::config::Recordings) -> Result<(), jitgate::recorder::RecorderError> {
+//! use jitgate::recorder::{Recorder, SessionMeta};
+//! let recorder = Recorder::new("recordings".into(), cfg)?; // once, at server start
+//! let rec = recorder.start(SessionMeta {
+//!     session_id: "9f2c61d0a4b3e857".into(),
+//!     channel: None,
+//!     user: "alice".into(),
+//!     login: "postgres".into(),
+//!     host: "db1".into(),
+//!     request_id: 42,
+//!     width: 120,
+//!     height: 40,
+//!     started_at: jitgate::model::now(),
+//!     command: None,
+//!     term: Some("xterm-256color".into()),
+//!     shell: None,
+//!     record_input: false,
+//! })?;
+//! let tap = rec.tap(); // for the task that reads the target's output
+//! tap.output(b"$ ");
+//! rec.input(b"ls\r");
+//! rec.resize(100, 30);
+//! rec.marker("guardrail block: prod/rm-rf");
+//! let done = rec.finish().await?; // done.path, done.sha256 → Store::end_session
+//! # let _ = done; Ok(()) }
+//! ```
+//!
 //! # Never slowing the session
 //!
 //! The relay's calls (`output`, `input`, `resize`, `marker`) never wait and never touch the

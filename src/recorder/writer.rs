@@ -256,7 +256,8 @@ impl Task {
                 .deadline()
                 // A millisecond late, so the float comparison in `tick` surely finds it due.
                 .map(|t| {
-                    self.start + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(1)
+                    let t = Duration::try_from_secs_f64(t).unwrap_or_default();
+                    self.start + t + Duration::from_millis(1)
                 });
             let wake = match (flush_at, held) {
                 (Some(a), Some(b)) => Some(a.min(b)),
