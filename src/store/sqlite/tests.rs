@@ -60,7 +60,7 @@ async fn open_creates_folder_and_file_in_wal_mode() -> R {
     let store = SqliteStore::open(&path)?;
     assert!(path.is_file());
     let (mode, sync, fk): (String, i64, i64) = store
-        .read(|c| {
+        .call(|c| {
             Ok(c.query_row(
                 "SELECT (SELECT journal_mode FROM pragma_journal_mode), \
                  (SELECT synchronous FROM pragma_synchronous), \
@@ -83,7 +83,7 @@ async fn migrations_run_once_across_reopen() -> R {
     let store = open(dir.path())?;
     assert_eq!(store.schema_version().await?, latest_version());
     let rows: i64 = store
-        .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))?))
+        .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))?))
         .await?;
     assert_eq!(rows, MIGRATIONS.len() as i64);
     assert!(store.get_request(id).await?.is_some());
