@@ -110,3 +110,21 @@ async fn open_readonly_never_creates_and_never_writes() -> R {
     ));
     Ok(())
 }
+
+#[tokio::test]
+async fn open_readonly_refuses_a_file_that_is_not_a_jitgate_database() -> R {
+    let dir = tempfile::tempdir()?;
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)?.execute_batch("CREATE TABLE x (y)")?;
+    let err = SqliteStore::open_readonly(&other)
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.is_some_and(|e| e.contains("not a jitgate database")));
+    let text = dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "hello, this is not SQLite at all, not even close to it",
+    )?;
+    assert!(SqliteStore::open_readonly(&text).is_err());
+    Ok(())
+}
