@@ -5,8 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::api::{self, AppState};
+use crate::bastion::{self, BastionContext};
 use crate::ca::CaKeys;
 use crate::config::{Config, StoreUrl};
 use crate::hub::Hub;
@@ -50,11 +52,12 @@ impl Parts {
     }
 }
 
-/// Runs the API on `api` (and later the bastion on `ssh`) until `shutdown` completes.
+/// Runs the API on `api_listener` and the bastion on `ssh_listener` until `shutdown`
+/// completes; then both stop accepting and the bastion gives live sessions their grace.
 pub async fn run(
     parts: Parts,
     api_listener: TcpListener,
-    _ssh_listener: TcpListener,
+    ssh_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let state = AppState::new(
@@ -68,8 +71,26 @@ pub async fn run(
         parts.cfg.webhooks.clone(),
     ));
     let expiry = tokio::spawn(api::expire_loop(state.clone()));
-    let result = api::serve(api_listener, state, shutdown).await;
+    // One shutdown signal, two listeners.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let bastion = BastionContext {
+        config: parts.cfg.clone(),
+        ca: parts.ca.clone(),
+        store: parts.store.clone(),
+        hub: parts.hub.clone(),
+    };
+    let (api_result, ()) = tokio::join!(
+        api::serve(api_listener, state, stopped(stop_rx.clone())),
+        bastion::run(ssh_listener, Arc::new(bastion), stopped(stop_rx)),
+    );
     expiry.abort();
     webhooks.abort();
-    result.map_err(ServerError::from)
+    api_result.map_err(ServerError::from)
 }

@@ -1,1 +1,260 @@
 //! The SSH bastion: the only user of russh.
+//!
+//! An engineer's stock `ssh -J alice@bastion root@db1` authenticates to the outer server
+//! (`outer`) with a jitgate user certificate, then opens a `direct-tcpip` channel to `db1:22`.
+//! Inside that channel the bastion runs a second SSH server (`inner`) that presents a host
+//! certificate for `db1`; the engineer logs in again with the same certificate as the approved
+//! login. The bastion dials the real target (`upstream`) with a fresh target-CA certificate and
+//! relays every session channel (`relay`). Live connections are bound to their request
+//! (`sessions`): revocation, expiry and shutdown close them after a notice.
+//!
+//! `run(listener, ctx, shutdown)` is the whole server, so tests bind port 0 and drive it.
+
+pub mod access;
+mod inner;
+mod keys;
+mod outer;
+pub mod relay;
+pub mod sessions;
+mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::Disconnect;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::Instrument;
+
+use crate::ca::{CaError, CaKeys};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::model::{NewAuditEvent, RequestState, format_time, now};
+use crate::store::{Store, StoreError};
+use keys::HostKeys;
+use sessions::{ControlHandle, Registry, closed};
+use upstream::ClientConfigs;
+
+/// Everything the bastion needs from the rest of jitgate.
+pub struct BastionContext {
+    pub config: Arc<Config>,
+    pub ca: Arc<CaKeys>,
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BastionError {
+    #[error("ssh: {0}")]
+    Ssh(#[from] russh::Error),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("certificate: {0}")]
+    Ca(#[from] CaError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Bastion-wide state shared by every connection.
+pub(crate) struct Shared {
+    pub ctx: Arc<BastionContext>,
+    pub keys: HostKeys,
+    pub clients: ClientConfigs,
+    pub registry: Arc<Registry>,
+    /// Set once the grace period is over: every connection closes.
+    pub stopping: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn new(ctx: Arc<BastionContext>) -> Shared {
+        Shared {
+            keys: HostKeys::new(ctx.config.ca.clock_skew),
+            clients: ClientConfigs::new(),
+            registry: Arc::new(Registry::default()),
+            stopping: watch::channel(false).0,
+            ctx,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.ctx.config
+    }
+
+    /// Logs and audits a refusal (`bastion.refused`).
+    pub async fn refused(
+        &self,
+        stage: &str,
+        user: &str,
+        peer: SocketAddr,
+        request: Option<i64>,
+        reason: &str,
+    ) {
+        tracing::warn!(stage, user, %peer, request, reason, "refused");
+        let actor = if user.is_empty() { "unknown" } else { user };
+        let mut event = NewAuditEvent::new(now(), "bastion.refused", actor)
+            .with("stage", stage)
+            .with("peer", peer)
+            .with("reason", reason);
+        if let Some(id) = request {
+            event = event.request(id);
+        }
+        if let Err(e) = self.ctx.store.append_audit(event).await {
+            tracing::error!(error = %e, "cannot audit a refusal");
+        }
+    }
+
+    /// The notice an engineer sees when request `id` ends.
+    async fn ended_reason(&self, id: i64) -> String {
+        let t = now();
+        match self.ctx.store.get_request(id).await {
+            Ok(Some(r)) => match r.state_at(t) {
+                RequestState::Revoked => {
+                    let by = r.decided_by.map(|b| format!(" by {b}")).unwrap_or_default();
+                    let why = r
+                        .decision_reason
+                        .filter(|w| !w.is_empty())
+                        .map(|w| format!(": {w}"))
+                        .unwrap_or_default();
+                    format!("access through request {id} was revoked{by}{why}; closing")
+                }
+                RequestState::Expired => format!(
+                    "request {id} expired at {}; closing",
+                    format_time(r.expires_at.unwrap_or(t))
+                ),
+                _ => format!("access through request {id} has ended; closing"),
+            },
+            _ => format!("access through request {id} has ended; closing"),
+        }
+    }
+}
+
+/// Serves SSH on `listener` until `shutdown` resolves; then stops accepting, gives live
+/// sessions `server.shutdown_grace` with a notice, closes them and waits for their records.
+pub async fn run(
+    listener: TcpListener,
+    ctx: Arc<BastionContext>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let shared = Arc::new(Shared::new(ctx));
+    let revocations = tokio::spawn(watch_revocations(Arc::clone(&shared)));
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let shared = Arc::clone(&shared);
+                    let done = done_tx.clone();
+                    let span = tracing::info_span!("ssh", %peer);
+                    tokio::spawn(async move {
+                        connection(shared, socket, peer).await;
+                        drop(done);
+                    }.instrument(span));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    let grace = shared.config().server.shutdown_grace;
+    if !shared.registry.is_empty() {
+        shared.registry.notice_all(&format!(
+            "the bastion is shutting down; this session closes in {}",
+            crate::config::format_duration(grace)
+        ));
+        let deadline = tokio::time::Instant::now() + grace;
+        while !shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    shared.stopping.send_replace(true);
+    drop(done_tx);
+    // Every connection task holds a clone of `done_tx`: this returns when the last one ends.
+    let _ = tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await;
+    revocations.abort();
+}
+
+/// Closes the live sessions of every request the hub says has ended.
+async fn watch_revocations(shared: Arc<Shared>) {
+    let mut rx = shared.ctx.hub.revocations();
+    loop {
+        match rx.recv().await {
+            Ok(id) => {
+                let reason = shared.ended_reason(id).await;
+                let n = shared.registry.close_request(id, &reason);
+                tracing::info!(request = id, connections = n, "access ended");
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Missed some: ask the store about every live request.
+                let t = now();
+                for id in shared.registry.requests() {
+                    let active = matches!(
+                        shared.ctx.store.get_request(id).await,
+                        Ok(Some(r)) if r.is_active(t)
+                    );
+                    if !active {
+                        let reason = shared.ended_reason(id).await;
+                        shared.registry.close_request(id, &reason);
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// One outer connection, from the SSH banner to its end.
+async fn connection(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
+    let (control, mut control_rx) = ControlHandle::new();
+    let mut principals = vec![shared.config().server.hostname.clone()];
+    if let Ok(local) = socket.local_addr() {
+        principals.push(local.ip().to_string());
+    }
+    let config =
+        match shared
+            .keys
+            .server_config(&shared.ctx.ca, &principals, now().max(0) as u64, true)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot mint the bastion's host certificate");
+                return;
+            }
+        };
+    let handler = outer::Outer::new(Arc::clone(&shared), peer, control.clone());
+    let mut running = match russh::server::run_stream(config, socket, handler).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+    };
+    let handle = running.handle();
+    let mut stopping = shared.stopping.subscribe();
+    tokio::select! {
+        r = &mut running => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            return;
+        }
+        _ = stopping.wait_for(|s| *s) => {
+            control.close("the bastion is shutting down");
+        }
+        _ = closed(&mut control_rx) => {}
+    }
+    let reason = control_rx.borrow().close.clone().unwrap_or_default();
+    // The relays print the notice and close their channels at once; then the whole connection.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let _ = handle
+        .disconnect(Disconnect::ByApplication, reason, "en".into())
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), running).await;
+}

@@ -343,11 +343,16 @@ const MARK_END: &str = "# <<< jitgate <<<";
 pub async fn ssh_config(g: &Global, install: bool) -> anyhow::Result<ExitCode> {
     let info: BastionInfo = client(g)?.get("/v1/bastion").await?;
     let identity = identity_path(g)?;
-    let certs = "~/.ssh/jitgate";
+    let ssh = home()?.join(".ssh");
+    let certs = ssh.join("jitgate");
+    let known_hosts = ssh.join("known_hosts");
+    // The bastion hop reads no config (-F /dev/null): every option it needs is here.
     let block = format!(
-        "{MARK_BEGIN}\n# Hosts reached through the jitgate bastion with the newest certificate for each.\nHost {hosts}\n    IdentityFile {id}\n    CertificateFile {certs}/%n-cert.pub\n    IdentitiesOnly yes\n    ProxyCommand ssh -o IdentityFile={id} -o CertificateFile={certs}/%n-cert.pub -o IdentitiesOnly=yes -p {port} -W %h:%p {user}@{bastion}\n{MARK_END}\n",
+        "{MARK_BEGIN}\n# Hosts reached through the jitgate bastion with the newest certificate for each.\nHost {hosts}\n    IdentityFile {id}\n    CertificateFile {certs}/%n-cert.pub\n    IdentitiesOnly yes\n    UserKnownHostsFile {kh}\n    StrictHostKeyChecking yes\n    ProxyCommand ssh -F /dev/null -o IdentityFile={id} -o CertificateFile={certs}/%n-cert.pub -o IdentitiesOnly=yes -o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes -p {port} -W %h:%p {user}@{bastion}\n{MARK_END}\n",
         hosts = info.hosts.join(" "),
         id = identity.display(),
+        certs = certs.display(),
+        kh = known_hosts.display(),
         port = info.ssh_port,
         user = info.user,
         bastion = info.hostname,
@@ -357,12 +362,11 @@ pub async fn ssh_config(g: &Global, install: bool) -> anyhow::Result<ExitCode> {
         println!("# add to ~/.ssh/known_hosts:\n{}", info.known_hosts_line);
         return Ok(ExitCode::SUCCESS);
     }
-    let ssh = home()?.join(".ssh");
     std::fs::create_dir_all(&ssh)?;
     let config_path = ssh.join("config");
     let old = std::fs::read_to_string(&config_path).unwrap_or_default();
     std::fs::write(&config_path, replace_block(&old, &block)?)?;
-    let kh_path = ssh.join("known_hosts");
+    let kh_path = known_hosts;
     let kh = std::fs::read_to_string(&kh_path).unwrap_or_default();
     if !kh.lines().any(|l| l.trim() == info.known_hosts_line.trim()) {
         let mut kh = kh;

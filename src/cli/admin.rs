@@ -159,6 +159,35 @@ pub fn guardrail(_action: GuardrailAction) -> anyhow::Result<ExitCode> {
     Err(UsageError("guardrail test: not wired yet".into()).into())
 }
 
-pub async fn recordings(_action: RecordingsAction) -> anyhow::Result<ExitCode> {
-    Err(UsageError("recordings prune: not wired yet".into()).into())
+/// Removes expired recordings, each removal entered in the audit chain.
+pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
+    use jitgate::model::{NewAuditEvent, now};
+    use jitgate::store::{SqliteStore, Store};
+    let RecordingsAction::Prune { config } = action;
+    let cfg = load_config(&config)?;
+    let Some(retention) = cfg.recordings.retention else {
+        return Err(UsageError(format!(
+            "{}: set recordings.retention (e.g. \"365d\") to prune",
+            config.display()
+        ))
+        .into());
+    };
+    let jitgate::config::StoreUrl::Sqlite(db) = &cfg.store;
+    let store = SqliteStore::open(db)?;
+    let now = now();
+    let pruned = jitgate::recorder::prune(&cfg.server.recordings_dir, retention, now)?;
+    for p in &pruned {
+        let event = NewAuditEvent::new(now, "recording.pruned", "system")
+            .with("recording", &p.path)
+            .with("sha256", &p.sha256)
+            .with("retention", jitgate::config::format_duration(retention));
+        store.append_audit(event).await?;
+        println!("removed {}", p.path);
+    }
+    println!(
+        "{} recording(s) older than {} removed",
+        pruned.len(),
+        jitgate::config::format_duration(retention)
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -134,11 +134,27 @@ pub async fn sessions(g: &Global, a: SessionArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    use jitgate::recorder::{PlayOptions, cat, play_terminal};
+    if a.speed <= 0.0 || a.speed.is_nan() {
+        return Err(super::UsageError("--speed must be more than 0".into()).into());
+    }
     let bytes = client(g)?
         .get_bytes(&format!("/v1/sessions/{}/recording", urlencode(&a.session)))
         .await?;
-    let _ = bytes;
-    Err(super::UsageError("replay: not wired yet".into()).into())
+    let mut out = std::io::stdout().lock();
+    if a.cat {
+        cat(bytes.as_slice(), &mut out)?;
+    } else {
+        play_terminal(
+            bytes.as_slice(),
+            &mut out,
+            &PlayOptions {
+                speed: a.speed,
+                idle_limit: a.idle_limit,
+            },
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn commands(g: &Global, a: CommandArgs) -> anyhow::Result<ExitCode> {
@@ -242,7 +258,7 @@ async fn verify(config: &std::path::Path) -> anyhow::Result<ExitCode> {
             continue;
         }
         let path = cfg.server.recordings_dir.join(rel);
-        match sha256_file(&path) {
+        match jitgate::recorder::sha256_file(&path) {
             Ok(have) if &have == want => checked += 1,
             Ok(have) => {
                 println!(
@@ -266,11 +282,4 @@ async fn verify(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         events.len()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
 }

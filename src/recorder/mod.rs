@@ -1,1 +1,239 @@
-//! The recorder: the only writer of recordings/, in asciicast v2.
+//! The recorder: the only writer of `recordings/`, in asciicast v2.
+//!
+//! One file per session channel, `root/YYYY/MM/DD/<session-id>[-<channel>].cast` (UTC date of
+//! the start), created with `create_new` so nothing is ever overwritten. The bastion calls
+//! `Recorder::start` when a channel starts a shell or exec, feeds the `Recording` as data flows
+//! and calls `finish` at close, which returns the file's SHA-256 for `Store::end_session`.
+//!
+//! # Never slowing the session
+//!
+//! The relay's calls (`output`, `input`, `resize`, `marker`) never wait and never touch the
+//! disk: each takes the time from a monotonic clock, copies the bytes and hands them to the
+//! recording's writer task over a channel. The writer task decodes, masks and formats them
+//! (see `encoder`), buffers the lines, and writes them:
+//!
+//! - when 64 KiB are buffered, or
+//! - 250 ms after the first line entered an empty buffer (a timer armed only while something
+//!   is buffered, so an idle session costs no wake-ups), and
+//! - at `finish`, followed by `fsync`.
+//!
+//! Lines are only ever written whole, so after `kill -9` the file is valid asciicast up to its
+//! last complete line; at most the last ~250 ms (plus the mask hold, `mask::HOLD`) are lost.
+//!
+//! The channel is unbounded in messages but bounded in bytes: at most `MAX_IN_FLIGHT` bytes
+//! of events may wait for the writer. If the disk cannot keep up, further events are dropped
+//! (counted) instead of queued, and once the writer catches up a marker says how many bytes
+//! are missing. Memory stays bounded and the relay never blocks. A write error stops the
+//! recording (the session goes on); `finish` then reports the error.
+
+mod cast;
+mod encoder;
+mod mask;
+mod prune;
+mod replay;
+mod utf8;
+mod writer;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike};
+
+pub use cast::{CastSummary, Event, Header, event_line, parse_event, parse_header, validate_cast};
+pub use mask::{MASK, Masker};
+pub use prune::{Pruned, prune};
+pub use replay::{Control, Key, PlayOptions, Played, Waiter, cat, play, play_terminal};
+pub use writer::{Finished, MAX_IN_FLIGHT, Recording, RecordingTap};
+
+use crate::config;
+use crate::model::UnixTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    #[error("recording mask pattern: {0}")]
+    Mask(#[from] regex::Error),
+    #[error("session id {0:?} is not usable in a file name (letters, digits, '-', '_')")]
+    BadSessionId(String),
+    #[error("start time {0} is out of range")]
+    BadTime(UnixTime),
+    #[error("recording {path} already exists")]
+    Exists { path: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("recordings need a tokio runtime")]
+    NoRuntime,
+    #[error("recording writer for {0} stopped unexpectedly")]
+    WriterGone(String),
+    #[error("{path}: not an asciicast v2 file: {message}")]
+    Format { path: String, message: String },
+}
+
+impl RecorderError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> RecorderError {
+        RecorderError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// What the recording's header says about the session channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionMeta {
+    pub session_id: String,
+    /// Added to the file name when given: `<session-id>-<channel>.cast`.
+    pub channel: Option<u32>,
+    pub user: String,
+    pub login: String,
+    pub host: String,
+    pub request_id: i64,
+    /// Terminal size (0 → 80×24, e.g. exec without a pty).
+    pub width: u16,
+    pub height: u16,
+    pub started_at: UnixTime,
+    /// The exec command; `None` for a shell. Exec recordings are capped.
+    pub command: Option<String>,
+    pub term: Option<String>,
+    pub shell: Option<String>,
+    /// From `AccessRule::record_input`: record `i` events.
+    pub record_input: bool,
+}
+
+/// Starts recordings under one folder; cheap to clone, masks compiled once.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    root: PathBuf,
+    masker: Arc<Masker>,
+    max_exec_recording: u64,
+}
+
+impl Recorder {
+    pub fn new(root: PathBuf, cfg: &config::Recordings) -> Result<Recorder, RecorderError> {
+        Ok(Recorder {
+            root,
+            masker: Arc::new(Masker::new(&cfg.mask)?),
+            max_exec_recording: cfg.max_exec_recording,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the file, writes its header and starts its writer task (needs a tokio runtime).
+    pub fn start(&self, meta: SessionMeta) -> Result<Recording, RecorderError> {
+        let rel = relative_path(&meta)?;
+        let header = header_for(&meta, &self.masker);
+        let cap = meta.command.is_some().then_some(self.max_exec_recording);
+        writer::start(
+            &self.root,
+            rel,
+            header,
+            cap,
+            meta.record_input,
+            self.masker.clone(),
+        )
+    }
+}
+
+/// `YYYY/MM/DD/<session-id>[-<channel>].cast`, always with `/`.
+pub fn relative_path(meta: &SessionMeta) -> Result<String, RecorderError> {
+    let id = &meta.session_id;
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(RecorderError::BadSessionId(id.clone()));
+    }
+    let day = DateTime::from_timestamp(meta.started_at, 0)
+        .ok_or(RecorderError::BadTime(meta.started_at))?;
+    let name = match meta.channel {
+        Some(c) => format!("{id}-{c}.cast"),
+        None => format!("{id}.cast"),
+    };
+    Ok(format!(
+        "{:04}/{:02}/{:02}/{name}",
+        day.year(),
+        day.month(),
+        day.day()
+    ))
+}
+
+fn header_for(meta: &SessionMeta, masker: &Masker) -> Header {
+    let (width, height) = if meta.width == 0 || meta.height == 0 {
+        (80, 24)
+    } else {
+        (meta.width, meta.height)
+    };
+    let mut env = std::collections::BTreeMap::new();
+    if let Some(t) = &meta.term {
+        env.insert("TERM".to_string(), t.clone());
+    }
+    if let Some(s) = &meta.shell {
+        env.insert("SHELL".to_string(), s.clone());
+    }
+    Header {
+        version: 2,
+        width,
+        height,
+        timestamp: Some(meta.started_at),
+        idle_time_limit: None,
+        // A command line can carry a password (`mysql -pSECRET`): masked like output.
+        command: meta.command.as_deref().map(|c| masker.mask(c)),
+        title: Some(format!(
+            "{} as {}@{} (request {})",
+            meta.user, meta.login, meta.host, meta.request_id
+        )),
+        env,
+    }
+}
+
+/// Validates every `.cast` file under `root`, recursively (for test suites: every recording
+/// they made); returns each file with its summary, or the first error naming the file.
+pub fn validate_all(root: &Path) -> Result<Vec<(PathBuf, CastSummary)>, String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "cast") {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let summary =
+                    validate_cast(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                out.push((path, summary));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Hex SHA-256 of a file's bytes (for `jitgate audit verify`).
+pub fn sha256_file(path: &Path) -> Result<String, RecorderError> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(|e| RecorderError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| RecorderError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests;

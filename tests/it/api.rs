@@ -425,3 +425,35 @@ fn api_over_tls() {
     );
     assert_eq!(run.code, 0, "{run:#?}");
 }
+
+#[test]
+fn expiry_reaches_webhooks() {
+    let setup = Setup::new();
+    let (url, rx) = receiver(0);
+    let policy = format!(
+        "{}\n[[webhooks]]\nurl = \"{url}\"\nevents = [\"request.expired\"]\n",
+        Setup::standard_policy()
+    );
+    let config = setup.config(&policy);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "hostname = \"127.0.0.1\"",
+        "hostname = \"127.0.0.1\"\npending_ttl = \"1s\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config);
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+        )
+        .ok();
+    let event = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("request.expired delivered");
+    assert_eq!(event["event"], "request.expired");
+    assert_eq!(event["request_id"], 1);
+    // Only the subscribed event was sent.
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+}

@@ -487,6 +487,20 @@ fn global_flags_before_or_after_and_exit_codes() {
     server
         .cli(&stranger, &["requests"])
         .refused("is not enrolled");
+    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    let refused = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "api.refused")
+        .expect("audited");
+    assert_eq!(refused["actor"], "unknown");
+    assert!(
+        refused["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not enrolled")
+    );
 }
 
 #[test]

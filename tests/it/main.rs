@@ -3,7 +3,11 @@
 
 mod api;
 mod audit;
+mod bastion;
 mod config;
 mod control;
+mod journey;
+mod recorder;
+mod sshd;
 mod store;
 mod util;

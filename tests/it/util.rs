@@ -194,13 +194,15 @@ impl Server {
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
         let home = config.parent().unwrap().join("home");
         std::fs::create_dir_all(&home).unwrap();
+        // The server's log stays beside its config, for a failing test to read.
+        let log = std::fs::File::create(config.parent().unwrap().join("server.log")).unwrap();
         let mut child = Command::new(jitgate_bin())
             .args(["serve", "--config"])
             .arg(config)
             .envs(env.iter().copied())
             .env("JITGATE_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("jitgate serve starts");
         let stdout = child.stdout.take().unwrap();

@@ -1,0 +1,162 @@
+//! Who may pass: the checks on an engineer's certificate, its issue record and its request.
+//!
+//! `check` is pure (time passed in); the handlers gather the facts from the certificate, the
+//! CA and the store, then act on the decision. A refusal is a value carrying the reason that
+//! is logged and audited, never shown in detail to an unauthenticated client.
+
+use std::fmt;
+
+use ssh_key::Certificate;
+
+use crate::config::{AccessRule, Config, Host};
+use crate::model::{AccessRequest, IssuedCert, UnixTime};
+
+/// Why a connection, login or channel was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn refuse<T>(reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(reason.into()))
+}
+
+/// What an accepted certificate opens: one request's host and login, until `until`.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub user: String,
+    pub request: AccessRequest,
+    pub rule: AccessRule,
+    pub host: Host,
+    /// The certificate's serial; the inner login must present the same certificate.
+    pub serial: u64,
+    /// Access ends at the earlier of the certificate's and the request's end.
+    pub until: UnixTime,
+}
+
+/// What the checks need from a certificate, read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    pub serial: u64,
+    pub principals: Vec<String>,
+    pub request_id: Option<i64>,
+    pub valid_before: u64,
+}
+
+impl CertFacts {
+    pub fn of(cert: &Certificate) -> CertFacts {
+        CertFacts {
+            serial: cert.serial(),
+            principals: cert.valid_principals().to_vec(),
+            request_id: crate::ca::request_id_of(cert),
+            valid_before: cert.valid_before(),
+        }
+    }
+}
+
+/// Decides whether `user` may pass with a certificate the user CA has already validated.
+pub fn check(
+    config: &Config,
+    user: &str,
+    cert: &CertFacts,
+    issued: Option<&IssuedCert>,
+    request: Option<&AccessRequest>,
+    now: UnixTime,
+) -> Result<Grant, Refusal> {
+    if !cert.principals.iter().any(|p| p == user) {
+        return refuse(format!(
+            "certificate principals {:?} do not include {user:?}",
+            cert.principals
+        ));
+    }
+    let Some(request_id) = cert.request_id else {
+        return refuse("certificate names no request");
+    };
+    let Some(issued) = issued else {
+        return refuse(format!(
+            "certificate serial {} was not issued by this jitgate",
+            cert.serial
+        ));
+    };
+    if issued.request_id != request_id || issued.user != user {
+        return refuse(format!(
+            "certificate serial {} was issued to {} for request {}",
+            cert.serial, issued.user, issued.request_id
+        ));
+    }
+    let Some(request) = request else {
+        return refuse(format!("no request {request_id}"));
+    };
+    if request.id != request_id || request.requester != user {
+        return refuse(format!(
+            "request {request_id} belongs to {}",
+            request.requester
+        ));
+    }
+    if !request.is_active(now) {
+        return refuse(format!("request {request_id} is {}", request.state_at(now)));
+    }
+    let Some(rule) = config.rule(&request.rule) else {
+        return refuse(format!(
+            "request {request_id}'s rule {} is no longer in the configuration",
+            request.rule
+        ));
+    };
+    let Some(host) = config.host(&request.host) else {
+        return refuse(format!(
+            "request {request_id}'s host {} is no longer in the inventory",
+            request.host
+        ));
+    };
+    let cert_end = i64::try_from(cert.valid_before).unwrap_or(i64::MAX);
+    let until = request.expires_at.map_or(cert_end, |e| e.min(cert_end));
+    Ok(Grant {
+        user: user.to_string(),
+        request: request.clone(),
+        rule: rule.clone(),
+        host: host.clone(),
+        serial: cert.serial,
+        until,
+    })
+}
+
+/// Whether a `direct-tcpip` to `host:port` stays inside the grant: the request's inventory
+/// host, on port 22 or the port of its inventory address.
+pub fn check_target(grant: &Grant, host: &str, port: u32) -> Result<(), Refusal> {
+    if host != grant.host.name {
+        return refuse(format!(
+            "{host} is not in request {}'s scope ({})",
+            grant.request.id, grant.host.name
+        ));
+    }
+    let inventory_port = grant
+        .host
+        .address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u32>().ok());
+    if port != 22 && Some(port) != inventory_port {
+        return refuse(format!("port {port} of {host} is not an SSH port"));
+    }
+    Ok(())
+}
+
+/// Whether the inner login, made with certificate `serial` for `login`, matches the grant.
+pub fn check_login(grant: &Grant, serial: u64, login: &str) -> Result<(), Refusal> {
+    if serial != grant.serial {
+        return refuse("the inner login must use the same certificate as the jump");
+    }
+    if login != grant.request.login {
+        return refuse(format!(
+            "login {login:?} is not the approved login {:?} of request {}",
+            grant.request.login, grant.request.id
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

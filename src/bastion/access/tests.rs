@@ -1,0 +1,1 @@
+//! Table tests for the access checks.

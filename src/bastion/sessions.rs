@@ -1,0 +1,200 @@
+//! Live connections, each bound to its request: revocation, expiry and shutdown reach every
+//! session of a request through here.
+//!
+//! Every authenticated outer connection registers one `Control` channel. Its relays and its
+//! connection tasks watch it: a notice is written to the engineer's terminal, a close ends the
+//! session after that notice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+/// What the relays of one connection should do now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Control {
+    /// A numbered message for the engineer; relays print each new number once.
+    pub notice: Option<(u64, String)>,
+    /// Close every session now, after printing this.
+    pub close: Option<String>,
+}
+
+/// The sending side of one connection's control channel.
+#[derive(Debug, Clone)]
+pub struct ControlHandle {
+    tx: Arc<watch::Sender<Control>>,
+}
+
+impl ControlHandle {
+    pub fn new() -> (ControlHandle, watch::Receiver<Control>) {
+        let (tx, rx) = watch::channel(Control::default());
+        (ControlHandle { tx: Arc::new(tx) }, rx)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Control> {
+        self.tx.subscribe()
+    }
+
+    pub fn notice(&self, text: &str) {
+        self.tx.send_modify(|c| {
+            let n = c.notice.as_ref().map_or(1, |(n, _)| n + 1);
+            c.notice = Some((n, text.to_string()));
+        });
+    }
+
+    /// Closes the connection's sessions; the first reason wins.
+    pub fn close(&self, reason: &str) {
+        self.tx.send_modify(|c| {
+            if c.close.is_none() {
+                c.close = Some(reason.to_string());
+            }
+        });
+    }
+
+    /// Closes at Unix time `at` (a certificate or request ending), if still alive then.
+    pub fn close_at(&self, at: i64, reason: String) {
+        let weak = Arc::downgrade(&self.tx);
+        let wait = u64::try_from(at - crate::model::now()).unwrap_or(0);
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            if let Some(tx) = weak.upgrade() {
+                ControlHandle { tx }.close(&reason);
+            }
+        });
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.borrow().close.is_some()
+    }
+}
+
+/// Waits until `rx` says close, and returns the reason.
+pub async fn closed(rx: &mut watch::Receiver<Control>) -> String {
+    loop {
+        if let Some(reason) = rx.borrow_and_update().close.clone() {
+            return reason;
+        }
+        if rx.changed().await.is_err() {
+            // The connection is gone; nothing will ever say close.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+struct Entry {
+    request_id: i64,
+    control: ControlHandle,
+}
+
+/// Every live, authenticated connection, by a process-unique number.
+#[derive(Default)]
+pub struct Registry {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Entry>>,
+}
+
+/// Removes its connection from the registry when dropped.
+pub struct Registration {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        // A panic while holding this lock leaves a plain map behind: still usable.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register(self: &Arc<Self>, request_id: i64, control: ControlHandle) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            id,
+            Entry {
+                request_id,
+                control,
+            },
+        );
+        Registration {
+            registry: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Closes every connection of `request_id`; returns how many there were.
+    pub fn close_request(&self, request_id: i64, reason: &str) -> usize {
+        let live = self.lock();
+        let mut n = 0;
+        for e in live.values().filter(|e| e.request_id == request_id) {
+            e.control.close(reason);
+            n += 1;
+        }
+        n
+    }
+
+    /// The requests with live connections.
+    pub fn requests(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.lock().values().map(|e| e.request_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    pub fn notice_all(&self, text: &str) {
+        for e in self.lock().values() {
+            e.control.notice(text);
+        }
+    }
+
+    pub fn close_all(&self, reason: &str) {
+        for e in self.lock().values() {
+            e.control.close(reason);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn close_request_reaches_only_that_request() {
+        let reg = Arc::new(Registry::default());
+        let (a, mut rx_a) = ControlHandle::new();
+        let (b, rx_b) = ControlHandle::new();
+        let _ga = reg.register(1, a);
+        let gb = reg.register(2, b);
+        assert_eq!(reg.requests(), vec![1, 2]);
+        assert_eq!(reg.close_request(1, "revoked"), 1);
+        assert_eq!(closed(&mut rx_a).await, "revoked");
+        assert!(rx_b.borrow().close.is_none());
+        drop(gb);
+        assert_eq!(reg.requests(), vec![1]);
+    }
+
+    #[test]
+    fn notices_are_numbered_and_first_close_wins() {
+        let (c, rx) = ControlHandle::new();
+        c.notice("one");
+        c.notice("two");
+        assert_eq!(rx.borrow().notice, Some((2, "two".to_string())));
+        c.close("first");
+        c.close("second");
+        assert_eq!(rx.borrow().close.as_deref(), Some("first"));
+        assert!(c.is_closed());
+    }
+}

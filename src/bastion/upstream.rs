@@ -1,0 +1,182 @@
+//! The bastion's own SSH client towards a target: dial the inventory address, verify the
+//! target's host key (pinned key, or a host certificate from the host CA; never blind trust),
+//! and log in with a fresh ephemeral key and a short target-CA certificate.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client;
+use russh::keys::PublicKeyOrCertificate;
+use ssh_key::PublicKey;
+
+use super::keys::random_serial;
+use crate::ca::{CaKeys, generate_ed25519};
+use crate::config::{Config, Host};
+
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A logged-in connection to a target.
+pub type Upstream = client::Handle<TargetKey>;
+
+/// Checks the target's host key; remembers why it refused, for the engineer's error.
+pub struct TargetKey {
+    host: String,
+    pinned: Option<PublicKey>,
+    host_ca: Arc<CaKeys>,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl TargetKey {
+    fn decide(&self, offered: &PublicKeyOrCertificate) -> Result<(), String> {
+        let now = crate::model::now().max(0) as u64;
+        match (offered, &self.pinned) {
+            (PublicKeyOrCertificate::PublicKey { key, .. }, Some(pin)) => {
+                if key.key_data() == pin.key_data() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "host key of {} is {}, not the pinned {}",
+                        self.host,
+                        key.fingerprint(ssh_key::HashAlg::Sha256),
+                        pin.fingerprint(ssh_key::HashAlg::Sha256)
+                    ))
+                }
+            }
+            (PublicKeyOrCertificate::PublicKey { .. }, None) => Err(format!(
+                "{} offered a bare host key; without a pinned host_key only a host-CA certificate is trusted",
+                self.host
+            )),
+            (PublicKeyOrCertificate::Certificate(cert), pin) => {
+                if pin
+                    .as_ref()
+                    .is_some_and(|p| p.key_data() == cert.public_key())
+                {
+                    return Ok(());
+                }
+                self.host_ca.validate_host_cert(cert, &self.host, now)
+            }
+        }
+    }
+}
+
+impl client::Handler for TargetKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        match self.decide(offered) {
+            Ok(()) => Ok(true),
+            Err(reason) => {
+                tracing::warn!(host = %self.host, %reason, "target host key refused");
+                *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Client configurations: one for pinned keys, one asking for host certificates.
+pub struct ClientConfigs {
+    pinned: Arc<client::Config>,
+    certified: Arc<client::Config>,
+}
+
+impl ClientConfigs {
+    pub fn new() -> ClientConfigs {
+        let base = || client::Config {
+            client_id: russh::SshId::Standard("SSH-2.0-jitgate".into()),
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 3,
+            nodelay: true,
+            ..Default::default()
+        };
+        let mut certified = base();
+        certified.preferred.host_key_certificates =
+            Cow::Owned(certified.preferred.key.iter().cloned().collect());
+        ClientConfigs {
+            pinned: Arc::new(base()),
+            certified: Arc::new(certified),
+        }
+    }
+}
+
+impl Default for ClientConfigs {
+    fn default() -> Self {
+        ClientConfigs::new()
+    }
+}
+
+/// Dials `host` and logs in as `login`. The error is one line for the engineer.
+pub async fn connect(
+    config: &Config,
+    ca: &Arc<CaKeys>,
+    configs: &ClientConfigs,
+    host: &Host,
+    login: &str,
+    key_id: &str,
+) -> Result<Upstream, String> {
+    let refusal = Arc::new(Mutex::new(None));
+    let checker = TargetKey {
+        host: host.name.clone(),
+        pinned: host.host_key.clone(),
+        host_ca: Arc::clone(ca),
+        refusal: Arc::clone(&refusal),
+    };
+    let client_config = if host.host_key.is_some() {
+        Arc::clone(&configs.pinned)
+    } else {
+        Arc::clone(&configs.certified)
+    };
+    let unreachable = |e: &dyn std::fmt::Display| {
+        format!(
+            "jitgate: cannot reach {} at {}: {e}",
+            host.name, host.address
+        )
+    };
+    let dial = client::connect(client_config, host.address.as_str(), checker);
+    let mut handle = match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+        Err(_) => return Err(unreachable(&"timed out")),
+        Ok(Err(e)) => {
+            let why = refusal.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return Err(match why {
+                Some(why) => format!("jitgate: refusing {}: {why}", host.name),
+                None => match e {
+                    russh::Error::IO(io) => unreachable(&io),
+                    other => unreachable(&other),
+                },
+            });
+        }
+        Ok(Ok(h)) => h,
+    };
+    let key = generate_ed25519();
+    let now = crate::model::now().max(0) as u64;
+    let cert = ca
+        .sign_target(
+            key.public_key(),
+            login,
+            key_id,
+            random_serial(),
+            now.saturating_sub(config.ca.clock_skew.as_secs()),
+            now + config.ca.upstream_cert_ttl.as_secs(),
+        )
+        .map_err(|e| format!("jitgate: cannot sign a certificate for {}: {e}", host.name))?;
+    let auth = tokio::time::timeout(
+        DIAL_TIMEOUT,
+        handle.authenticate_openssh_cert(login, Arc::new(key), cert),
+    )
+    .await
+    .map_err(|_| unreachable(&"login timed out"))?
+    .map_err(|e| unreachable(&e))?;
+    if !auth.success() {
+        return Err(format!(
+            "jitgate: {} refused the bastion's certificate for {login:?} \
+             (does its sshd trust the target CA with TrustedUserCAKeys, and does {login:?} exist?)",
+            host.name
+        ));
+    }
+    Ok(handle)
+}

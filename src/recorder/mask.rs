@@ -1,0 +1,243 @@
+//! Masking secrets in the recorded copy of a stream, across chunk boundaries.
+//!
+//! A secret can reach the bastion split over many chunks (a PEM private key block spans many
+//! lines and several SSH packets), so matching chunk by chunk would miss it. `MaskStream` holds
+//! back the tail of the decoded text and matches the configured regexes over all of it:
+//!
+//! - **Window**: the last `MAX_SECRET` bytes are always held back while text streams, so
+//!   any secret up to `MAX_SECRET` bytes long is seen whole. Once `2 * MAX_SECRET` bytes are
+//!   held, all but the last `MAX_SECRET` are released, so each byte is matched about twice, not
+//!   once per chunk. A match that straddles the release point keeps the text from its start
+//!   held (up to `HARD_LIMIT`, beyond which an over-long match is released masked).
+//! - **Time**: text is held at most `HOLD` seconds after it arrived; when the oldest chunk
+//!   falls due, every chunk older than `HOLD / 2` goes with it (so a steady trickle is matched
+//!   at most every `HOLD / 2`), masked as far as known at that moment. An idle interactive
+//!   session's recording thus catches up within `HOLD` and memory drops back to nothing. A
+//!   secret whose pieces arrive more than `HOLD / 2` apart can escape masking; in practice a
+//!   secret leaves the target in one write.
+//! - **Timing**: each chunk keeps its own time and sequence number; a mask replaces the text it
+//!   covers inside the chunk where the match starts, so playback timing is unchanged.
+//!
+//! Only the recording is touched: the bytes relayed to the engineer never pass through here.
+
+use std::fmt;
+use std::ops::Range;
+
+use regex::{Regex, RegexSet};
+
+/// What a masked secret reads as in the recording.
+pub const MASK: &str = "[MASKED]";
+/// Secrets up to this many bytes are masked even when split over many chunks.
+pub const MAX_SECRET: usize = 16 * 1024;
+/// Held text never exceeds this many bytes (plus one chunk).
+pub const HARD_LIMIT: usize = 4 * MAX_SECRET;
+/// Seconds a chunk is held at most before it is written.
+pub const HOLD: f64 = 0.2;
+
+/// The configured mask patterns, compiled once and shared by every recording.
+#[derive(Clone)]
+pub struct Masker {
+    set: RegexSet,
+    regexes: Vec<Regex>,
+}
+
+impl fmt::Debug for Masker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Masker({} patterns)", self.regexes.len())
+    }
+}
+
+impl Masker {
+    pub fn new(patterns: &[String]) -> Result<Masker, regex::Error> {
+        Ok(Masker {
+            set: RegexSet::new(patterns)?,
+            regexes: patterns
+                .iter()
+                .map(|p| Regex::new(p))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.regexes.is_empty()
+    }
+
+    /// Masks every match in one complete text (e.g. an exec command line).
+    pub fn mask(&self, text: &str) -> String {
+        let ranges = self.ranges(text);
+        let mut out = String::with_capacity(text.len());
+        let mut pos = 0;
+        for r in ranges {
+            out.push_str(&text[pos..r.start]);
+            out.push_str(MASK);
+            pos = r.end;
+        }
+        out.push_str(&text[pos..]);
+        out
+    }
+
+    /// Every match of every pattern, overlapping ones merged, in order.
+    fn ranges(&self, text: &str) -> Vec<Range<usize>> {
+        let hits = self.set.matches(text);
+        if !hits.matched_any() {
+            return Vec::new();
+        }
+        let mut all: Vec<Range<usize>> = hits
+            .iter()
+            .flat_map(|i| self.regexes[i].find_iter(text).map(|m| m.range()))
+            .filter(|r| !r.is_empty())
+            .collect();
+        all.sort_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(all.len());
+        for r in all {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        merged
+    }
+}
+
+/// A piece of released text: time (seconds since the recording began), sequence number, text.
+pub(crate) type Piece = (f64, u64, String);
+
+/// Held text of one stream (output or input) and the chunks it came from.
+#[derive(Debug, Default)]
+pub(crate) struct MaskStream {
+    buf: String,
+    /// Start offset in `buf`, time and sequence number of each held chunk, in order.
+    segs: Vec<(usize, f64, u64)>,
+}
+
+impl MaskStream {
+    /// Takes one decoded chunk; releases into `out` whatever the window no longer needs.
+    pub(crate) fn push(&mut self, m: &Masker, t: f64, seq: u64, text: &str, out: &mut Vec<Piece>) {
+        if text.is_empty() {
+            return;
+        }
+        if m.is_empty() {
+            out.push((t, seq, text.to_string()));
+            return;
+        }
+        self.segs.push((self.buf.len(), t, seq));
+        self.buf.push_str(text);
+        if self.buf.len() >= 2 * MAX_SECRET {
+            let want = floor_boundary(&self.buf, self.buf.len() - MAX_SECRET);
+            let force = self.buf.len() > HARD_LIMIT;
+            self.release(m, want, force, out);
+        }
+    }
+
+    /// Once the oldest chunk arrived at or before `now - HOLD`, releases every chunk that
+    /// arrived at or before `now - HOLD / 2`.
+    pub(crate) fn release_due(&mut self, m: &Masker, now: f64, out: &mut Vec<Piece>) {
+        if self.segs.first().is_none_or(|s| s.1 > now - HOLD) {
+            return;
+        }
+        let want = self
+            .segs
+            .iter()
+            .find(|s| s.1 > now - HOLD / 2.0)
+            .map_or(self.buf.len(), |s| s.0);
+        self.release(m, want, false, out);
+    }
+
+    /// Releases everything (the stream ends).
+    pub(crate) fn flush(&mut self, m: &Masker, out: &mut Vec<Piece>) {
+        self.release(m, self.buf.len(), false, out);
+    }
+
+    /// When the oldest held chunk falls due, in seconds since the recording began.
+    pub(crate) fn deadline(&self) -> Option<f64> {
+        self.segs.first().map(|s| s.1 + HOLD)
+    }
+
+    /// Sequence number of the oldest held chunk: nothing later may be written before it.
+    pub(crate) fn first_held_seq(&self) -> Option<u64> {
+        self.segs.first().map(|s| s.2)
+    }
+
+    /// Releases `[0, want)`, or less when a match straddles `want` and `force` is false.
+    fn release(&mut self, m: &Masker, want: usize, force: bool, out: &mut Vec<Piece>) {
+        if want == 0 || self.buf.is_empty() {
+            return;
+        }
+        let ranges = m.ranges(&self.buf);
+        let mut cut = want;
+        if !force
+            && cut < self.buf.len()
+            && let Some(r) = ranges.iter().find(|r| r.start < cut && r.end > cut)
+        {
+            cut = r.start;
+        }
+        if cut == 0 {
+            return;
+        }
+        self.emit(cut, &ranges, out);
+        let len = self.buf.len();
+        let segs = std::mem::take(&mut self.segs);
+        for (i, &(start, t, seq)) in segs.iter().enumerate() {
+            let end = segs.get(i + 1).map_or(len, |s| s.0);
+            if end > cut {
+                self.segs.push((start.max(cut) - cut, t, seq));
+            }
+        }
+        self.buf.drain(..cut);
+        if self.buf.is_empty() {
+            self.segs.clear();
+            if self.buf.capacity() > 4096 {
+                self.buf = String::new();
+            }
+        }
+    }
+
+    /// Pushes the chunks' text in `[0, cut)` with `ranges` masked.
+    fn emit(&self, cut: usize, ranges: &[Range<usize>], out: &mut Vec<Piece>) {
+        let mut ri = 0;
+        for (i, &(start, t, seq)) in self.segs.iter().enumerate() {
+            if start >= cut {
+                break;
+            }
+            let end = self
+                .segs
+                .get(i + 1)
+                .map_or(self.buf.len(), |s| s.0)
+                .min(cut);
+            let mut text = String::new();
+            let mut pos = start;
+            while pos < end {
+                while ranges.get(ri).is_some_and(|r| r.end <= pos) {
+                    ri += 1;
+                }
+                match ranges.get(ri) {
+                    Some(r) if r.start < end => {
+                        if r.start >= pos {
+                            text.push_str(&self.buf[pos..r.start]);
+                            text.push_str(MASK);
+                        }
+                        pos = r.end.min(end);
+                    }
+                    _ => {
+                        text.push_str(&self.buf[pos..end]);
+                        pos = end;
+                    }
+                }
+            }
+            if !text.is_empty() {
+                out.push((t, seq, text));
+            }
+        }
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+#[path = "mask_tests.rs"]
+mod tests;

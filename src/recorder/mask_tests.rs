@@ -1,0 +1,163 @@
+//! Masking across chunks: the default patterns, split secrets, hold-back bounds.
+
+use super::*;
+use crate::config::DEFAULT_MASKS;
+
+fn defaults() -> Masker {
+    let p: Vec<String> = DEFAULT_MASKS.iter().map(|s| s.to_string()).collect();
+    Masker::new(&p).expect("default masks compile")
+}
+
+const PEM: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\n\
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n\
+QyNTUxOQAAACDm1wH3JY4yHbq0Yk0tF3l9kGf0jvQdWm5S0b3s6jXq5wAAAJhQ0VRGUNFU\n\
+RgAAAAtzc2gtZWQyNTUxOQAAACDm1wH3JY4yHbq0Yk0tF3l9kGf0jvQdWm5S0b3s6jXq5w\n\
+-----END OPENSSH PRIVATE KEY-----";
+
+/// Feeds `chunks` one per millisecond, then ends the stream; returns the recorded text.
+fn stream(m: &Masker, chunks: &[&str]) -> (String, Vec<Piece>) {
+    let mut s = MaskStream::default();
+    let mut out = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        s.push(m, i as f64 * 0.001, i as u64, c, &mut out);
+    }
+    s.flush(m, &mut out);
+    assert!(s.buf.is_empty() && s.segs.is_empty());
+    (out.iter().map(|p| p.2.as_str()).collect(), out)
+}
+
+fn chunked(text: &str, size: usize) -> Vec<&str> {
+    let mut v = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut n = size.min(rest.len());
+        while !rest.is_char_boundary(n) {
+            n += 1;
+        }
+        let (a, b) = rest.split_at(n);
+        v.push(a);
+        rest = b;
+    }
+    v
+}
+
+#[test]
+fn default_masks_cover_the_usual_secrets() {
+    let m = defaults();
+    let cases = [
+        ("ls -la\n", "ls -la\n"),
+        ("key AKIAIOSFODNN7EXAMPLE here", "key [MASKED] here"),
+        (
+            "Authorization: Bearer abc.def-ghi_123",
+            "Authorization: [MASKED]",
+        ),
+        ("PASSWORD=hunter22 next", "[MASKED] next"),
+        ("pwd: s3cret", "[MASKED]"),
+        ("pwd\n", "pwd\n"),
+        ("AKIAIOSFODNN7EXAMPLEX", "AKIAIOSFODNN7EXAMPLEX"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(m.mask(input), want, "{input:?}");
+    }
+    assert_eq!(m.mask(&format!("a\n{PEM}\nb")), "a\n[MASKED]\nb");
+}
+
+#[test]
+fn a_key_block_split_over_many_chunks_is_masked() {
+    let m = defaults();
+    let text = format!("$ cat id_ed25519\r\n{PEM}\r\n$ ");
+    for size in [1, 3, 7, 16, 50] {
+        let chunks = chunked(&text, size);
+        assert!(chunks.len() >= 5);
+        let (got, _) = stream(&m, &chunks);
+        assert_eq!(
+            got, "$ cat id_ed25519\r\n[MASKED]\r\n$ ",
+            "chunk size {size}"
+        );
+    }
+}
+
+#[test]
+fn an_aws_key_split_in_two_chunks_is_masked() {
+    let m = defaults();
+    let (got, pieces) = stream(&m, &["export KEY=AKIAIOSF", "ODNN7EXAMPLE\n"]);
+    assert_eq!(got, "export KEY=[MASKED]\n");
+    // The mask sits in the chunk where the key began; the second chunk keeps its own time.
+    assert_eq!(pieces.len(), 2);
+    assert_eq!(pieces[0].2, "export KEY=[MASKED]");
+    assert_eq!((pieces[1].1, pieces[1].2.as_str()), (1, "\n"));
+}
+
+#[test]
+fn text_without_secrets_is_unchanged_by_any_chunking() {
+    let m = defaults();
+    let text = "total 8\r\ndrwxr-xr-x 2 root root 4096 été 🦀\r\n".repeat(40);
+    for size in [1, 5, 100, 5000] {
+        let (got, _) = stream(&m, &chunked(&text, size));
+        assert_eq!(got, text);
+    }
+}
+
+#[test]
+fn held_text_is_released_after_hold_time() {
+    let m = defaults();
+    let mut s = MaskStream::default();
+    let mut out = Vec::new();
+    s.push(&m, 1.0, 0, "hello ", &mut out);
+    s.push(&m, 1.15, 1, "world", &mut out);
+    assert!(out.is_empty(), "held for the look-behind");
+    assert_eq!(s.deadline(), Some(1.0 + HOLD));
+    s.release_due(&m, 1.0 + HOLD, &mut out);
+    assert_eq!(out, vec![(1.0, 0, "hello ".to_string())]);
+    assert_eq!(s.first_held_seq(), Some(1));
+    s.release_due(&m, 5.0, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(s.deadline(), None);
+}
+
+#[test]
+fn a_match_straddling_the_release_point_stays_held_until_complete() {
+    let m = defaults();
+    let mut s = MaskStream::default();
+    let mut out = Vec::new();
+    s.push(&m, 0.0, 0, "id AKIAIOSF", &mut out);
+    s.push(&m, 0.5, 1, "ODNN7EXAMPLE ok", &mut out);
+    // Chunk 0 is due but "AKIA..." runs into chunk 1: only "id " goes.
+    s.release_due(&m, 0.3, &mut out);
+    assert_eq!(out, vec![(0.0, 0, "id ".to_string())]);
+    s.flush(&m, &mut out);
+    let all: String = out.iter().map(|p| p.2.as_str()).collect();
+    assert_eq!(all, "id [MASKED] ok");
+}
+
+#[test]
+fn memory_is_bounded_without_secrets_and_with_an_endless_match() {
+    let m = defaults();
+    let mut s = MaskStream::default();
+    let mut out = Vec::new();
+    let chunk = "x".repeat(1000);
+    for i in 0..200 {
+        s.push(&m, 0.0, i, &chunk, &mut out);
+        assert!(s.buf.len() < 2 * MAX_SECRET + chunk.len());
+    }
+    // `password=` followed by an endless token: the match keeps growing.
+    let mut s = MaskStream::default();
+    s.push(&m, 0.0, 0, "password=", &mut out);
+    for i in 1..200 {
+        s.push(&m, 0.0, i, &chunk, &mut out);
+        assert!(s.buf.len() <= HARD_LIMIT + chunk.len());
+    }
+    let released: String = out.iter().map(|p| p.2.as_str()).collect();
+    assert!(released.contains(MASK));
+    assert!(!released.contains("password="));
+}
+
+#[test]
+fn without_patterns_nothing_is_held() {
+    let m = Masker::new(&[]).expect("empty");
+    let mut s = MaskStream::default();
+    let mut out = Vec::new();
+    s.push(&m, 0.0, 0, "AKIAIOSFODNN7EXAMPLE", &mut out);
+    assert_eq!(out, vec![(0.0, 0, "AKIAIOSFODNN7EXAMPLE".to_string())]);
+    assert_eq!(s.deadline(), None);
+}

@@ -1,0 +1,391 @@
+//! A live recording: the relay's handle and the writer task behind it (see the module above).
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::RecorderError;
+use super::cast::Header;
+use super::encoder::{Encoder, Event};
+use super::mask::Masker;
+
+/// Bytes of events that may wait for one recording's writer before events are dropped.
+pub const MAX_IN_FLIGHT: usize = 4 << 20;
+/// Lines are written at the latest this long after they were formed.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Lines are written at once when this many bytes are buffered.
+const FLUSH_BYTES: usize = 64 * 1024;
+/// What one message costs the in-flight budget beyond its data.
+const MSG_COST: usize = 64;
+
+/// A finished recording, for `Store::end_session` and the session's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// Relative to the recordings folder, with `/`.
+    pub path: String,
+    /// Hex SHA-256 of the file's final bytes.
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+enum Msg {
+    Event { t: f64, event: Event, cost: usize },
+    Finish,
+}
+
+struct Shared {
+    in_flight: AtomicUsize,
+    dropped: AtomicU64,
+    capped: AtomicBool,
+}
+
+/// Feeds events into a recording; clone it for each task that sees the channel's data.
+#[derive(Clone)]
+pub struct RecordingTap {
+    tx: mpsc::UnboundedSender<Msg>,
+    start: Instant,
+    shared: Arc<Shared>,
+    record_input: bool,
+}
+
+impl std::fmt::Debug for RecordingTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordingTap")
+    }
+}
+
+impl RecordingTap {
+    /// Output from the target (stdout and stderr): an `o` event.
+    pub fn output(&self, data: &[u8]) {
+        if !data.is_empty() {
+            self.send(Event::Output(data.to_vec()), data.len());
+        }
+    }
+
+    /// What the engineer typed: an `i` event, only when the rule records input.
+    pub fn input(&self, data: &[u8]) {
+        if self.record_input && !data.is_empty() {
+            self.send(Event::Input(data.to_vec()), data.len());
+        }
+    }
+
+    /// The terminal was resized: an `r` event.
+    pub fn resize(&self, width: u16, height: u16) {
+        self.send(Event::Resize(width, height), 0);
+    }
+
+    /// A guardrail decision or bastion notice: an `m` event.
+    pub fn marker(&self, text: &str) {
+        self.send(Event::Marker(text.to_string()), text.len());
+    }
+
+    fn send(&self, event: Event, len: usize) {
+        let s = &self.shared;
+        if s.capped.load(Ordering::Relaxed) {
+            return;
+        }
+        let t = self.start.elapsed().as_secs_f64();
+        let cost = len + MSG_COST;
+        if s.in_flight.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT {
+            s.dropped.fetch_add(len as u64, Ordering::Relaxed);
+            return;
+        }
+        let dropped = s.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            self.push(t, Event::Dropped(dropped), MSG_COST);
+        }
+        self.push(t, event, cost);
+    }
+
+    fn push(&self, t: f64, event: Event, cost: usize) {
+        self.shared.in_flight.fetch_add(cost, Ordering::Relaxed);
+        // A closed channel means the recording is finished: late events go nowhere.
+        let _ = self.tx.send(Msg::Event { t, event, cost });
+    }
+}
+
+/// One session channel's recording; `finish` it at close.
+#[derive(Debug)]
+pub struct Recording {
+    tap: RecordingTap,
+    path: String,
+    task: tokio::task::JoinHandle<Result<Finished, RecorderError>>,
+}
+
+impl Recording {
+    /// Relative path of the file, as it will be in `Finished`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// A handle for another task (e.g. the one reading the target's output).
+    pub fn tap(&self) -> RecordingTap {
+        self.tap.clone()
+    }
+
+    pub fn output(&self, data: &[u8]) {
+        self.tap.output(data);
+    }
+
+    pub fn input(&self, data: &[u8]) {
+        self.tap.input(data);
+    }
+
+    pub fn resize(&self, width: u16, height: u16) {
+        self.tap.resize(width, height);
+    }
+
+    pub fn marker(&self, text: &str) {
+        self.tap.marker(text);
+    }
+
+    /// Writes what is held, fsyncs, and returns the path, SHA-256 and size. Events sent
+    /// through taps after this are ignored.
+    pub async fn finish(self) -> Result<Finished, RecorderError> {
+        let _ = self.tap.tx.send(Msg::Finish);
+        match self.task.await {
+            Ok(r) => r,
+            Err(_) => Err(RecorderError::WriterGone(self.path)),
+        }
+    }
+}
+
+pub(crate) fn start(
+    root: &Path,
+    rel: String,
+    header: Header,
+    cap: Option<u64>,
+    record_input: bool,
+    masker: Arc<Masker>,
+) -> Result<Recording, RecorderError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?;
+    let full = root.join(&rel);
+    if let Some(dir) = full.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| RecorderError::io(dir, e))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&full)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => RecorderError::Exists { path: rel.clone() },
+            _ => RecorderError::io(&full, e),
+        })?;
+    let head = header.line();
+    file.write_all(head.as_bytes())
+        .map_err(|e| RecorderError::io(&full, e))?;
+    let start = Instant::now();
+    let mut hash = Sha256::new();
+    hash.update(head.as_bytes());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        in_flight: AtomicUsize::new(0),
+        dropped: AtomicU64::new(0),
+        capped: AtomicBool::new(false),
+    });
+    let task = Task {
+        file: tokio::fs::File::from_std(file),
+        full,
+        rel: rel.clone(),
+        enc: Encoder::new(masker, head.len() as u64, cap),
+        hash,
+        bytes: head.len() as u64,
+        failed: None,
+        start,
+        shared: shared.clone(),
+    };
+    let task = handle.spawn(task.run(rx));
+    Ok(Recording {
+        tap: RecordingTap {
+            tx,
+            start,
+            shared,
+            record_input,
+        },
+        path: rel,
+        task,
+    })
+}
+
+struct Task {
+    file: tokio::fs::File,
+    full: PathBuf,
+    rel: String,
+    enc: Encoder,
+    hash: Sha256,
+    bytes: u64,
+    failed: Option<std::io::Error>,
+    start: Instant,
+    shared: Arc<Shared>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+    ) -> Result<Finished, RecorderError> {
+        let mut flush_at: Option<Instant> = None;
+        loop {
+            let held = self
+                .enc
+                .deadline()
+                // A millisecond late, so the float comparison in `tick` surely finds it due.
+                .map(|t| {
+                    self.start + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(1)
+                });
+            let wake = match (flush_at, held) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    Some(Msg::Event { t, event, cost }) => {
+                        self.shared.in_flight.fetch_sub(cost, Ordering::Relaxed);
+                        self.enc.push(t, event);
+                        if self.enc.capped() {
+                            self.shared.capped.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Some(Msg::Finish) | None => break,
+                },
+                _ = sleep_until(wake) => {
+                    self.enc.tick(self.start.elapsed().as_secs_f64());
+                }
+            }
+            let now = Instant::now();
+            if self.enc.pending_len() >= FLUSH_BYTES || flush_at.is_some_and(|f| f <= now) {
+                self.write().await;
+                flush_at = None;
+            } else if flush_at.is_none() && self.enc.pending_len() > 0 {
+                flush_at = Some(now + FLUSH_EVERY);
+            }
+        }
+        rx.close();
+        self.enc.finish();
+        self.write().await;
+        if self.failed.is_none()
+            && let Err(e) = self.file.sync_all().await
+        {
+            self.failed = Some(e);
+        }
+        match self.failed {
+            Some(e) => Err(RecorderError::io(&self.full, e)),
+            None => Ok(Finished {
+                path: self.rel,
+                sha256: hex::encode(self.hash.finalize()),
+                bytes: self.bytes,
+            }),
+        }
+    }
+
+    /// Writes the buffered lines; after an error, nothing more is written.
+    async fn write(&mut self) {
+        let buf = self.enc.take_pending();
+        if buf.is_empty() || self.failed.is_some() {
+            return;
+        }
+        let r = async {
+            self.file.write_all(&buf).await?;
+            self.file.flush().await
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                self.hash.update(&buf);
+                self.bytes += buf.len() as u64;
+            }
+            Err(e) => {
+                tracing::warn!(recording = %self.rel, error = %e, "recording stopped: write failed");
+                self.failed = Some(e);
+            }
+        }
+    }
+}
+
+async fn sleep_until(when: Option<Instant>) {
+    match when {
+        Some(w) => tokio::time::sleep_until(w).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(record_input: bool) -> (RecordingTap, mpsc::UnboundedReceiver<Msg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tap = RecordingTap {
+            tx,
+            start: Instant::now(),
+            shared: Arc::new(Shared {
+                in_flight: AtomicUsize::new(0),
+                dropped: AtomicU64::new(0),
+                capped: AtomicBool::new(false),
+            }),
+            record_input,
+        };
+        (tap, rx)
+    }
+
+    fn events(rx: &mut mpsc::UnboundedReceiver<Msg>) -> Vec<Event> {
+        let mut v = Vec::new();
+        while let Ok(Msg::Event { event, .. }) = rx.try_recv() {
+            v.push(event);
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_falls_behind_loses_events_not_memory() {
+        let (tap, mut rx) = tap(true);
+        let chunk = vec![b'x'; 64 * 1024];
+        // Nobody drains the channel: it fills to the budget, then events are counted and dropped.
+        for _ in 0..100 {
+            tap.output(&chunk);
+        }
+        let queued = tap.shared.in_flight.load(Ordering::Relaxed);
+        assert!(queued <= MAX_IN_FLIGHT, "{queued}");
+        let dropped = tap.shared.dropped.load(Ordering::Relaxed);
+        assert_eq!(
+            dropped as usize + (queued / (chunk.len() + MSG_COST)) * chunk.len(),
+            100 * chunk.len()
+        );
+        assert!(dropped > 0);
+        // The writer catches up; the next event is preceded by a note of what was lost.
+        let sent = events(&mut rx);
+        tap.shared.in_flight.store(0, Ordering::Relaxed);
+        tap.marker("after");
+        assert_eq!(
+            events(&mut rx),
+            vec![Event::Dropped(dropped), Event::Marker("after".into())]
+        );
+        assert_eq!(sent.len() * (chunk.len() + MSG_COST), queued);
+    }
+
+    #[tokio::test]
+    async fn input_is_sent_only_when_recorded_and_nothing_after_the_cap() {
+        let (tap, mut rx) = tap(false);
+        tap.input(b"secret");
+        tap.output(b"");
+        assert!(events(&mut rx).is_empty());
+        tap.shared.capped.store(true, Ordering::Relaxed);
+        tap.output(b"more");
+        tap.resize(1, 1);
+        assert!(events(&mut rx).is_empty());
+    }
+}

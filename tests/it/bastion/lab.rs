@@ -1,0 +1,321 @@
+//! A bastion lab: CA keys, a SQLite store, real sshd targets, the bastion running in-process
+//! on a loopback port, and an engineer (alice) whose OpenSSH config points at it.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jitgate::bastion::{self, BastionContext};
+use jitgate::ca::{CaKeys, EXT_PTY, UserCertSpec};
+use jitgate::config::{Config, RuleRef, StoreUrl};
+use jitgate::hub::Hub;
+use jitgate::model::{IssuedCert, NewRequest, now};
+use jitgate::store::{SqliteStore, Store};
+use tokio::sync::oneshot;
+
+use crate::sshd::{Sshd, free_port};
+use crate::util::{keygen, require_tool};
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub ca: Arc<CaKeys>,
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub config: Arc<Config>,
+    pub port: u16,
+    pub key: PathBuf,
+    pub ssh_config: PathBuf,
+    pub targets: Vec<Sshd>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Policy: rule 0 allows everything jitgate relays; rule 1 no sftp and no pty.
+const POLICY: &str = r#"
+[[roles]]
+name = "engineer"
+
+[[roles.access]]
+hosts = ["db1", "db2", "gone"]
+logins = ["root"]
+max_ttl = "2h"
+require_reason = false
+allow_sftp = true
+
+[[roles.access]]
+hosts = ["db1"]
+logins = ["root"]
+max_ttl = "2h"
+require_reason = false
+allow_pty = false
+"#;
+
+impl Lab {
+    /// Two targets: db1 with a pinned host key, db2 with a host-CA certificate; `gone` is a
+    /// port nobody listens on.
+    pub async fn start() -> Lab {
+        for tool in ["ssh", "ssh-keygen", "sshd"] {
+            require_tool(tool);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let (ca, _) = CaKeys::ensure(&root.join("data/ca")).unwrap();
+        let ca = Arc::new(ca);
+        let target_ca = ca.trusted_user_ca_line();
+        let db1 = Sshd::start(&root.join("db1"), &target_ca, None);
+        let signer = |line: &str| {
+            let key = ssh_key::PublicKey::from_openssh(line).unwrap();
+            let t = now() as u64;
+            ca.sign_host(&key, &["db2".to_string()], 1, t - 60, t + 3600)
+                .unwrap()
+                .to_openssh()
+                .unwrap()
+        };
+        let db2 = Sshd::start(&root.join("db2"), &target_ca, Some(&signer));
+        let alice = keygen(&root, "alice");
+        let text = format!(
+            r#"
+[server]
+data_dir = "data"
+hostname = "bastion.test"
+shutdown_grace = "2s"
+
+[[hosts]]
+name = "db1"
+address = "127.0.0.1:{p1}"
+host_key = "{k1}"
+
+[[hosts]]
+name = "db2"
+address = "127.0.0.1:{p2}"
+
+[[hosts]]
+name = "gone"
+address = "127.0.0.1:{p3}"
+
+[[users]]
+name = "alice"
+roles = ["engineer"]
+keys = ["{alice}"]
+{POLICY}"#,
+            p1 = db1.port,
+            k1 = db1.host_key,
+            p2 = db2.port,
+            p3 = free_port(),
+            alice = alice.public,
+        );
+        let config_path = root.join("jitgate.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let config = Arc::new(Config::from_str(&text, &config_path).unwrap());
+        let StoreUrl::Sqlite(db) = &config.store;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db).unwrap());
+        let hub = Hub::new();
+        let known_hosts = root.join("known_hosts");
+        std::fs::write(&known_hosts, format!("{}\n", ca.known_hosts_line())).unwrap();
+        let ssh_config = root.join("ssh_config");
+        // A config file, not -o options: ProxyJump passes -F on to the jump's ssh.
+        std::fs::write(
+            &ssh_config,
+            format!(
+                "Host *\n  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n\
+                 StrictHostKeyChecking yes\n  IdentitiesOnly yes\n  IdentityFile {key}\n\
+                 CertificateFile {key}-cert.pub\n  BatchMode yes\n  UpdateHostKeys no\n\
+                 ControlMaster no\n  ConnectTimeout 20\n",
+                kh = known_hosts.display(),
+                key = alice.path.display(),
+            ),
+        )
+        .unwrap();
+        let mut lab = Lab {
+            dir,
+            ca,
+            store,
+            hub,
+            config,
+            port: 0,
+            key: alice.path,
+            ssh_config,
+            targets: vec![db1, db2],
+            stop: None,
+            server: None,
+        };
+        lab.serve().await;
+        lab
+    }
+
+    /// Starts the bastion on a fresh loopback port.
+    pub async fn serve(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.port = listener.local_addr().unwrap().port();
+        let ctx = Arc::new(BastionContext {
+            config: Arc::clone(&self.config),
+            ca: Arc::clone(&self.ca),
+            store: Arc::clone(&self.store),
+            hub: Arc::clone(&self.hub),
+        });
+        let (tx, rx) = oneshot::channel::<()>();
+        self.stop = Some(tx);
+        self.server = Some(tokio::spawn(bastion::run(listener, ctx, async {
+            let _ = rx.await;
+        })));
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(30), server)
+                .await
+                .expect("run returns after shutdown")
+                .unwrap();
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An approved request for alice (rule `rule` of role engineer), and her certificate for
+    /// it written beside her key. `age` moves the request's creation into the past.
+    pub async fn grant(&self, host: &str, login: &str, rule: usize, ttl: u64, age: i64) -> i64 {
+        self.request(host, login, rule, ttl, age, 0).await
+    }
+
+    /// A request needing `approvals` (0: approved at once), and alice's certificate for it.
+    pub async fn request(
+        &self,
+        host: &str,
+        login: &str,
+        rule: usize,
+        ttl: u64,
+        age: i64,
+        approvals: u32,
+    ) -> i64 {
+        let t = now();
+        let req = self
+            .store
+            .create_request(NewRequest {
+                requester: "alice".into(),
+                host: host.into(),
+                login: login.into(),
+                ttl_secs: ttl,
+                reason: "test".into(),
+                rule: RuleRef {
+                    role: "engineer".into(),
+                    index: rule,
+                },
+                approvals_needed: approvals,
+                created_at: t - age,
+                pending_until: t - age + 3600,
+            })
+            .await
+            .unwrap();
+        self.certify(req.id, t - 60, t + 3600).await;
+        req.id
+    }
+
+    /// Signs and records alice's certificate for `request` with this window.
+    pub async fn certify(&self, request: i64, valid_after: i64, valid_before: i64) {
+        self.certify_as(request, valid_after, valid_before, true)
+            .await
+    }
+
+    /// Like `certify`; with `record` false the store never hears of the certificate.
+    pub async fn certify_as(
+        &self,
+        request: i64,
+        valid_after: i64,
+        valid_before: i64,
+        record: bool,
+    ) {
+        let public =
+            ssh_key::PublicKey::read_openssh_file(&self.key.with_extension("pub")).unwrap();
+        let serial = self.store.next_serial().await.unwrap();
+        let cert = self
+            .ca
+            .sign_user(&UserCertSpec {
+                key: &public,
+                serial,
+                request_id: request,
+                user: "alice",
+                valid_after: valid_after as u64,
+                valid_before: valid_before as u64,
+                extensions: &[EXT_PTY],
+            })
+            .unwrap();
+        if record {
+            self.store
+                .record_cert(IssuedCert {
+                    serial,
+                    request_id: request,
+                    user: "alice".into(),
+                    key_fingerprint: public.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+                    valid_after,
+                    valid_before,
+                    issued_at: now(),
+                })
+                .await
+                .unwrap();
+        }
+        let cert_path = PathBuf::from(format!("{}-cert.pub", self.key.display()));
+        std::fs::write(cert_path, cert.to_openssh().unwrap() + "\n").unwrap();
+    }
+
+    /// `ssh -F lab-config -J alice@bastion <args>`.
+    pub fn ssh(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("ssh");
+        c.arg("-F")
+            .arg(&self.ssh_config)
+            .arg("-J")
+            .arg(format!("alice@127.0.0.1:{}", self.port))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// A `-J` value for tools that take `-o ProxyJump`.
+    pub fn jump(&self) -> String {
+        format!("ProxyJump=alice@127.0.0.1:{}", self.port)
+    }
+
+    /// Audit reasons of `bastion.refused` events so far.
+    pub async fn refusals(&self) -> Vec<String> {
+        self.store
+            .audit_events(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event.kind == "bastion.refused")
+            .map(|e| e.event.data.get("reason").cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Runs `cmd` to completion within `secs` seconds.
+pub async fn output(mut cmd: tokio::process::Command, secs: u64) -> Output {
+    tokio::time::timeout(Duration::from_secs(secs), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within {secs}s"))
+        .unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Fails (never skips) when a tool is missing.
+pub fn require(tool: &str) {
+    require_tool(tool);
+}

@@ -1,0 +1,177 @@
+//! The whole product as an engineer and an approver use it: the real `jitgate serve`
+//! (API and bastion), the real CLI, stock OpenSSH, and a real sshd target.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::sshd::Sshd;
+use crate::util::*;
+
+/// A target trusting the server's target CA, and a config naming it `db1`.
+fn lab() -> (Setup, Server, Sshd) {
+    let setup = Setup::new();
+    // Keys first: the target must trust the target CA before the server runs.
+    let bootstrap = setup.config("[[roles]]\nname = \"engineer\"\n");
+    jitgate(&["init", "--config", bootstrap.to_str().unwrap()]).ok();
+    let target_ca = std::fs::read_to_string(setup.path().join("data/ca/target_ca.pub")).unwrap();
+    let sshd = Sshd::start(&setup.path().join("sshd"), target_ca.trim(), None);
+    let policy = format!(
+        r#"
+[[hosts]]
+name = "db1"
+address = "127.0.0.1:{port}"
+labels = {{ env = "prod" }}
+host_key = "{host_key}"
+
+[[roles]]
+name = "engineer"
+[[roles.access]]
+hosts = {{ env = "prod" }}
+logins = ["root"]
+max_ttl = "15m"
+approvals = 1
+approvers = ["sre-lead"]
+"#,
+        port = sshd.port,
+        host_key = sshd.host_key
+    );
+    let server = Server::start(&setup.config(&policy));
+    (setup, server, sshd)
+}
+
+/// Runs the `ssh …` command `login` printed, with `remote` appended.
+fn run_printed(command: &str, remote: &str) -> Run {
+    let mut words = command.split_whitespace();
+    assert_eq!(words.next(), Some("ssh"), "{command}");
+    let out = Command::new(require_tool("ssh"))
+        .args(words)
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
+        .arg(remote)
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
+#[test]
+fn request_approve_login_ssh_revoke() {
+    let (setup, server, _sshd) = lab();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-1",
+            ],
+        )
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    let login = server.cli(&setup.alice, &["login", "1"]).ok();
+    let command = login
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("ssh "))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(command.contains(" -J alice@127.0.0.1:"), "{command}");
+
+    // The exact printed command reaches the target through the bastion.
+    let run = run_printed(&command, "echo through-jitgate; id -un; exit 3");
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(run.stdout.contains("through-jitgate\nroot\n"), "{run:#?}");
+
+    // The session is on record for auditors.
+    let sessions = server.cli(&setup.dave, &["sessions", "--json"]).ok().json();
+    let s = &sessions.as_array().unwrap()[0];
+    assert_eq!(
+        (s["user"].as_str(), s["host"].as_str(), s["login"].as_str()),
+        (Some("alice"), Some("db1"), Some("root"))
+    );
+    assert_eq!(s["request_id"], 1);
+
+    // ssh-config --install: plain ssh to db1 goes through the bastion with the current certificate.
+    server.cli(&setup.alice, &["ssh-config", "--install"]).ok();
+    let config = server.home.join(".ssh/config");
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(&config)
+        .args(["-o", "BatchMode=yes", "root@db1", "echo via-ssh-config"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("via-ssh-config"),
+        "{out:?}"
+    );
+
+    // Revoked: the same command no longer opens anything.
+    server
+        .cli(&setup.bob, &["revoke", "1", "--reason", "done"])
+        .ok();
+    let run = run_printed(&command, "echo should-not-run");
+    assert_ne!(run.code, 0, "{run:#?}");
+    assert!(!run.stdout.contains("should-not-run"));
+}
+
+#[test]
+fn revoke_closes_a_live_session() {
+    let (setup, server, _sshd) = lab();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-2",
+            ],
+        )
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    let login = server.cli(&setup.alice, &["login", "1"]).ok();
+    let command = login
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("ssh "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut words = command.split_whitespace().skip(1);
+    let mut child = Command::new("ssh")
+        .args(&mut words)
+        .args(["-o", "BatchMode=yes", "sleep 300"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the bastion has the session on record, then revoke.
+    wait_for(Duration::from_secs(15), || {
+        let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
+        (!list.as_array().unwrap().is_empty()).then_some(())
+    })
+    .expect("session started");
+    server.cli(&setup.bob, &["revoke", "1"]).ok();
+    let ended = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(ended.is_some(), "ssh still running after revoke");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("revoked"), "{stderr}");
+}
+
+#[test]
+fn demo_script_walks_through_and_cleans_up() {
+    require_tool("python3");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("JITGATE_BIN", jitgate_bin())
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 0, "{run:#?}");
+    for want in [
+        "$ jitgate request --host db1",
+        "request 1 approved",
+        "hello from",
+        "refused, as it should be",
+        "demo finished",
+    ] {
+        assert!(run.stdout.contains(want), "{want:?} in {run:#?}");
+    }
+}
