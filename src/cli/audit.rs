@@ -147,7 +147,15 @@ pub async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<ExitCode> {
         if a.cat {
             cat(bytes.as_slice(), &mut out)
         } else {
-            play_terminal(bytes.as_slice(), &mut out, &PlayOptions { speed: a.speed, idle_limit: a.idle_limit }).map(|_| ())
+            play_terminal(
+                bytes.as_slice(),
+                &mut out,
+                &PlayOptions {
+                    speed: a.speed,
+                    idle_limit: a.idle_limit,
+                },
+            )
+            .map(|_| ())
         }
     })
     .await??;
