@@ -175,13 +175,17 @@ pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
     let jitgate::config::StoreUrl::Sqlite(db) = &cfg.store;
     let store = SqliteStore::open(db)?;
     let now = now();
-    let pruned = jitgate::recorder::prune(&cfg.server.recordings_dir, retention, now)?;
+    let root = &cfg.server.recordings_dir;
+    let pruned = jitgate::recorder::expired(root, retention, now)?;
+    // The removal enters the chain first: a crash in between leaves a file the chain already
+    // calls pruned, never a missing file the chain still expects.
     for p in &pruned {
         let event = NewAuditEvent::new(now, "recording.pruned", "system")
             .with("recording", &p.path)
             .with("sha256", &p.sha256)
             .with("retention", jitgate::config::format_duration(retention));
         store.append_audit(event).await?;
+        jitgate::recorder::remove(root, p)?;
         println!("removed {}", p.path);
     }
     println!(

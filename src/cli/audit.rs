@@ -141,19 +141,24 @@ pub async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let bytes = client(g)?
         .get_bytes(&format!("/v1/sessions/{}/recording", urlencode(&a.session)))
         .await?;
-    let mut out = std::io::stdout().lock();
-    if a.cat {
-        cat(bytes.as_slice(), &mut out)?;
-    } else {
-        play_terminal(
-            bytes.as_slice(),
-            &mut out,
-            &PlayOptions {
-                speed: a.speed,
-                idle_limit: a.idle_limit,
-            },
-        )?;
-    }
+    // The player sleeps and reads keys: keep it off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::stdout().lock();
+        if a.cat {
+            cat(bytes.as_slice(), &mut out)
+        } else {
+            play_terminal(
+                bytes.as_slice(),
+                &mut out,
+                &PlayOptions {
+                    speed: a.speed,
+                    idle_limit: a.idle_limit,
+                },
+            )
+            .map(|_| ())
+        }
+    })
+    .await??;
     Ok(ExitCode::SUCCESS)
 }
 

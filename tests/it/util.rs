@@ -182,7 +182,6 @@ pub struct Server {
     pub child: Child,
     pub url: String,
     pub ssh_port: u16,
-    pub config: PathBuf,
     pub home: PathBuf,
 }
 
@@ -223,7 +222,6 @@ impl Server {
             child,
             url,
             ssh_port,
-            config: config.to_path_buf(),
             home,
         }
     }
@@ -239,10 +237,6 @@ impl Server {
             .output()
             .expect("jitgate runs");
         Run::from(out)
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.config.parent().unwrap().join("data")
     }
 }
 
