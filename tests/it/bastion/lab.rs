@@ -97,6 +97,8 @@ impl Lab {
 [server]
 data_dir = "data"
 hostname = "bastion.test"
+api_listen = "127.0.0.1:0"
+ssh_listen = "127.0.0.1:0"
 shutdown_grace = "2s"
 
 [[hosts]]

@@ -106,3 +106,46 @@ async fn shutdown_notices_then_closes_and_records_every_session() {
     // And nothing listens any more.
     assert!(std::net::TcpStream::connect(("127.0.0.1", lab.port)).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jitgate_serve_on_sigterm_gives_notice_and_grace_then_stops() {
+    let mut lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let config = lab.path().join("jitgate.toml");
+    let mut server = tokio::task::spawn_blocking(move || crate::util::Server::start(&config))
+        .await
+        .unwrap();
+    lab.port = server.ssh_port;
+    let mut cmd = lab.ssh(&["root@db1", "echo started; sleep 60"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
+    )
+    .await
+    .expect("session starts through jitgate serve")
+    .unwrap();
+    let pid = server.child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the client exits after SIGTERM and the grace period")
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(err.contains("shutting down"), "{err}");
+    let status = tokio::task::spawn_blocking(move || server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "jitgate serve exits cleanly: {status}");
+    let sessions = lab.ended_sessions(id).await;
+    assert_eq!(sessions.len(), 1);
+}
