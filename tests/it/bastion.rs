@@ -97,6 +97,22 @@ async fn refuses_without_request_expired_out_of_scope_and_wrong_login() {
         text(&out.stderr)
     );
 
+    // A shell on the bastion itself: it is only a jump host.
+    let mut direct = tokio::process::Command::new("ssh");
+    direct
+        .arg("-F")
+        .arg(&lab.ssh_config)
+        .args(["-p", &lab.port.to_string(), "alice@127.0.0.1", "true"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = output(direct, 60).await;
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("this is a jump host; use: ssh -J alice@bastion.test root@db1"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Approved for root, logging in as postgres.
     let out = output(lab.ssh(&["postgres@db1", "true"]), 60).await;
     assert_eq!(out.status.code(), Some(255));
