@@ -25,6 +25,7 @@ mod upstream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use russh::Disconnect;
@@ -233,6 +234,18 @@ async fn watch_revocations(shared: Arc<Shared>) {
     }
 }
 
+/// How long a client may take from connecting to being authenticated (OpenSSH's
+/// `LoginGraceTime`).
+const LOGIN_GRACE: Duration = Duration::from_secs(60);
+
+/// Completes when the login grace time is over and `authed` is still false.
+async fn login_grace(authed: &AtomicBool) {
+    tokio::time::sleep(LOGIN_GRACE).await;
+    if authed.load(Ordering::Acquire) {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// One outer connection, from the SSH banner to its end.
 async fn connection(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
     let (control, mut control_rx) = ControlHandle::new();
@@ -251,11 +264,26 @@ async fn connection(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
                 return;
             }
         };
-    let handler = outer::Outer::new(Arc::clone(&shared), peer, control.clone());
-    let mut running = match russh::server::run_stream(config, socket, handler).await {
-        Ok(r) => r,
-        Err(e) => {
+    let authed = Arc::new(AtomicBool::new(false));
+    let handler = outer::Outer::new(
+        Arc::clone(&shared),
+        peer,
+        control.clone(),
+        Arc::clone(&authed),
+    );
+    // A client that never sends its banner must not hold the connection forever.
+    let started = tokio::time::timeout(
+        LOGIN_GRACE,
+        russh::server::run_stream(config, socket, handler),
+    );
+    let mut running = match started.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("no SSH banner within the login grace time");
             return;
         }
     };
@@ -272,6 +300,10 @@ async fn connection(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
             control.close("the bastion is shutting down");
         }
         _ = closed(&mut control_rx) => {}
+        () = login_grace(&authed) => {
+            tracing::info!("not authenticated within the login grace time");
+            control.close("authentication took too long");
+        }
     }
     let reason = control_rx.borrow().close.clone().unwrap_or_default();
     // The relays print the notice and close their channels at once; then the whole connection.

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelOpenFailure};
@@ -24,16 +25,24 @@ pub struct Outer {
     control: ControlHandle,
     grant: Option<Grant>,
     registration: Option<Registration>,
+    /// Set once authenticated: the connection task's login grace no longer applies.
+    authed: Arc<AtomicBool>,
 }
 
 impl Outer {
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr, control: ControlHandle) -> Outer {
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        control: ControlHandle,
+        authed: Arc<AtomicBool>,
+    ) -> Outer {
         Outer {
             shared,
             peer,
             control,
             grant: None,
             registration: None,
+            authed,
         }
     }
 }
@@ -160,6 +169,7 @@ impl server::Handler for Outer {
                     ),
                 );
                 self.grant = Some(grant);
+                self.authed.store(true, Ordering::Release);
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
