@@ -363,6 +363,21 @@ async fn port_forwarding_and_sftp_refused_by_rule() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn port_forwarding_when_the_rule_allows_it() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 2, 3600, 0).await;
+    // -W through the nested connection: a direct-tcpip from the target to its own sshd.
+    let target = format!("127.0.0.1:{}", lab.targets[0].port);
+    let out = output(lab.ssh(&["-W", &target, "root@db1"]), 60).await;
+    assert!(
+        text(&out.stdout).starts_with("SSH-2.0-OpenSSH"),
+        "stdout {:?}, stderr {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_sessions_succeed() {
     let lab = Lab::start().await;
     lab.grant("db1", "root", 0, 3600, 0).await;

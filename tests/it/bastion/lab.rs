@@ -31,8 +31,9 @@ pub struct Lab {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Policy: rule 0 allows everything jitgate relays; rule 1 no sftp and no pty. Both check
-/// commands against the `destructive` guardrails.
+/// Policy: rule 0 allows everything jitgate relays but port forwarding; rule 1 no sftp and
+/// no pty (both check commands against the `destructive` guardrails); rule 2 allows port
+/// forwarding.
 const POLICY: &str = r#"
 [[guardrails]]
 name = "destructive"
@@ -67,6 +68,13 @@ max_ttl = "2h"
 require_reason = false
 allow_pty = false
 guardrails = ["destructive"]
+
+[[roles.access]]
+hosts = ["db1"]
+logins = ["root"]
+max_ttl = "2h"
+require_reason = false
+allow_port_forwarding = true
 "#;
 
 impl Lab {
