@@ -10,6 +10,12 @@
 //! Back-pressure: every write awaits the receiver's SSH window, and russh's per-channel
 //! queues are bounded, so a slow reader slows the writer instead of filling memory.
 //!
+//! Known limit: russh hands a channel's data over by blocking its session loop on a bounded
+//! queue. If an engineer stops reading output while still sending bulk input on the same
+//! channel, the nested and upstream loops can end up waiting on each other (the engineer's
+//! window adjustment sits unread behind the blocked input). Transfers that keep reading
+//! (scp, sftp, rsync, `cat` both ways) are not affected.
+//!
 //! Hook points (`Tap`): the exec command before anything goes upstream, every input chunk
 //! before it is forwarded, every output chunk before it is shown, and resizes.
 
