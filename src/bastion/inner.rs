@@ -7,7 +7,7 @@
 //! a channel-open failure whose text the engineer's `ssh` prints.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
@@ -51,10 +51,15 @@ pub async fn serve(stream: ChannelStream<Msg>, conn: InnerConn) {
         conn_id: random_id(),
         tx: Arc::new(dial_tx),
         current: Mutex::new(None),
+        agent: Arc::new(OnceLock::new()),
     });
     // The usual case: the jump's own request. Dial now, alongside the nested handshake.
     if conn.host.name == conn.outer.host.name {
-        dialer.dial(conn.outer.request.id, &conn.outer.request.login);
+        dialer.dial(
+            conn.outer.request.id,
+            &conn.outer.request.login,
+            conn.outer.rule.allow_agent_forwarding,
+        );
     }
     let config = match shared.keys.server_config(
         &shared.ctx.ca,
@@ -82,6 +87,7 @@ pub async fn serve(stream: ChannelStream<Msg>, conn: InnerConn) {
     match russh::server::run_stream(config, stream, handler).await {
         Ok(mut running) => {
             let handle = running.handle();
+            let _ = dialer.agent.set(handle.clone());
             let reason = tokio::select! {
                 _ = &mut running => None,
                 reason = closed(&mut control_rx) => Some(reason),
@@ -294,7 +300,8 @@ impl server::Handler for Inner {
                         crate::model::format_time(grant.until)
                     ),
                 );
-                self.dialer.dial(grant.request.id, login);
+                self.dialer
+                    .dial(grant.request.id, login, grant.rule.allow_agent_forwarding);
                 self.grant = Some(grant);
                 Ok(Auth::Accept)
             }
@@ -479,8 +486,14 @@ impl server::Handler for Inner {
         _channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refused("agent", "agent forwarding is not supported")
+        let ok = self.allows(Request::Agent);
+        if !ok {
+            self.refused(
+                "agent",
+                "agent forwarding is not allowed by the access rule",
+            )
             .await;
-        Ok(self.allows(Request::Agent))
+        }
+        Ok(ok)
     }
 }

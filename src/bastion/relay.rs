@@ -291,6 +291,9 @@ async fn up(
                     .await
             }
             ChannelMsg::Signal { signal } => t_tx.signal(signal).await,
+            ChannelMsg::AgentForward { .. } if allows(s.rule, Request::Agent) => {
+                t_tx.agent_forward(false).await
+            }
             // Refused requests (already answered with failure) and anything else.
             _ => Ok(()),
         };

@@ -28,8 +28,9 @@ pub fn allows(rule: &AccessRule, req: Request<'_>) -> bool {
         Request::Shell | Request::Exec | Request::WindowChange => true,
         Request::Subsystem(name) => name == "sftp" && rule.allow_sftp,
         Request::Env(name) => env_allowed(name),
-        // Forwarding X11 and agent channels back to the engineer is not built: refused always.
-        Request::X11 | Request::Agent => false,
+        Request::Agent => rule.allow_agent_forwarding,
+        // Forwarding X11 channels back to the engineer is not built: refused always.
+        Request::X11 => false,
     }
 }
 
@@ -49,7 +50,7 @@ mod tests {
             hours: None,
             allow_sftp: sftp,
             allow_port_forwarding: false,
-            allow_agent_forwarding: true,
+            allow_agent_forwarding: sftp,
             allow_x11: true,
             allow_pty: pty,
             record_input: false,
@@ -70,9 +71,9 @@ mod tests {
             (Request::Subsystem("netconf"), false, false),
             (Request::Env("LANG"), true, true),
             (Request::Env("LD_PRELOAD"), false, false),
-            // Not built, so refused even where the rule would allow them.
+            (Request::Agent, true, false),
+            // Not built, so refused even where the rule would allow it.
             (Request::X11, false, false),
-            (Request::Agent, false, false),
         ] {
             assert_eq!(allows(&open, req), on_open, "{req:?} open");
             assert_eq!(allows(&closed, req), on_closed, "{req:?} closed");

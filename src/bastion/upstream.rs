@@ -3,12 +3,12 @@
 //! and log in with a fresh ephemeral key and a short target-CA certificate.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use std::time::Duration;
 
 use russh::keys::PublicKeyOrCertificate;
-use russh::{Channel, ChannelOpenFailure, client};
+use russh::{Channel, ChannelOpenFailure, client, server};
 use ssh_key::PublicKey;
 use tokio::sync::watch;
 
@@ -28,7 +28,13 @@ pub struct TargetKey {
     pinned: Option<PublicKey>,
     host_ca: Arc<CaKeys>,
     refusal: Arc<Mutex<Option<String>>>,
+    /// Where agent channels from the target go (the engineer's nested connection), when
+    /// the access rule allows agent forwarding.
+    agent: Option<AgentTo>,
 }
+
+/// The engineer's nested connection, once it runs: agent channels are opened on it.
+pub type AgentTo = Arc<OnceLock<server::Handle>>;
 
 impl TargetKey {
     fn decide(&self, offered: &PublicKeyOrCertificate) -> Result<(), String> {
@@ -113,13 +119,28 @@ impl client::Handler for TargetKey {
 
     async fn server_channel_open_agent_forward(
         &mut self,
-        _channel: Channel<client::Msg>,
+        channel: Channel<client::Msg>,
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        let Some(engineer) = self.agent.as_ref().and_then(|a| a.get()).cloned() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        // Relay the agent channel to the engineer's ssh, in its own task.
+        tokio::spawn(async move {
+            match engineer.channel_open_agent().await {
+                Ok(theirs) => {
+                    reply.accept().await;
+                    let mut a = channel.into_stream();
+                    let mut b = theirs.into_stream();
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+            }
+        });
         Ok(())
     }
 
@@ -219,6 +240,7 @@ pub async fn connect(
     host: &Host,
     login: &str,
     key_id: &str,
+    agent: Option<AgentTo>,
 ) -> Result<Upstream, String> {
     let refusal = Arc::new(Mutex::new(None));
     let checker = TargetKey {
@@ -226,6 +248,7 @@ pub async fn connect(
         pinned: host.host_key.clone(),
         host_ca: Arc::clone(ca),
         refusal: Arc::clone(&refusal),
+        agent,
     };
     let client_config = if host.host_key.is_some() {
         Arc::clone(&configs.pinned)
@@ -293,11 +316,13 @@ pub struct Dialer {
     pub conn_id: String,
     pub tx: Arc<watch::Sender<Dialled>>,
     pub current: Mutex<Option<(String, tokio::task::JoinHandle<()>)>>,
+    /// Set once the nested connection runs; used when the rule allows agent forwarding.
+    pub agent: AgentTo,
 }
 
 impl Dialer {
     /// Starts dialling as `login` for `request`, unless already dialling as that login.
-    pub fn dial(&self, request: i64, login: &str) {
+    pub fn dial(&self, request: i64, login: &str, allow_agent: bool) {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if current.as_ref().is_some_and(|(l, _)| l == login) {
             return;
@@ -316,6 +341,7 @@ impl Dialer {
             Arc::clone(&self.tx),
             login.to_string(),
         );
+        let agent = allow_agent.then(|| Arc::clone(&self.agent));
         let task = tokio::spawn(async move {
             let result = connect(
                 shared.config(),
@@ -324,6 +350,7 @@ impl Dialer {
                 &host,
                 &login_owned,
                 &key_id,
+                agent,
             )
             .await;
             if let Err(e) = &result {

@@ -378,6 +378,57 @@ async fn port_forwarding_when_the_rule_allows_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agent_forwarding_only_when_the_rule_allows_it() {
+    lab::require("ssh-agent");
+    lab::require("ssh-add");
+    let lab = Lab::start().await;
+    let sock = lab.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&lab.key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let list = |lab: &Lab| {
+        let mut c = lab.ssh(&["-A", "root@db1", "ssh-add -l; echo status=$?"]);
+        c.env("SSH_AUTH_SOCK", &sock);
+        c
+    };
+    lab.grant("db1", "root", 2, 3600, 0).await;
+    let out = output(list(&lab), 60).await;
+    let listed = text(&out.stdout);
+    assert!(
+        listed.contains("alice") && listed.contains("status=0"),
+        "{listed} {}",
+        text(&out.stderr)
+    );
+    // Rule 0 does not allow it: the target sees no agent.
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let out = output(list(&lab), 60).await;
+    let listed = text(&out.stdout);
+    assert!(
+        !listed.contains("alice") && !listed.contains("status=0"),
+        "{listed}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_sessions_succeed() {
     let lab = Lab::start().await;
     lab.grant("db1", "root", 0, 3600, 0).await;

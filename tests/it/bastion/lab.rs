@@ -33,7 +33,7 @@ pub struct Lab {
 
 /// Policy: rule 0 allows everything jitgate relays but port forwarding; rule 1 no sftp and
 /// no pty (both check commands against the `destructive` guardrails); rule 2 allows port
-/// forwarding.
+/// and agent forwarding.
 const POLICY: &str = r#"
 [[guardrails]]
 name = "destructive"
@@ -75,6 +75,7 @@ logins = ["root"]
 max_ttl = "2h"
 require_reason = false
 allow_port_forwarding = true
+allow_agent_forwarding = true
 "#;
 
 impl Lab {
