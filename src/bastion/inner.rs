@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelStream, Disconnect, Pty};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, Pty};
 use ssh_key::Certificate;
 use tokio::sync::watch;
 
@@ -40,8 +40,13 @@ pub struct InnerConn {
     pub outer_control: ControlHandle,
 }
 
+/// Bytes buffered each way between the jump channel and the nested server: more than the
+/// window the outer server grants (2 MiB), so the outer session always reaches the
+/// engineer's next window adjustment.
+pub const PIPE: usize = 4 << 20;
+
 /// Runs the nested server over `stream` until it ends or is told to close.
-pub async fn serve(stream: ChannelStream<Msg>, conn: InnerConn) {
+pub async fn serve(stream: tokio::io::DuplexStream, conn: InnerConn) {
     let shared = Arc::clone(&conn.shared);
     let (dial_tx, dial_rx) = watch::channel::<Dialled>(None);
     let dialer = Arc::new(Dialer {

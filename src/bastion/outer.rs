@@ -249,7 +249,17 @@ impl server::Handler for Outer {
         let live = self.shared.tasks.enter();
         tokio::spawn(async move {
             reply.accept().await;
-            inner::serve(channel.into_stream(), conn).await;
+            // The nested server reads and writes through a bounded pipe, pumped to and from
+            // the channel by its own task: a nested session blocked writing (its window to
+            // the engineer used up) must not stop this session from reading the engineer's
+            // window adjustments, which sit behind the engineer's input.
+            let (ours, mut theirs) = tokio::io::duplex(inner::PIPE);
+            let mut stream = channel.into_stream();
+            let pump = tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut stream, &mut theirs).await;
+            });
+            inner::serve(ours, conn).await;
+            pump.abort();
             drop(live);
         });
         Ok(())

@@ -10,11 +10,13 @@
 //! Back-pressure: every write awaits the receiver's SSH window, and russh's per-channel
 //! queues are bounded, so a slow reader slows the writer instead of filling memory.
 //!
-//! Known limit: russh hands a channel's data over by blocking its session loop on a bounded
-//! queue. If an engineer stops reading output while still sending bulk input on the same
-//! channel, the nested and upstream loops can end up waiting on each other (the engineer's
-//! window adjustment sits unread behind the blocked input). Transfers that keep reading
-//! (scp, sftp, rsync, `cat` both ways) are not affected.
+//! russh hands a channel's data over by blocking its session loop on a bounded queue, and
+//! grants window as data arrives rather than as it is consumed. With data flowing both ways,
+//! the nested and upstream session loops could then wait on each other (each one's window
+//! adjustment sits unread behind data the other must take first). Target output therefore
+//! drains into a queue bounded at `DOWN_BUFFER` bytes, more than the window the target can
+//! fill, so the upstream loop always reaches the target's next adjustment; the nested server
+//! likewise reads its channel through a bounded pipe (`inner::PIPE`).
 //!
 //! Hook points (`Tap`): the exec command before anything goes upstream, every input chunk
 //! before it is forwarded, every output chunk before it is shown, and resizes.
@@ -24,7 +26,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::gate::{ExecGate, Gated, InputGate, Tap};
 use super::record::{Outcome, PtyInfo, SessionLog, Start};
@@ -35,6 +37,10 @@ use crate::recorder::RecordingTap;
 
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
+
+/// Bytes of target output one channel may hold while the engineer's side is busy: more than
+/// the window the bastion grants the target (2 MiB).
+const DOWN_BUFFER: usize = 4 << 20;
 
 /// A request sent upstream whose reply is still due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,69 +379,103 @@ async fn down(
     c_tx: &ClientTx,
     handle: &server::Handle,
 ) {
+    // Drain the target's messages into a queue bounded in bytes, so the upstream session can
+    // always reach the target's next window adjustment (the up direction waits for it) while
+    // the nested session is busy: that pair of waits could otherwise hold each other.
+    let budget = Semaphore::new(DOWN_BUFFER);
+    let (q_tx, mut q_rx) = mpsc::unbounded_channel();
+    let drain = async {
+        while let Some(msg) = t_rx.wait().await {
+            let cost = match &msg {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                    u32::try_from(data.len().clamp(1, DOWN_BUFFER)).unwrap_or(1)
+                }
+                _ => 1,
+            };
+            let Ok(permit) = budget.acquire_many(cost).await else {
+                return;
+            };
+            let last = matches!(msg, ChannelMsg::Close);
+            if q_tx.send((msg, permit)).is_err() || last {
+                return;
+            }
+        }
+    };
+    let forward = async {
+        while let Some((msg, permit)) = q_rx.recv().await {
+            let go_on = forward_down(s, msg, c_tx, handle).await;
+            drop(permit);
+            if !go_on {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = forward => {}
+        () = async { drain.await; std::future::pending::<()>().await } => {}
+    }
+}
+
+/// Forwards one message from the target; false when the channel is done.
+async fn forward_down(
+    s: &Shared<'_>,
+    msg: ChannelMsg,
+    c_tx: &ClientTx,
+    handle: &server::Handle,
+) -> bool {
     let id = c_tx.id();
-    while let Some(msg) = t_rx.wait().await {
-        let sent = match msg {
-            ChannelMsg::Data { data } => {
-                s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
-                s.tap().output(&data, false);
-                s.rec(|r| r.output(&data));
-                c_tx.data_bytes(data).await
-            }
-            ChannelMsg::ExtendedData { data, ext } => {
-                s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
-                s.tap().output(&data, ext == 1);
-                s.rec(|r| r.output(&data));
-                c_tx.extended_data_bytes(ext, data).await
-            }
-            ChannelMsg::Eof => c_tx.eof().await,
-            ChannelMsg::Close => return,
-            ChannelMsg::ExitStatus { exit_status } => {
-                *s.exit_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit_status);
-                c_tx.exit_status(exit_status).await
-            }
-            ChannelMsg::ExitSignal {
-                signal_name,
-                core_dumped,
-                error_message,
-                lang_tag,
-            } => handle
-                .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
-                .await
-                .map_err(|()| russh::Error::SendError),
-            ChannelMsg::XonXoff { client_can_do } => handle
-                .xon_xoff_request(id, client_can_do)
-                .await
-                .map_err(|()| russh::Error::SendError),
-            ChannelMsg::Success => {
-                s.pending().pop_front();
-                Ok(())
-            }
-            ChannelMsg::Failure => {
-                let what = s.pending().pop_front();
-                match what {
-                    Some(Pending::Pty) => {
-                        c_tx.extended_data_bytes(
-                            1,
-                            line("the target could not allocate a terminal"),
-                        )
+    let sent = match msg {
+        ChannelMsg::Data { data } => {
+            s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
+            s.tap().output(&data, false);
+            s.rec(|r| r.output(&data));
+            c_tx.data_bytes(data).await
+        }
+        ChannelMsg::ExtendedData { data, ext } => {
+            s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
+            s.tap().output(&data, ext == 1);
+            s.rec(|r| r.output(&data));
+            c_tx.extended_data_bytes(ext, data).await
+        }
+        ChannelMsg::Eof => c_tx.eof().await,
+        ChannelMsg::Close => return false,
+        ChannelMsg::ExitStatus { exit_status } => {
+            *s.exit_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit_status);
+            c_tx.exit_status(exit_status).await
+        }
+        ChannelMsg::ExitSignal {
+            signal_name,
+            core_dumped,
+            error_message,
+            lang_tag,
+        } => handle
+            .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+            .await
+            .map_err(|()| russh::Error::SendError),
+        ChannelMsg::XonXoff { client_can_do } => handle
+            .xon_xoff_request(id, client_can_do)
+            .await
+            .map_err(|()| russh::Error::SendError),
+        ChannelMsg::Success => {
+            s.pending().pop_front();
+            Ok(())
+        }
+        ChannelMsg::Failure => {
+            let what = s.pending().pop_front();
+            match what {
+                Some(Pending::Pty) => {
+                    c_tx.extended_data_bytes(1, line("the target could not allocate a terminal"))
                         .await
-                    }
-                    Some(Pending::Start) | None => {
-                        let _ = c_tx
-                            .extended_data_bytes(
-                                1,
-                                line("the target refused to start this session"),
-                            )
-                            .await;
-                        return;
-                    }
+                }
+                Some(Pending::Start) | None => {
+                    let _ = c_tx
+                        .extended_data_bytes(1, line("the target refused to start this session"))
+                        .await;
+                    return false;
                 }
             }
-            _ => Ok(()),
-        };
-        if sent.is_err() {
-            return;
         }
-    }
+        _ => Ok(()),
+    };
+    sent.is_ok()
 }
