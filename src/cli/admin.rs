@@ -155,8 +155,39 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn guardrail(_action: GuardrailAction) -> anyhow::Result<ExitCode> {
-    Err(UsageError("guardrail test: not wired yet".into()).into())
+/// Prints each command's verdict; exit 0 when all are allowed, 1 when any is blocked.
+pub fn guardrail(action: GuardrailAction) -> anyhow::Result<ExitCode> {
+    use jitgate::guardrail::{exit_code, test_command_file, test_commands};
+    let GuardrailAction::Test {
+        config,
+        set,
+        file,
+        command,
+    } = action;
+    let cfg = load_config(&config)?;
+    if let Some(name) = &set
+        && cfg.guardrail_set(name).is_none()
+    {
+        let known: Vec<&str> = cfg.guardrails.iter().map(|s| s.name.as_str()).collect();
+        return Err(UsageError(format!(
+            "no guardrail set named {name:?}; known: {}",
+            known.join(", ")
+        ))
+        .into());
+    }
+    let checks = match (file, command.is_empty()) {
+        (Some(path), true) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+            test_command_file(&cfg.guardrails, set.as_deref(), &text)?
+        }
+        (None, false) => test_commands(&cfg.guardrails, set.as_deref(), &[command.join(" ")])?,
+        _ => return Err(UsageError("give one command after --, or --file FILE".into()).into()),
+    };
+    for check in &checks {
+        println!("{check}");
+    }
+    Ok(ExitCode::from(exit_code(&checks) as u8))
 }
 
 /// Removes expired recordings, each removal entered in the audit chain.
