@@ -8,19 +8,14 @@ use jitgate::ca::CaKeys;
 use jitgate::config::Config;
 use jitgate::server::{self, Parts};
 
-use super::{UsageError, load_config};
+use super::{ConfigArg, UsageError, load_config};
 
 #[derive(Subcommand, Debug)]
 pub enum GuardrailAction {
     /// Check commands: exit 0 when all are allowed, 1 when any is blocked.
     Test {
-        #[arg(
-            long,
-            short = 'c',
-            env = "JITGATE_CONFIG",
-            default_value = "config/jitgate.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Check against this set only (default: every set).
         #[arg(long)]
         set: Option<String>,
@@ -36,15 +31,7 @@ pub enum GuardrailAction {
 #[derive(Subcommand, Debug)]
 pub enum RecordingsAction {
     /// Remove recordings older than `recordings.retention`, entering each removal in the audit log.
-    Prune {
-        #[arg(
-            long,
-            short = 'c',
-            env = "JITGATE_CONFIG",
-            default_value = "config/jitgate.toml"
-        )]
-        config: PathBuf,
-    },
+    Prune(ConfigArg),
 }
 
 pub fn init(path: &Path) -> anyhow::Result<ExitCode> {
@@ -164,7 +151,7 @@ pub fn guardrail(action: GuardrailAction) -> anyhow::Result<ExitCode> {
         file,
         command,
     } = action;
-    let cfg = load_config(&config)?;
+    let cfg = load_config(&config.config)?;
     if let Some(name) = &set
         && cfg.guardrail_set(name).is_none()
     {
@@ -194,7 +181,7 @@ pub fn guardrail(action: GuardrailAction) -> anyhow::Result<ExitCode> {
 pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
     use jitgate::model::{NewAuditEvent, now};
     use jitgate::store::{SqliteStore, Store};
-    let RecordingsAction::Prune { config } = action;
+    let RecordingsAction::Prune(ConfigArg { config }) = action;
     let cfg = load_config(&config)?;
     let Some(retention) = cfg.recordings.retention else {
         return Err(UsageError(format!(

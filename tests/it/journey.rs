@@ -39,6 +39,18 @@ approvers = ["sre-lead"]
     (setup, server, sshd)
 }
 
+/// `jitgate login ID` as alice, and the `ssh …` command it printed.
+fn login_command(setup: &Setup, server: &Server, id: &str) -> String {
+    let login = server.cli(&setup.alice, &["login", id]).ok();
+    let line = login
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("ssh "));
+    line.unwrap_or_else(|| panic!("no ssh command in {login:#?}"))
+        .trim()
+        .to_string()
+}
+
 /// Runs the `ssh …` command `login` printed, with `remote` appended.
 fn run_printed(command: &str, remote: &str) -> Run {
     let mut words = command.split_whitespace();
@@ -64,14 +76,7 @@ fn request_approve_login_ssh_revoke() {
         )
         .ok();
     server.cli(&setup.bob, &["approve", "1"]).ok();
-    let login = server.cli(&setup.alice, &["login", "1"]).ok();
-    let command = login
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("ssh "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let command = login_command(&setup, &server, "1");
     assert!(command.contains(" -J alice@127.0.0.1:"), "{command}");
 
     // The exact printed command reaches the target through the bastion.
@@ -123,14 +128,7 @@ fn revoke_closes_a_live_session() {
         )
         .ok();
     server.cli(&setup.bob, &["approve", "1"]).ok();
-    let login = server.cli(&setup.alice, &["login", "1"]).ok();
-    let command = login
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("ssh "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let command = login_command(&setup, &server, "1");
     let mut words = command.split_whitespace().skip(1);
     let mut child = Command::new("ssh")
         .args(&mut words)

@@ -110,6 +110,11 @@ keys = ["{}"]
 
     /// A full config: server on port 0, the four users, and `policy` (hosts, roles, …).
     pub fn config(&self, policy: &str) -> PathBuf {
+        self.config_with("", policy)
+    }
+
+    /// `config`, with `server_extra` lines added to `[server]`.
+    pub fn config_with(&self, server_extra: &str, policy: &str) -> PathBuf {
         let text = format!(
             r#"
 [server]
@@ -129,7 +134,6 @@ name = "auditor"
 audit = true
 {policy}
 "#,
-            server_extra = "",
             users = self.users(),
         );
         let path = self.path().join("jitgate.toml");
