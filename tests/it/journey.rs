@@ -173,3 +173,61 @@ fn demo_script_walks_through_and_cleans_up() {
         assert!(run.stdout.contains(want), "{want:?} in {run:#?}");
     }
 }
+
+#[test]
+fn recording_survives_kill_9_of_the_server() {
+    let (setup, mut server, _sshd) = lab();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-3",
+            ],
+        )
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    let command = login_command(&setup, &server, "1");
+    let mut words = command.split_whitespace().skip(1);
+    let mut child = Command::new("ssh")
+        .args(&mut words)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "for i in $(seq 1 400); do echo line-$i; sleep 0.01; done; sleep 60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let recording = wait_for(Duration::from_secs(15), || {
+        let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
+        list.as_array()
+            .unwrap()
+            .first()
+            .and_then(|s| s["recording"].as_str().map(String::from))
+    })
+    .expect("the session has a recording");
+    let path = setup.path().join("recordings").join(&recording);
+    // Let output flow for a while, then kill the server without warning.
+    let seen = wait_for(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.contains("line-100").then_some(())
+    });
+    server.kill_9();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.is_some(),
+        "output reached the recording while the session ran"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Valid asciicast up to its last complete line; only a cut last line may be lost.
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    if let Err(e) = jitgate::recorder::validate_cast(complete) {
+        panic!("{e}\n{complete}");
+    }
+    assert!(complete.contains("line-100"), "{complete}");
+}

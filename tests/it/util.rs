@@ -123,6 +123,7 @@ recordings_dir = "recordings"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
 hostname = "127.0.0.1"
+shutdown_grace = "1s"
 {server_extra}
 {users}
 [[roles]]
@@ -181,9 +182,11 @@ approvers = ["sre-lead", "incident-commander"]
     }
 }
 
-/// A running `jitgate serve`, killed on drop.
+/// A running `jitgate serve`. Dropped, it is stopped with SIGTERM and every recording it
+/// wrote must be valid asciicast v2.
 pub struct Server {
     pub child: Child,
+    recordings: PathBuf,
     pub url: String,
     pub ssh_port: u16,
     pub home: PathBuf,
@@ -224,6 +227,7 @@ impl Server {
         std::thread::spawn(move || for _ in lines {});
         Server {
             child,
+            recordings: config.parent().unwrap().join("recordings"),
             url,
             ssh_port,
             home,
@@ -244,10 +248,35 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
+impl Server {
+    /// Kills the server without warning, as a crash would; nothing is validated on drop.
+    pub fn kill_9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let stopped = wait_for(Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten()
+        });
+        if stopped.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            return;
+        }
+        assert!(stopped.is_some(), "jitgate serve did not stop on SIGTERM");
+        if let Err(e) = jitgate::recorder::validate_all(&self.recordings) {
+            panic!("a recording is not valid asciicast v2: {e}");
+        }
     }
 }
 
