@@ -22,8 +22,10 @@ use super::normalise::normalise;
 /// The name of the pseudo-rule that decides when nothing in an allow-list set matched.
 pub const DEFAULT_RULE: &str = "default";
 
-/// Large enough for a thousand rules; the lazy DFA cache per set.
-const DFA_SIZE_LIMIT: usize = 64 << 20;
+/// The compiled size of one `RegexSet`; a set of rules larger than this is split in shards.
+const SIZE_LIMIT: usize = 16 << 20;
+/// The lazy DFA cache of one shard.
+const DFA_SIZE_LIMIT: usize = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardrailError {
@@ -149,11 +151,50 @@ struct CompiledRule {
     hit: Arc<Hit>,
 }
 
+/// A `RegexSet` over the rules `first..first + set.len()` of a set.
+struct Shard {
+    first: usize,
+    set: RegexSet,
+}
+
+/// Compiles `patterns` (rules from `first` on) into one `RegexSet`, or, when that exceeds the
+/// regex size limit, into halves, recursively.
+fn compile_shards(
+    set_name: &str,
+    patterns: &[&str],
+    first: usize,
+    out: &mut Vec<Shard>,
+) -> Result<(), GuardrailError> {
+    if patterns.is_empty() {
+        return Ok(());
+    }
+    match RegexSetBuilder::new(patterns)
+        .size_limit(SIZE_LIMIT)
+        .dfa_size_limit(DFA_SIZE_LIMIT)
+        .build()
+    {
+        Ok(set) => {
+            out.push(Shard { first, set });
+            Ok(())
+        }
+        Err(regex::Error::CompiledTooBig(_)) if patterns.len() > 1 => {
+            let (a, b) = patterns.split_at(patterns.len() / 2);
+            compile_shards(set_name, a, first, out)?;
+            compile_shards(set_name, b, first + a.len(), out)
+        }
+        Err(e) => Err(GuardrailError::BadSet {
+            set: set_name.to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
 struct CompiledSet {
     name: String,
     default: SetDefault,
     mode: SetMode,
-    set: RegexSet,
+    /// The rules' patterns in one `RegexSet`, or in several when one would be too large.
+    shards: Vec<Shard>,
     rules: Vec<CompiledRule>,
     /// The hit reported when an allow-list set matched nothing.
     default_hit: Arc<Hit>,
@@ -163,9 +204,12 @@ impl CompiledSet {
     fn check(&self, command: &str) -> Verdict {
         let mut warn = None;
         let mut allowed = false;
-        if self.set.is_match(command) {
-            for i in self.set.matches(command).iter() {
-                let Some(rule) = self.rules.get(i) else {
+        for shard in &self.shards {
+            if !shard.set.is_match(command) {
+                continue;
+            }
+            for i in shard.set.matches(command).iter() {
+                let Some(rule) = self.rules.get(shard.first + i) else {
                     continue;
                 };
                 match rule.action {
@@ -244,18 +288,14 @@ impl Guardrails {
                     }),
                 });
             }
-            let set = RegexSetBuilder::new(s.rules.iter().map(|r| &r.pattern))
-                .dfa_size_limit(DFA_SIZE_LIMIT)
-                .build()
-                .map_err(|e| GuardrailError::BadSet {
-                    set: s.name.clone(),
-                    message: e.to_string(),
-                })?;
+            let patterns: Vec<&str> = s.rules.iter().map(|r| r.pattern.as_str()).collect();
+            let mut shards = Vec::new();
+            compile_shards(&s.name, &patterns, 0, &mut shards)?;
             out.push(CompiledSet {
                 name: s.name.clone(),
                 default: s.default,
                 mode: s.mode,
-                set,
+                shards,
                 rules,
                 default_hit: Arc::new(Hit {
                     set: s.name.clone(),
@@ -267,6 +307,11 @@ impl Guardrails {
             });
         }
         Ok(Guardrails { sets: out })
+    }
+
+    /// How many `RegexSet`s the sets compiled into (more than one per set when a set is large).
+    pub fn shards(&self) -> usize {
+        self.sets.iter().map(|s| s.shards.len()).sum()
     }
 
     /// The names of the compiled sets, in configuration order.

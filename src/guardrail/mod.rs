@@ -12,6 +12,19 @@
 //!
 //! Everything here is synchronous, pure (no I/O, no clock) and never panics on any byte stream;
 //! buffers are bounded, so work is linear in the bytes fed.
+//!
+//! How the bastion uses it, per session channel (`checker = rails.checker(&rule.guardrails)?`,
+//! with `rails: Arc<Guardrails>` compiled once at start):
+//! - **exec**: `checker.check(command)`; if `is_blocked()`, write `format!("{verdict}\n")` to
+//!   stderr, exit status 126, send nothing upstream.
+//! - **shell with a pty**: `PtyGuard::new(checker, rows, cols)`; `resize` on window-change;
+//!   every target→client byte also goes to `feed_output`; every client→target chunk goes
+//!   through `feed_input(chunk, &mut up)`, and only `up` is sent upstream. When
+//!   `report.blocked` is set, write `blocked.notice` to the client (not to the recording's
+//!   output stream; mark it there instead). Record every `report.checked` entry.
+//! - **shell without a pty**: `LineGate::new(checker)`; `feed(chunk, &mut up)` and, on client
+//!   EOF, `finish(&mut up)`; send only `up`. When `blocked` is set, write `blocked.notice` to
+//!   stderr and end the session with exit status 126.
 
 mod clamp;
 mod engine;

@@ -173,7 +173,8 @@ impl PtyGuard {
             } else if let Step::Key(key) = self.keys.push(b) {
                 self.key(key, up, &mut report);
             }
-            if report.blocked.is_some() {
+            // A blocked Enter drops the rest; a refused paste does not (its end must be seen).
+            if report.blocked.as_ref().is_some_and(|b| b.cancelled) {
                 self.keys.reset();
                 return report;
             }

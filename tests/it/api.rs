@@ -416,12 +416,10 @@ fn api_over_tls() {
         "api.crt",
     ]);
     let cert = dir.join("ca.crt");
-    let config = setup.config(Setup::standard_policy());
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "hostname = \"127.0.0.1\"",
-        "hostname = \"127.0.0.1\"\ntls_cert = \"api.crt\"\ntls_key = \"api.key\"",
+    let config = setup.config_with(
+        "tls_cert = \"api.crt\"\ntls_key = \"api.key\"",
+        Setup::standard_policy(),
     );
-    std::fs::write(&config, text).unwrap();
     let server = Server::start(&config);
     assert!(server.url.starts_with("https://"), "{}", server.url);
     // Without trusting the certificate: refused by the client (unreachable).
@@ -449,12 +447,7 @@ fn expiry_reaches_webhooks() {
         "{}\n[[webhooks]]\nurl = \"{url}\"\nevents = [\"request.expired\"]\n",
         Setup::standard_policy()
     );
-    let config = setup.config(&policy);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "hostname = \"127.0.0.1\"",
-        "hostname = \"127.0.0.1\"\npending_ttl = \"1s\"",
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = setup.config_with("pending_ttl = \"1s\"", &policy);
     let server = Server::start(&config);
     server
         .cli(

@@ -39,6 +39,18 @@ approvers = ["sre-lead"]
     (setup, server, sshd)
 }
 
+/// `jitgate login ID` as alice, and the `ssh …` command it printed.
+fn login_command(setup: &Setup, server: &Server, id: &str) -> String {
+    let login = server.cli(&setup.alice, &["login", id]).ok();
+    let line = login
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("ssh "));
+    line.unwrap_or_else(|| panic!("no ssh command in {login:#?}"))
+        .trim()
+        .to_string()
+}
+
 /// Runs the `ssh …` command `login` printed, with `remote` appended.
 fn run_printed(command: &str, remote: &str) -> Run {
     let mut words = command.split_whitespace();
@@ -64,14 +76,7 @@ fn request_approve_login_ssh_revoke() {
         )
         .ok();
     server.cli(&setup.bob, &["approve", "1"]).ok();
-    let login = server.cli(&setup.alice, &["login", "1"]).ok();
-    let command = login
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("ssh "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let command = login_command(&setup, &server, "1");
     assert!(command.contains(" -J alice@127.0.0.1:"), "{command}");
 
     // The exact printed command reaches the target through the bastion.
@@ -123,14 +128,7 @@ fn revoke_closes_a_live_session() {
         )
         .ok();
     server.cli(&setup.bob, &["approve", "1"]).ok();
-    let login = server.cli(&setup.alice, &["login", "1"]).ok();
-    let command = login
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("ssh "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let command = login_command(&setup, &server, "1");
     let mut words = command.split_whitespace().skip(1);
     let mut child = Command::new("ssh")
         .args(&mut words)
@@ -174,4 +172,167 @@ fn demo_script_walks_through_and_cleans_up() {
     ] {
         assert!(run.stdout.contains(want), "{want:?} in {run:#?}");
     }
+}
+
+#[test]
+fn recording_survives_kill_9_of_the_server() {
+    let (setup, mut server, _sshd) = lab();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-3",
+            ],
+        )
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    let command = login_command(&setup, &server, "1");
+    let mut words = command.split_whitespace().skip(1);
+    let mut child = Command::new("ssh")
+        .args(&mut words)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "for i in $(seq 1 400); do echo line-$i; sleep 0.01; done; sleep 60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let recording = wait_for(Duration::from_secs(15), || {
+        let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
+        list.as_array()
+            .unwrap()
+            .first()
+            .and_then(|s| s["recording"].as_str().map(String::from))
+    })
+    .expect("the session has a recording");
+    let path = setup.path().join("recordings").join(&recording);
+    // Let output flow for a while, then kill the server without warning.
+    let seen = wait_for(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.contains("line-100").then_some(())
+    });
+    server.kill_9();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.is_some(),
+        "output reached the recording while the session ran"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Valid asciicast up to its last complete line; only a cut last line may be lost.
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    if let Err(e) = jitgate::recorder::validate_cast(complete) {
+        panic!("{e}\n{complete}");
+    }
+    assert!(complete.contains("line-100"), "{complete}");
+}
+
+/// One recorded exec session through the real server; returns the recording's path.
+fn recorded_session(setup: &Setup, server: &Server) -> (String, std::path::PathBuf) {
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-5",
+            ],
+        )
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    let command = login_command(setup, server, "1");
+    let run = run_printed(&command, "echo recorded-output-42");
+    assert_eq!(run.code, 0, "{run:#?}");
+    let session = wait_for(Duration::from_secs(10), || {
+        let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
+        let s = list.as_array().unwrap().first().cloned()?;
+        s["ended_at"].as_i64().map(|_| s)
+    })
+    .expect("the session ended and is on record");
+    let rel = session["recording"].as_str().unwrap().to_string();
+    (
+        session["id"].as_str().unwrap().to_string(),
+        setup.path().join("recordings").join(rel),
+    )
+}
+
+#[test]
+fn replay_and_tamper_evidence_of_recordings() {
+    let (setup, server, _sshd) = lab();
+    let (session, path) = recorded_session(&setup, &server);
+    // Auditors replay it; the engineer may replay their own; others may not.
+    let run = server.cli(&setup.dave, &["replay", &session, "--cat"]).ok();
+    assert!(run.stdout.contains("recorded-output-42"), "{run:#?}");
+    server
+        .cli(&setup.alice, &["replay", &session, "--cat"])
+        .ok();
+    server
+        .cli(&setup.bob, &["replay", &session, "--cat"])
+        .refused("only auditors");
+    let config = setup.path().join("jitgate.toml");
+    let verify = || jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    let run = verify();
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("1 recordings verified"), "{run:#?}");
+
+    let original = std::fs::read(&path).unwrap();
+    let rel = path
+        .strip_prefix(setup.path().join("recordings"))
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    // One byte changed.
+    let mut edited = original.clone();
+    let at = edited.windows(2).position(|w| w == b"42").unwrap();
+    edited[at] = b'7';
+    std::fs::write(&path, &edited).unwrap();
+    let run = verify();
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stdout.contains(&format!("recording {rel}")) && run.stdout.contains("was changed"),
+        "{run:#?}"
+    );
+    // Truncated.
+    std::fs::write(&path, &original[..original.len() / 2]).unwrap();
+    let run = verify();
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.contains("was changed"), "{run:#?}");
+    // Deleted.
+    std::fs::remove_file(&path).unwrap();
+    let run = verify();
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stdout.contains(&format!("recording {rel}")) && run.stdout.contains("cannot be read"),
+        "{run:#?}"
+    );
+    // Restored: intact again.
+    std::fs::write(&path, &original).unwrap();
+    assert_eq!(verify().code, 0);
+}
+
+#[test]
+fn prune_removes_expired_recordings_and_verify_stays_green() {
+    let (setup, server, _sshd) = lab();
+    let (_session, path) = recorded_session(&setup, &server);
+    drop(server);
+    let config = setup.path().join("jitgate.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[server]", "[recordings]\nretention = \"1s\"\n\n[server]"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let run = jitgate(&["recordings", "prune", "--config", config.to_str().unwrap()]).ok();
+    assert!(
+        run.stdout.contains("1 recording(s) older than 1s removed"),
+        "{run:#?}"
+    );
+    assert!(!path.exists());
+    let run = jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:#?}");
 }

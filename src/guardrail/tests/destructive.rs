@@ -186,3 +186,15 @@ fn block_message_has_the_documented_shape() {
          recursive delete of / or a system directory"
     );
 }
+
+#[test]
+fn the_production_example_includes_the_shipped_set() {
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/production.toml");
+    let cfg = match crate::config::Config::load(&file) {
+        Ok(c) => c,
+        Err(e) => panic!("{} does not load: {e}", file.display()),
+    };
+    let set = cfg.guardrail_set("destructive").expect("included");
+    assert_eq!(set.rules.len(), super::shipped_sets()[0].rules.len());
+}

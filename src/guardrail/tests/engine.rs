@@ -223,3 +223,31 @@ fn test_commands_reports_each_command_and_the_exit_code() {
         Err(GuardrailError::UnknownSet(_))
     ));
 }
+
+#[test]
+fn a_set_too_large_for_one_regex_set_is_split_and_still_decides() {
+    // Unicode `\w{100}` compiles large: 40 of them exceed one RegexSet's size limit.
+    let patterns: Vec<String> = (0..40).map(|i| format!(r"\w{{100}}k{i}\b")).collect();
+    let rules: Vec<(&str, Action, &str)> = patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                if i == 37 { "r37" } else { "other" },
+                Action::Block,
+                p.as_str(),
+            )
+        })
+        .collect();
+    // Distinct names are not needed by the engine; only the hit of rule 37 is checked.
+    let sets = vec![set("big", SetDefault::Allow, SetMode::Enforce, &rules)];
+    let rails = Arc::new(Guardrails::compile(&sets).expect("compiles in shards"));
+    assert!(rails.shards() > 1, "split into {} shards", rails.shards());
+    let names = vec!["big".to_string()];
+    let command = format!("{}k37", "a".repeat(100));
+    assert_eq!(
+        rails.check(&names, &command).rule_id().as_deref(),
+        Some("big/r37")
+    );
+    assert_eq!(rails.check(&names, "ls"), Verdict::Allow);
+}

@@ -137,7 +137,7 @@ fn an_endless_paste_is_refused_and_memory_stays_bounded() {
     assert_eq!(r.blocked, None);
     let chunk = vec![b'a'; 64 << 10];
     let mut refused = 0;
-    for _ in 0..((MAX_PASTE >> 16) + 4) {
+    for _ in 0..((MAX_PASTE >> 16) + 3) {
         let r = guard.feed_input(&chunk, &mut up);
         if r.blocked.is_some() {
             refused += 1;
@@ -146,11 +146,14 @@ fn an_endless_paste_is_refused_and_memory_stays_bounded() {
     }
     assert_eq!(refused, 1, "refused once");
     assert!(up.is_empty());
-    guard.feed_input(b"\x1b[201~", &mut up);
-    assert!(up.is_empty(), "the refused paste never goes up");
-    // The guard works again after the paste ends.
-    guard.feed_input(b"ls\r", &mut up);
-    assert_eq!(up, b"ls\r");
+    // The end marker may come in the same read as the overflow.
+    let mut last = vec![b'a'; 64 << 10];
+    last.extend_from_slice(b"\x1b[201~ls\r");
+    guard.feed_input(&last, &mut up);
+    assert_eq!(
+        up, b"ls\r",
+        "the refused paste never goes up; what follows it does"
+    );
 }
 
 #[test]
@@ -176,4 +179,12 @@ fn line_gate_survives_arbitrary_streams_with_bounded_state() {
             "seed {seed}: forwards only what came in"
         );
     }
+}
+
+#[test]
+fn gates_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<PtyGuard>();
+    send::<LineGate>();
+    send::<crate::guardrail::Checker>();
 }
