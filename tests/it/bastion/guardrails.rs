@@ -3,7 +3,7 @@
 use jitgate::store::CommandFilter;
 
 use super::lab::{self, Lab, output, text};
-use super::{pane_shows, pane_shows_n, tmux};
+use super::pty::{pane_shows, pane_shows_n, tmux};
 
 const NOTICE: &str =
     "jitgate: blocked by guardrail \"destructive/rm-rf-root\": no recursive deletes from /";
