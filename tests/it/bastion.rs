@@ -6,6 +6,7 @@ mod guardrails;
 mod lab;
 mod lifetime;
 mod pty;
+mod pty_guard;
 mod transfer;
 
 use lab::{Lab, output, sha256_file, text};

@@ -1,0 +1,186 @@
+//! The pty gate through the real ssh client to a real bash on a real sshd: the command line
+//! is read as the shell shows it (history, completion, line editing), pastes are checked
+//! before any of them runs, REPL lines are checked, full-screen programs are not, and a
+//! prompt is never mistaken for a command. The lab's set blocks `rm\s+-rf\s+/`.
+
+use super::lab::{self, Lab};
+use super::pty::{pane_shows, pane_shows_n, tmux};
+
+const BLOCKED: &str = "blocked by guardrail";
+/// The prompt as tmux shows it (trailing space trimmed).
+const PROMPT: &str = "rm -rf />";
+
+/// A tmux pane holding `ssh -tt … root@db1` through the bastion, with a prompt that itself
+/// looks risky; returns the tmux socket.
+async fn shell(lab: &Lab) -> std::path::PathBuf {
+    lab::require("tmux");
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let sock = lab.path().join("tmux.sock");
+    let ssh = format!(
+        "ssh -F {} -J alice@127.0.0.1:{} -tt root@db1; sleep 60",
+        lab.ssh_config.display(),
+        lab.port
+    );
+    let sock2 = sock.clone();
+    tokio::task::spawn_blocking(move || {
+        tmux(
+            &sock2,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "160",
+                "-y",
+                "40",
+                &ssh,
+            ],
+        );
+        // The prompt reads "rm -rf /> " (typed with an escape, so the typed line is harmless):
+        // only what is typed after the prompt may count.
+        literal(&sock2, "export PS1=$'rm -rf \\x2f> '; cd /tmp");
+        key(&sock2, "Enter");
+        pane_shows_n(&sock2, PROMPT, 1);
+    })
+    .await
+    .unwrap();
+    sock
+}
+
+fn literal(sock: &std::path::Path, text: &str) {
+    tmux(sock, &["send-keys", "-t", "t", "-l", text]);
+}
+
+fn key(sock: &std::path::Path, k: &str) {
+    tmux(sock, &["send-keys", "-t", "t", k]);
+}
+
+/// Types `text` and Enter, then waits for `want` to show.
+fn line(sock: &std::path::Path, text: &str, want: &str) {
+    literal(sock, text);
+    key(sock, "Enter");
+    pane_shows(sock, want);
+}
+
+fn victim(lab: &Lab, name: &str) -> std::path::PathBuf {
+    let v = lab.path().join(name);
+    std::fs::create_dir_all(v.join("inside")).unwrap();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_editing_and_line_editing_are_seen_as_the_shell_shows_them() {
+    let lab = Lab::start().await;
+    let v = victim(&lab, "victim-history");
+    let sock = shell(&lab).await;
+    let path = v.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        // Plain typing works, and the risky-looking prompt blocks nothing.
+        line(&sock, "echo plain-$((2+3))", "plain-5");
+        // A harmless line from history, edited into a blocked one: Up, Ctrl-A, Ctrl-D ×2, "rm".
+        line(&sock, &format!("xx -rf {path}"), "xx: command not found");
+        key(&sock, "Up");
+        key(&sock, "C-a");
+        key(&sock, "C-d");
+        key(&sock, "C-d");
+        literal(&sock, "rm");
+        key(&sock, "Enter");
+        pane_shows_n(&sock, BLOCKED, 1);
+        // Ctrl-U clears a risky line; what runs is what was typed after it.
+        literal(&sock, "rm -rf /nonexistent-u");
+        key(&sock, "C-u");
+        line(&sock, "echo cleared-$((1+1))", "cleared-2");
+        // Ctrl-W removes words: "echo words rm -rf /x" → "echo words rm".
+        literal(&sock, "echo words-$((3+3)) rm -rf /nonexistent-w");
+        key(&sock, "C-w");
+        key(&sock, "C-w");
+        key(&sock, "Enter");
+        pane_shows(&sock, "words-6 rm");
+        // Backspace: the slash is gone before Enter.
+        literal(&sock, "echo bs rm -rf /");
+        key(&sock, "BSpace");
+        line(&sock, "gone", "bs rm -rf gone");
+        // Still exactly one block, and the shell still works.
+        let screen = pane_shows(&sock, "bs rm -rf gone");
+        assert_eq!(screen.matches(BLOCKED).count(), 1, "{screen}");
+    })
+    .await
+    .unwrap();
+    assert!(
+        v.join("inside").exists(),
+        "the edited history line must not have run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tab_completion_and_pastes_are_checked_before_anything_runs() {
+    let lab = Lab::start().await;
+    let v = victim(&lab, "victim-tab");
+    let parent = lab.path().display().to_string();
+    let sock = shell(&lab).await;
+    let path = v.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        // What is typed has no "rm -rf /": only the completion (direxpand) makes it one.
+        literal(&sock, &format!("shopt -s direxpand; cd {parent}"));
+        key(&sock, "Enter");
+        pane_shows_n(&sock, PROMPT, 2);
+        literal(&sock, "rm -rf $PWD/victim-t");
+        key(&sock, "Tab");
+        pane_shows(&sock, &format!("rm -rf {path}/"));
+        key(&sock, "Enter");
+        pane_shows_n(&sock, BLOCKED, 1);
+        // A multi-line paste with one bad line: none of it runs.
+        let paste = format!("echo first-$((10+1))\nrm -rf {path}\necho third-$((10+3))\n");
+        tmux(&sock, &["set-buffer", "-b", "p", &paste]);
+        tmux(&sock, &["paste-buffer", "-p", "-b", "p", "-t", "t"]);
+        pane_shows_n(&sock, BLOCKED, 2);
+        line(&sock, "echo after-$((4+4))", "after-8");
+        let screen = pane_shows(&sock, "after-8");
+        assert!(
+            !screen.contains("first-11") && !screen.contains("third-13"),
+            "{screen}"
+        );
+    })
+    .await
+    .unwrap();
+    assert!(v.join("inside").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repl_lines_are_checked_and_full_screen_editors_are_not() {
+    lab::require("vi");
+    let lab = Lab::start().await;
+    let v = victim(&lab, "victim-repl");
+    let file = lab.path().join("notes.txt");
+    std::fs::write(&file, "remember: never run rm -rf / here\n").unwrap();
+    let sock = shell(&lab).await;
+    let path = v.display().to_string();
+    let notes = file.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        // A REPL's line is checked like a shell's.
+        line(&sock, "/usr/bin/python3 -q", ">>>");
+        line(&sock, "import os", ">>>");
+        literal(&sock, &format!("os.system('rm -rf {path}')"));
+        key(&sock, "Enter");
+        pane_shows_n(&sock, BLOCKED, 1);
+        line(&sock, "print('repl-ok', 6*7)", "repl-ok 42");
+        literal(&sock, "exit()");
+        key(&sock, "Enter");
+        // vi on a file that contains "rm -rf /": Enter inside it is not line-checked.
+        let prompts = pane_shows(&sock, PROMPT).matches(PROMPT).count();
+        line(&sock, &format!("vi {notes}"), "never run");
+        literal(&sock, ":2");
+        key(&sock, "Enter");
+        literal(&sock, ":q!");
+        key(&sock, "Enter");
+        // Keys typed before vi has exited are vi's: wait for the prompt.
+        pane_shows_n(&sock, PROMPT, prompts + 1);
+        line(&sock, "echo after-vi-$((5+5))", "after-vi-10");
+        let screen = pane_shows(&sock, "after-vi-10");
+        assert_eq!(screen.matches(BLOCKED).count(), 1, "{screen}");
+    })
+    .await
+    .unwrap();
+    assert!(v.join("inside").exists());
+}
