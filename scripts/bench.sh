@@ -10,7 +10,8 @@
 # (536870912), BENCH_BULK_RUNS (5), BENCH_SESSIONS (idle sessions, 200), BENCH_KEYS
 # (keystroke samples per path, 2000), BENCH_CARGO=0 to skip the criterion benches,
 # BENCH_OUT (directory for results.json and results.md, default target/bench), BENCH_KEX
-# (one key exchange algorithm for both paths; default: what each server negotiates).
+# (one key exchange algorithm for both paths; default: what each server negotiates),
+# BENCH_CIPHERS (the ciphers the ssh client asks for on every hop it makes).
 #
 # Set up in a temp dir: CA keys (jitgate init), a target sshd trusting the target CA, three
 # `jitgate serve` (recording as configured by default, recording uncapped, recording capped
@@ -157,6 +158,9 @@ Compression no"
 # BENCH_KEX=curve25519-sha256 makes both paths use one key exchange (OpenSSH's default,
 # sntrup761x25519-sha512, costs more CPU than what jitgate offers).
 if [[ -n ${BENCH_KEX:-} ]]; then common+=$'\n'"KexAlgorithms $BENCH_KEX"; fi
+# BENCH_CIPHERS=aes256-gcm@openssh.com: the engineer's side of both paths uses it (the
+# bastion's own hop to the target keeps russh's choice).
+if [[ -n ${BENCH_CIPHERS:-} ]]; then common+=$'\n'"Ciphers $BENCH_CIPHERS"; fi
 cat > "$work/client/openssh.conf" <<CONF
 $common
 Host bench-jump
@@ -244,7 +248,7 @@ echo "jitgate:  $(cat "$work/jitgate/ssh_cmd")" >&2
 echo "OpenSSH:  ssh -F $work/client/openssh.conf bench-target" >&2
 
 mkdir -p "$out_dir"
-export BENCH_WORK=$work BENCH_JUMP_PID=$jump_pid
+export PYTHONDONTWRITEBYTECODE=1
 python3 "$root/scripts/bench/measure.py" \
   --jitgate "$(cat "$work/jitgate/ssh_cmd")" --jitgate-pid "$(cat "$work/jitgate/serve.pid")" \
   --jitgate-full "$(cat "$work/jitgate-full/ssh_cmd")" --jitgate-full-pid "$(cat "$work/jitgate-full/serve.pid")" \

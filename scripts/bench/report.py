@@ -30,28 +30,28 @@ def ssh_version():
 def cargo_figures(path):
     """`name value` lines the benches print for scripts (e.g. certificates_per_second 1234),
     and criterion's `time: [low mid high]` lines with the benchmark they belong to."""
-    plain, times, failed, last = {}, {}, [], None
+    plain, times, failed, prev = {}, {}, [], ""
     try:
         text = open(path).read()
     except OSError:
         return plain, times, failed
     for line in text.splitlines():
         s = line.strip()
+        if not s:
+            continue
         m = re.fullmatch(r"([a-z][a-z0-9_]*) (-?[0-9][0-9.]*)", s)
+        m2 = re.fullmatch(r"bench_failed (\S+)", s)
+        m3 = re.match(r"(\S+)\s+time:\s+\[(.*)\]", s)
         if m:
             plain[m.group(1)] = float(m.group(2))
-            continue
-        m = re.fullmatch(r"bench_failed (\S+)", s)
-        if m:
-            failed.append(m.group(1))
-            continue
-        m = re.match(r"(\S+)\s+time:\s+\[(.*)\]", s)
-        if m:
-            times[m.group(1)] = m.group(2)
-        elif s.startswith("time:") and last:
-            times[last] = s.split("[", 1)[-1].rstrip("]")
-        elif s and not s.startswith(("Benchmarking", "Found", "change:", "thrpt:")) and " " not in s:
-            last = s
+        elif m2:
+            failed.append(m2.group(1))
+        elif m3 and m3.group(1) != "change:":
+            times[m3.group(1)] = m3.group(2)
+        elif s.startswith("time:") and " " not in prev and not prev.endswith(":"):
+            # A long benchmark name stands on its own line, its figures on the next.
+            times[prev] = s.split("[", 1)[-1].rstrip("]")
+        prev = s
     return plain, times, failed
 
 
@@ -146,8 +146,9 @@ def table(rs):
     head += "| --- | ---: | ---: | ---: | --- | --- |\n"
     lines = []
     for r in rs:
-        digits = 0 if isinstance(r["jitgate"], float) and r["jitgate"] >= 1000 else 2
-        lines.append(f"| {r['what']} | {fmt(r['jitgate'], digits)} | {fmt(r['openssh'], 2)} | "
+        nums = [abs(v) for v in (r["jitgate"], r["openssh"]) if isinstance(v, (int, float))]
+        digits = 0 if nums and max(nums) >= 100 else 2
+        lines.append(f"| {r['what']} | {fmt(r['jitgate'], digits)} | {fmt(r['openssh'], digits)} | "
                      f"{fmt(r['ratio'], 2) + '×' if r['ratio'] is not None else '—'} | "
                      f"{r['budget'] or '—'} | {yes_no(r['within'])} |")
     return head + "\n".join(lines) + "\n"
@@ -170,10 +171,16 @@ def notes(ssh, seconds):
     info = ssh.get("ssh_info", {})
     kex = {name: sorted({line.split("kex: algorithm:")[1].strip() for line in lines
                          if "kex: algorithm:" in line}) for name, lines in info.items()}
+    ciphers = {name: sorted({line.split("server->client cipher:")[1].split()[0]
+                             for line in lines if "server->client cipher:" in line})
+               for name, lines in info.items()}
     if kex:
         n.append("Key exchange: " + "; ".join(f"{k}: {', '.join(v) or '?'}"
                                               for k, v in kex.items())
-                 + " (BENCH_KEX=curve25519-sha256 makes them one).")
+                 + " (BENCH_KEX=curve25519-sha256 makes them one). Client ciphers: "
+                 + "; ".join(f"{k}: {', '.join(v) or '?'}" for k, v in ciphers.items())
+                 + " (BENCH_CIPHERS sets them; the bastion's hop to the target is russh's "
+                 "choice).")
     if b and not recording_written(b, "jitgate"):
         n.append("**No recording (.cast file) was written for the bulk runs through jitgate: "
                  "the bastion did not record, so no figure here includes recording.**")
