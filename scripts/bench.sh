@@ -256,7 +256,10 @@ python3 "$root/scripts/bench/measure.py" \
   --jitgate-off "$(cat "$work/jitgate-off/ssh_cmd")" --jitgate-off-pid "$(cat "$work/jitgate-off/serve.pid")" \
   --jitgate-recordings "$work/jitgate/recordings" \
   --openssh "ssh -F $work/client/openssh.conf bench-target" --jump-pid "$jump_pid" \
-  --out "$out_dir/ssh.json"
+  --out "$out_dir/ssh.json" &
+# In the background so that a signal to this script stops the run at once (bash runs traps
+# only between commands, and `wait` is one it interrupts).
+wait $!
 
 say "stopping the servers before the criterion benches"
 stop_all
