@@ -13,6 +13,11 @@
 # (one key exchange algorithm for both paths; default: what each server negotiates),
 # BENCH_CIPHERS (the ciphers the ssh client asks for on every hop it makes).
 #
+# The criterion benches it runs afterwards (each also runs alone, e.g. for its full
+# criterion report): `cargo bench --bench certificates` (prints certificates_per_second N),
+# `cargo bench --bench store`, and `cargo bench --bench guardrail` when benches/guardrail.rs
+# exists (its p99 reaches the table when it prints `guardrail_p99_ns N`).
+#
 # Set up in a temp dir: CA keys (jitgate init), a target sshd trusting the target CA, three
 # `jitgate serve` (recording as configured by default, recording uncapped, recording capped
 # at 0 bytes — the nearest to "off" there is), and a second stock sshd as the OpenSSH jump

@@ -181,6 +181,10 @@ def notes(ssh, seconds):
                  + "; ".join(f"{k}: {', '.join(v) or '?'}" for k, v in ciphers.items())
                  + " (BENCH_CIPHERS sets them; the bastion's hop to the target is russh's "
                  "choice).")
+        if len({tuple(v) for v in kex.values()}) > 1:
+            n.append("**The paths negotiated different key exchanges, so the session setup "
+                     "ratio also measures the key exchange; run with "
+                     "BENCH_KEX=curve25519-sha256 for the bastion alone.**")
     if b and not recording_written(b, "jitgate"):
         n.append("**No recording (.cast file) was written for the bulk runs through jitgate: "
                  "the bastion did not record, so no figure here includes recording.**")
