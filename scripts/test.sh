@@ -25,6 +25,13 @@ mkdir -p /run/sshd 2>/dev/null || true
 
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
+# The stock asciinema CLI 3.x plays our recordings in a test (3.x is a Rust crate; ~4 min to build once).
+if ! { command -v asciinema >/dev/null && asciinema --version | grep -q '^asciinema 3\.'; }; then
+  echo "installing asciinema 3.2.0 (cargo install)"
+  cargo install asciinema --locked --version 3.2.0 --quiet
+fi
+export PATH=$HOME/.cargo/bin:$PATH
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"

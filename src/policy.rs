@@ -161,13 +161,13 @@ fn check_rule(rule: &AccessRule, ask: &Ask, now: UnixTime) -> Result<(), String>
     if rule.require_reason && ask.reason.trim().is_empty() {
         return Err("a reason is required: add --reason \"INC-1234: why you need access\"".into());
     }
-    if let Some(hours) = &rule.hours {
-        if !hours.contains(now) {
-            return Err(format!(
-                "access to {} as {} is allowed only {hours}",
-                ask.host, ask.login
-            ));
-        }
+    if let Some(hours) = &rule.hours
+        && !hours.contains(now)
+    {
+        return Err(format!(
+            "access to {} as {} is allowed only {hours}",
+            ask.host, ask.login
+        ));
     }
     Ok(())
 }

@@ -87,13 +87,13 @@ impl Signer {
                 path.display()
             ))
         })?;
-        if let Some(socket) = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from) {
-            if agent_has(&socket, &public).unwrap_or(false) {
-                return Ok(Signer::Agent {
-                    socket,
-                    key: public,
-                });
-            }
+        if let Some(socket) = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from)
+            && agent_has(&socket, &public).unwrap_or(false)
+        {
+            return Ok(Signer::Agent {
+                socket,
+                key: public,
+            });
         }
         match parsed {
             Some(k) if !k.is_encrypted() => Ok(Signer::Key(Box::new(k))),

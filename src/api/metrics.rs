@@ -34,7 +34,7 @@ impl Metrics {
     pub fn observe(&self, took: Duration) {
         let ms = took.as_millis() as u64;
         for (i, le) in BUCKETS_MS.iter().enumerate() {
-            if ms < *le || (ms == *le && took.subsec_micros() % 1000 == 0) {
+            if ms < *le || (ms == *le && took.subsec_micros().is_multiple_of(1000)) {
                 self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -358,16 +358,10 @@ pub async fn sessions(
     Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<SessionView>>> {
-    // Engineers see their own sessions; auditors see everyone's.
-    let user = if policy::is_auditor(&app.cfg, &caller.user) {
-        q.user
-    } else {
-        Some(caller.user.clone())
-    };
     let list = app
         .store
         .list_sessions(SessionFilter {
-            user,
+            user: app.user_filter(&caller, q.user),
             host: q.host,
             since: q.since,
             request_id: None,
@@ -409,15 +403,10 @@ pub async fn commands(
     Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<CommandView>>> {
-    let user = if policy::is_auditor(&app.cfg, &caller.user) {
-        q.user
-    } else {
-        Some(caller.user.clone())
-    };
     let list = app
         .store
         .list_commands(CommandFilter {
-            user,
+            user: app.user_filter(&caller, q.user),
             host: q.host,
             since: q.since,
         })
@@ -428,6 +417,15 @@ pub async fn commands(
 }
 
 impl AppState {
+    /// Engineers see their own sessions and commands; auditors see everyone's.
+    fn user_filter(&self, caller: &Caller, asked: Option<String>) -> Option<String> {
+        if policy::is_auditor(&self.cfg, &caller.user) {
+            asked
+        } else {
+            Some(caller.user.clone())
+        }
+    }
+
     async fn require_auditor(&self, caller: &Caller, what: &str) -> ApiResult<()> {
         if policy::is_auditor(&self.cfg, &caller.user) {
             return Ok(());

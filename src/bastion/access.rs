@@ -32,7 +32,7 @@ pub struct Grant {
     pub request: AccessRequest,
     pub rule: AccessRule,
     pub host: Host,
-    /// The certificate's serial; the inner login must present the same certificate.
+    /// The certificate's serial.
     pub serial: u64,
     /// Access ends at the earlier of the certificate's and the request's end.
     pub until: UnixTime,
@@ -133,21 +133,31 @@ pub fn check_target(grant: &Grant, host: &str, port: u32) -> Result<(), Refusal>
             grant.request.id, grant.host.name
         ));
     }
-    let inventory_port = grant
-        .host
+    check_port(&grant.host, port)
+}
+
+/// Whether `port` names the SSH port of `host`: 22, or the port of its inventory address.
+pub fn check_port(host: &Host, port: u32) -> Result<(), Refusal> {
+    let inventory_port = host
         .address
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u32>().ok());
     if port != 22 && Some(port) != inventory_port {
-        return refuse(format!("port {port} of {host} is not an SSH port"));
+        return refuse(format!("port {port} of {} is not an SSH port", host.name));
     }
     Ok(())
 }
 
-/// Whether the inner login, made with certificate `serial` for `login`, matches the grant.
-pub fn check_login(grant: &Grant, serial: u64, login: &str) -> Result<(), Refusal> {
-    if serial != grant.serial {
-        return refuse("the inner login must use the same certificate as the jump");
+/// Whether the inner login as `login` to `host`, with a certificate that gave `grant`, is
+/// the approved login of a request for that host. The inner certificate may be another of
+/// the same engineer's certificates: one jump connection can reach each host the engineer
+/// holds a request for.
+pub fn check_login(grant: &Grant, host: &str, login: &str) -> Result<(), Refusal> {
+    if grant.host.name != host {
+        return refuse(format!(
+            "the certificate's request {} is for {}, not {host}",
+            grant.request.id, grant.host.name
+        ));
     }
     if login != grant.request.login {
         return refuse(format!(

@@ -7,7 +7,7 @@
 //! a channel-open failure whose text the engineer's `ssh` prints.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
@@ -18,86 +18,89 @@ use tokio::sync::watch;
 use super::access::{self, Grant};
 use super::keys::random_id;
 use super::outer::authorize;
-use super::relay::{self, Request, allows};
-use super::sessions::{ControlHandle, closed};
-use super::upstream::{self, Upstream};
+use super::record::SessionLog;
+use super::relay;
+use super::requests::{Request, allows};
+use super::sessions::{ControlHandle, Registration, closed};
+use super::upstream::{Dialer, Dialled, upstream_of};
 use super::{BastionError, Shared};
-use crate::model::{self, now};
+use crate::config::Host;
+use crate::model::now;
 
 /// What one nested server knows about its outer connection.
 pub struct InnerConn {
     pub shared: Arc<Shared>,
-    pub grant: Grant,
+    /// The outer login's grant: who the engineer is.
+    pub outer: Grant,
+    /// The inventory host this channel leads to.
+    pub host: Host,
     pub peer: SocketAddr,
-    pub control: ControlHandle,
+    /// The outer connection's control: when it closes, this connection closes too.
+    pub outer_control: ControlHandle,
 }
 
-type Dialled = Option<Result<Arc<Upstream>, String>>;
-
-/// Runs the nested server over `stream` until it ends or its control says close.
+/// Runs the nested server over `stream` until it ends or is told to close.
 pub async fn serve(stream: ChannelStream<Msg>, conn: InnerConn) {
     let shared = Arc::clone(&conn.shared);
-    let grant = conn.grant.clone();
-    let conn_id = random_id();
     let (dial_tx, dial_rx) = watch::channel::<Dialled>(None);
-    let dial = {
-        let shared = Arc::clone(&shared);
-        let grant = grant.clone();
-        let key_id = format!(
-            "jitgate:request={}:user={}:connection={conn_id}",
-            grant.request.id, grant.user
-        );
-        tokio::spawn(async move {
-            let result = upstream::connect(
-                shared.config(),
-                &shared.ctx.ca,
-                &shared.clients,
-                &grant.host,
-                &grant.request.login,
-                &key_id,
-            )
-            .await;
-            if let Err(e) = &result {
-                tracing::warn!(host = %grant.host.name, error = %e, "upstream failed");
-            }
-            dial_tx.send_replace(Some(result.map(Arc::new)));
-        })
-    };
+    let dialer = Arc::new(Dialer {
+        shared: Arc::clone(&shared),
+        host: conn.host.clone(),
+        user: conn.outer.user.clone(),
+        conn_id: random_id(),
+        tx: Arc::new(dial_tx),
+        current: Mutex::new(None),
+    });
+    // The usual case: the jump's own request. Dial now, alongside the nested handshake.
+    if conn.host.name == conn.outer.host.name {
+        dialer.dial(conn.outer.request.id, &conn.outer.request.login);
+    }
     let config = match shared.keys.server_config(
         &shared.ctx.ca,
-        std::slice::from_ref(&grant.host.name),
+        std::slice::from_ref(&conn.host.name),
         now().max(0) as u64,
         false,
     ) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot mint a host certificate");
-            dial.abort();
+            dialer.abort();
             return;
         }
     };
-    let mut control_rx = conn.control.subscribe();
+    let (control, mut control_rx) = ControlHandle::new();
+    let mut outer_rx = conn.outer_control.subscribe();
     let handler = Inner {
         conn,
-        conn_id,
+        control: control.clone(),
+        dialer: Arc::clone(&dialer),
         dialled: dial_rx.clone(),
-        logged_in: false,
+        grant: None,
+        registration: None,
     };
     match russh::server::run_stream(config, stream, handler).await {
         Ok(mut running) => {
             let handle = running.handle();
-            tokio::select! {
-                _ = &mut running => {}
-                reason = closed(&mut control_rx) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = handle.disconnect(Disconnect::ByApplication, reason, "en".into()).await;
-                    let _ = tokio::time::timeout(Duration::from_secs(2), running).await;
+            let reason = tokio::select! {
+                _ = &mut running => None,
+                reason = closed(&mut control_rx) => Some(reason),
+                reason = closed(&mut outer_rx) => {
+                    // Let this connection's relays print the notice too.
+                    control.close(&reason);
+                    Some(reason)
                 }
+            };
+            if let Some(reason) = reason {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = handle
+                    .disconnect(Disconnect::ByApplication, reason, "en".into())
+                    .await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), running).await;
             }
         }
         Err(e) => tracing::debug!(error = %e, "nested handshake failed"),
     }
-    dial.abort();
+    dialer.abort();
     let up = dial_rx.borrow().clone();
     if let Some(Ok(up)) = up {
         let _ = up.disconnect(Disconnect::ByApplication, "", "en").await;
@@ -106,14 +109,19 @@ pub async fn serve(stream: ChannelStream<Msg>, conn: InnerConn) {
 
 struct Inner {
     conn: InnerConn,
-    conn_id: String,
+    /// This connection's own control, registered under the request of its login.
+    control: ControlHandle,
+    dialer: Arc<Dialer>,
     dialled: watch::Receiver<Dialled>,
-    logged_in: bool,
+    /// Set by the nested login.
+    grant: Option<Grant>,
+    registration: Option<Registration>,
 }
 
 impl Inner {
-    fn rule(&self) -> &crate::config::AccessRule {
-        &self.conn.grant.rule
+    /// Whether the logged-in request's rule allows `req`; nothing is allowed before login.
+    fn allows(&self, req: Request<'_>) -> bool {
+        self.grant.as_ref().is_some_and(|g| allows(&g.rule, req))
     }
 
     fn reply(
@@ -131,21 +139,11 @@ impl Inner {
     }
 
     async fn refused(&self, stage: &str, reason: &str) {
-        let g = &self.conn.grant;
+        let g = self.grant.as_ref().unwrap_or(&self.conn.outer);
         self.conn
             .shared
             .refused(stage, &g.user, self.conn.peer, Some(g.request.id), reason)
             .await;
-    }
-}
-
-/// Waits for the upstream connection of this nested server.
-async fn upstream_of(mut dialled: watch::Receiver<Dialled>) -> Result<Arc<Upstream>, String> {
-    match dialled.wait_for(|d| d.is_some()).await {
-        Ok(d) => d
-            .clone()
-            .unwrap_or_else(|| Err("jitgate: no upstream".into())),
-        Err(_) => Err("jitgate: the upstream connection was abandoned".into()),
     }
 }
 
@@ -191,62 +189,19 @@ async fn session_channel(cx: ChannelCtx, channel: Channel<Msg>, reply: ChannelOp
             return;
         }
     };
-    let record = model::Session {
-        id: session_id.clone(),
-        request_id: grant.request.id,
-        user: grant.user.clone(),
-        host: grant.host.name.clone(),
-        login: grant.request.login.clone(),
-        started_at: now(),
-        ended_at: None,
-        exit_status: None,
-        bytes_up: 0,
-        bytes_down: 0,
-        recording: None,
-    };
-    // Fails closed: a session that cannot be recorded does not start.
-    if let Err(e) = shared.ctx.store.start_session(record).await {
-        tracing::error!(error = %e, "cannot record a session start");
-        let _ = target.close().await;
-        reply
-            .reject(failure(2, "jitgate: cannot record the session".into()))
-            .await;
-        return;
-    }
     reply.accept().await;
-    tracing::info!(session = %session_id, user = %grant.user, host = %grant.host.name, "session started");
+    let mut log = SessionLog::new(Arc::clone(&shared), grant.clone(), session_id);
     let outcome = relay::relay(
         channel,
         handle,
         target,
         &grant.rule,
-        Box::new(relay::NoTap),
+        Box::new(super::gate::NoTap),
+        &mut log,
         control.subscribe(),
     )
     .await;
-    tracing::info!(
-        session = %session_id,
-        exit = ?outcome.exit_status,
-        up = outcome.bytes_up,
-        down = outcome.bytes_down,
-        closed_by = ?outcome.closed_by,
-        "session ended"
-    );
-    if let Err(e) = shared
-        .ctx
-        .store
-        .end_session(
-            &session_id,
-            now(),
-            outcome.exit_status.map(|s| s as i32),
-            outcome.bytes_up,
-            outcome.bytes_down,
-            outcome.recording_sha256.as_deref(),
-        )
-        .await
-    {
-        tracing::error!(session = %session_id, error = %e, "cannot record a session end");
-    }
+    log.finish(&outcome).await;
 }
 
 /// A `-L` forward through the nested connection, when the rule allows it.
@@ -300,14 +255,29 @@ impl server::Handler for Inner {
         login: &str,
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        let grant = &self.conn.grant;
-        let checked = authorize(&self.conn.shared, &grant.user, cert)
+        let user = self.conn.outer.user.clone();
+        let checked = authorize(&self.conn.shared, &user, cert)
             .await
-            .and_then(|_| access::check_login(grant, cert.serial(), login));
+            .and_then(|g| access::check_login(&g, &self.conn.host.name, login).map(|()| g));
         match checked {
-            Ok(()) => {
-                self.logged_in = true;
-                tracing::info!(user = %grant.user, login, host = %grant.host.name, connection = %self.conn_id, "logged in");
+            Ok(grant) => {
+                tracing::info!(user = %grant.user, login, host = %grant.host.name, request = grant.request.id, "logged in");
+                self.registration = Some(
+                    self.conn
+                        .shared
+                        .registry
+                        .register(grant.request.id, self.control.clone()),
+                );
+                self.control.close_at(
+                    grant.until,
+                    format!(
+                        "access through request {} ended at {}; closing",
+                        grant.request.id,
+                        crate::model::format_time(grant.until)
+                    ),
+                );
+                self.dialer.dial(grant.request.id, login);
+                self.grant = Some(grant);
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
@@ -323,21 +293,25 @@ impl server::Handler for Inner {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self.logged_in || self.conn.control.is_closed() {
+        let Some(grant) = self.grant.clone().filter(|_| !self.control.is_closed()) else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
-        }
+        };
         let cx = ChannelCtx {
             shared: Arc::clone(&self.conn.shared),
-            grant: self.conn.grant.clone(),
-            control: self.conn.control.clone(),
+            grant,
+            control: self.control.clone(),
             dialled: self.dialled.clone(),
             handle: session.handle(),
             session_id: random_id(),
         };
-        tokio::spawn(session_channel(cx, channel, reply));
+        let live = self.conn.shared.tasks.enter();
+        tokio::spawn(async move {
+            session_channel(cx, channel, reply).await;
+            drop(live);
+        });
         Ok(())
     }
 
@@ -351,7 +325,11 @@ impl server::Handler for Inner {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self.logged_in || !self.rule().allow_port_forwarding {
+        if !self
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.rule.allow_port_forwarding)
+        {
             self.refused(
                 "forwarding",
                 &format!("port forwarding to {host_to_connect}:{port_to_connect} is not allowed by the access rule"),
@@ -402,7 +380,7 @@ impl server::Handler for Inner {
         _modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = allows(self.rule(), Request::Pty);
+        let ok = self.allows(Request::Pty);
         self.reply(channel, ok, session)
     }
 
@@ -416,7 +394,7 @@ impl server::Handler for Inner {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.refused("x11", "X11 forwarding is not allowed").await;
-        self.reply(channel, allows(self.rule(), Request::X11), session)
+        self.reply(channel, self.allows(Request::X11), session)
     }
 
     async fn env_request(
@@ -426,7 +404,7 @@ impl server::Handler for Inner {
         _value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = allows(self.rule(), Request::Env(name));
+        let ok = self.allows(Request::Env(name));
         self.reply(channel, ok, session)
     }
 
@@ -435,7 +413,7 @@ impl server::Handler for Inner {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.reply(channel, allows(self.rule(), Request::Shell), session)
+        self.reply(channel, self.allows(Request::Shell), session)
     }
 
     async fn exec_request(
@@ -446,7 +424,7 @@ impl server::Handler for Inner {
     ) -> Result<(), Self::Error> {
         // A command the guardrails block still gets "success": the relay answers it with
         // the block message and exit status 126.
-        self.reply(channel, allows(self.rule(), Request::Exec), session)
+        self.reply(channel, self.allows(Request::Exec), session)
     }
 
     async fn subsystem_request(
@@ -455,7 +433,7 @@ impl server::Handler for Inner {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = allows(self.rule(), Request::Subsystem(name));
+        let ok = self.allows(Request::Subsystem(name));
         if !ok {
             self.refused(
                 "subsystem",
@@ -485,6 +463,6 @@ impl server::Handler for Inner {
     ) -> Result<bool, Self::Error> {
         self.refused("agent", "agent forwarding is not supported")
             .await;
-        Ok(allows(self.rule(), Request::Agent))
+        Ok(self.allows(Request::Agent))
     }
 }

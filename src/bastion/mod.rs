@@ -11,10 +11,13 @@
 //! `run(listener, ctx, shutdown)` is the whole server, so tests bind port 0 and drive it.
 
 pub mod access;
+pub mod gate;
 mod inner;
 mod keys;
 mod outer;
+mod record;
 pub mod relay;
+pub mod requests;
 pub mod sessions;
 mod upstream;
 
@@ -25,16 +28,17 @@ use std::time::Duration;
 
 use russh::Disconnect;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
 use crate::ca::{CaError, CaKeys};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::model::{NewAuditEvent, RequestState, format_time, now};
+use crate::recorder::{Masker, Recorder};
 use crate::store::{Store, StoreError};
 use keys::HostKeys;
-use sessions::{ControlHandle, Registry, closed};
+use sessions::{ControlHandle, Registry, Tasks, closed};
 use upstream::ClientConfigs;
 
 /// Everything the bastion needs from the rest of jitgate.
@@ -63,6 +67,12 @@ pub(crate) struct Shared {
     pub keys: HostKeys,
     pub clients: ClientConfigs,
     pub registry: Arc<Registry>,
+    /// Connection, nested-server and session tasks still running.
+    pub tasks: Arc<Tasks>,
+    /// Every session channel is recorded; without a recorder no session starts.
+    pub recorder: Result<Recorder, String>,
+    /// Masks secrets in command text before it is indexed, audited or alerted.
+    pub masker: Result<Masker, String>,
     /// Set once the grace period is over: every connection closes.
     pub stopping: watch::Sender<bool>,
 }
@@ -73,6 +83,13 @@ impl Shared {
             keys: HostKeys::new(ctx.config.ca.clock_skew),
             clients: ClientConfigs::new(),
             registry: Arc::new(Registry::default()),
+            tasks: Arc::new(Tasks::default()),
+            recorder: Recorder::new(
+                ctx.config.server.recordings_dir.clone(),
+                &ctx.config.recordings,
+            )
+            .map_err(|e| e.to_string()),
+            masker: Masker::new(&ctx.config.recordings.mask).map_err(|e| e.to_string()),
             stopping: watch::channel(false).0,
             ctx,
         }
@@ -139,7 +156,6 @@ pub async fn run(
 ) {
     let shared = Arc::new(Shared::new(ctx));
     let revocations = tokio::spawn(watch_revocations(Arc::clone(&shared)));
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -147,11 +163,11 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let shared = Arc::clone(&shared);
-                    let done = done_tx.clone();
+                    let live = shared.tasks.enter();
                     let span = tracing::info_span!("ssh", %peer);
                     tokio::spawn(async move {
                         connection(shared, socket, peer).await;
-                        drop(done);
+                        drop(live);
                     }.instrument(span));
                 }
                 Err(e) => {
@@ -175,9 +191,9 @@ pub async fn run(
         }
     }
     shared.stopping.send_replace(true);
-    drop(done_tx);
-    // Every connection task holds a clone of `done_tx`: this returns when the last one ends.
-    let _ = tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await;
+    // Every connection, nested server and session holds a task guard: this returns once the
+    // last one has written its records.
+    let _ = tokio::time::timeout(Duration::from_secs(10), shared.tasks.idle()).await;
     revocations.abort();
 }
 

@@ -14,7 +14,9 @@ use ssh_key::Certificate;
 use super::access::{self, CertFacts, Grant, Refusal};
 use super::sessions::{ControlHandle, Registration};
 use super::{BastionError, Shared, inner};
+use crate::config::Host;
 use crate::model::{format_time, now};
+use crate::store::RequestFilter;
 
 pub struct Outer {
     shared: Arc<Shared>,
@@ -32,6 +34,37 @@ impl Outer {
             control,
             grant: None,
             registration: None,
+        }
+    }
+}
+
+impl Outer {
+    /// The inventory host a `direct-tcpip` may reach: the jump's own request's host, or the
+    /// host of another active request of the same engineer (its nested login then presents
+    /// that request's certificate).
+    async fn scope(&self, grant: &Grant, host: &str, port: u32) -> Result<Host, Refusal> {
+        let own = access::check_target(grant, host, port);
+        if own.is_ok() {
+            return Ok(grant.host.clone());
+        }
+        let t = now();
+        let others = self
+            .shared
+            .ctx
+            .store
+            .list_requests(RequestFilter {
+                requester: Some(grant.user.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Refusal(format!("store unavailable: {e}")))?;
+        let held = others.iter().any(|r| r.host == host && r.is_active(t));
+        match self.shared.config().host(host) {
+            Some(h) if held => {
+                access::check_port(h, port)?;
+                Ok(h.clone())
+            }
+            _ => own.map(|()| grant.host.clone()),
         }
     }
 }
@@ -178,30 +211,36 @@ impl server::Handler for Outer {
             reply.reject(prohibited("not authenticated")).await;
             return Ok(());
         };
-        if let Err(refusal) = access::check_target(&grant, host_to_connect, port_to_connect) {
-            self.shared
-                .refused(
-                    "direct-tcpip",
-                    &grant.user,
-                    self.peer,
-                    Some(grant.request.id),
-                    &refusal.0,
-                )
-                .await;
-            reply.reject(prohibited(&refusal.0)).await;
-            return Ok(());
-        }
+        let target = match self.scope(&grant, host_to_connect, port_to_connect).await {
+            Ok(host) => host,
+            Err(refusal) => {
+                self.shared
+                    .refused(
+                        "direct-tcpip",
+                        &grant.user,
+                        self.peer,
+                        Some(grant.request.id),
+                        &refusal.0,
+                    )
+                    .await;
+                reply.reject(prohibited(&refusal.0)).await;
+                return Ok(());
+            }
+        };
         let conn = inner::InnerConn {
             shared: Arc::clone(&self.shared),
-            grant,
+            outer: grant,
+            host: target,
             peer: self.peer,
-            control: self.control.clone(),
+            outer_control: self.control.clone(),
         };
         // The nested server must run in its own task: awaiting it here would stall this
         // session's loop, which carries the nested server's bytes.
+        let live = self.shared.tasks.enter();
         tokio::spawn(async move {
             reply.accept().await;
             inner::serve(channel.into_stream(), conn).await;
+            drop(live);
         });
         Ok(())
     }

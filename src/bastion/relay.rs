@@ -20,96 +20,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::watch;
 
+use super::gate::{ExecGate, Gated, InputGate, Tap};
+use super::record::{Outcome, PtyInfo, SessionLog, Start};
+use super::requests::{Request, allows};
 use super::sessions::Control;
 use crate::config::AccessRule;
+use crate::recorder::RecordingTap;
 
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
-
-/// Variables passed on with `env` requests; others are dropped.
-pub fn env_allowed(name: &str) -> bool {
-    name == "LANG" || name == "TERM" || name.starts_with("LC_")
-}
-
-/// A channel request, as far as the decision to allow it goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request<'a> {
-    Pty,
-    Shell,
-    Exec,
-    Subsystem(&'a str),
-    Env(&'a str),
-    WindowChange,
-    X11,
-    Agent,
-}
-
-/// Whether `rule` lets this request through. The handler's reply and the relay both use it.
-pub fn allows(rule: &AccessRule, req: Request<'_>) -> bool {
-    match req {
-        Request::Pty => rule.allow_pty,
-        Request::Shell | Request::Exec | Request::WindowChange => true,
-        Request::Subsystem(name) => name == "sftp" && rule.allow_sftp,
-        Request::Env(name) => env_allowed(name),
-        // Forwarding X11 and agent channels back to the engineer is not built: refused always.
-        Request::X11 | Request::Agent => false,
-    }
-}
-
-/// What happens to an exec command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExecGate {
-    Allow,
-    /// Not forwarded: `message` goes to stderr and the exit status is 126.
-    Block {
-        message: String,
-    },
-}
-
-/// What happens to a chunk of input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InputGate {
-    Forward,
-    /// Send `upstream` instead of the chunk, and show `to_client` to the engineer.
-    Replace {
-        upstream: Vec<u8>,
-        to_client: Vec<u8>,
-    },
-}
-
-/// Per-channel hook points for guardrails and recording. Calls are short and never block.
-pub trait Tap: Send {
-    fn pty(&mut self, _term: &str, _cols: u32, _rows: u32) {}
-    fn resize(&mut self, _cols: u32, _rows: u32) {}
-    fn shell(&mut self) {}
-    fn exec(&mut self, _command: &str) -> ExecGate {
-        ExecGate::Allow
-    }
-    fn subsystem(&mut self, _name: &str) {}
-    fn input(&mut self, _data: &[u8]) -> InputGate {
-        InputGate::Forward
-    }
-    fn output(&mut self, _data: &[u8], _stderr: bool) {}
-    /// The session ended; returns the recording's SHA-256 if there is one.
-    fn finish(&mut self, _exit_status: Option<u32>) -> Option<String> {
-        None
-    }
-}
-
-/// A tap that sees nothing.
-pub struct NoTap;
-impl Tap for NoTap {}
-
-/// How a relayed session ended.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    pub exit_status: Option<u32>,
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    pub recording_sha256: Option<String>,
-    /// Set when the bastion closed it (revocation, expiry, shutdown).
-    pub closed_by: Option<String>,
-}
 
 /// A request sent upstream whose reply is still due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +47,8 @@ struct Shared<'a> {
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     exit_status: Mutex<Option<u32>>,
+    pty: Mutex<Option<PtyInfo>>,
+    rec: Mutex<Option<RecordingTap>>,
 }
 
 impl Shared<'_> {
@@ -137,6 +58,33 @@ impl Shared<'_> {
     fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
+    /// Feeds the recording, once the session has started one.
+    fn rec(&self, f: impl FnOnce(&RecordingTap)) {
+        if let Some(tap) = self.rec.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f(tap);
+        }
+    }
+    /// Starts the session's records; on failure tells the engineer and returns false.
+    async fn start(&self, log: &mut SessionLog, what: Start<'_>, c_tx: &ClientTx) -> bool {
+        let pty = self.pty.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match log.start(what, pty.as_ref()).await {
+            Ok(tap) => {
+                *self.rec.lock().unwrap_or_else(|e| e.into_inner()) = Some(tap);
+                true
+            }
+            Err(msg) => {
+                let _ = c_tx.extended_data_bytes(1, line(&msg)).await;
+                let _ = c_tx.exit_status(1).await;
+                let _ = c_tx.eof().await;
+                let _ = c_tx.close().await;
+                false
+            }
+        }
+    }
+}
+
+fn dim(n: u32) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 fn line(text: &str) -> Vec<u8> {
@@ -150,6 +98,7 @@ pub async fn relay(
     target: russh::Channel<client::Msg>,
     rule: &AccessRule,
     tap: Box<dyn Tap>,
+    log: &mut SessionLog,
     mut control: watch::Receiver<Control>,
 ) -> Outcome {
     let (mut c_rx, c_tx) = client.split();
@@ -161,16 +110,19 @@ pub async fn relay(
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
         exit_status: Mutex::new(None),
+        pty: Mutex::new(None),
+        rec: Mutex::new(None),
     };
     let mut closed_by = None;
     tokio::select! {
-        () = up(&shared, &mut c_rx, &c_tx, &t_tx) => {
+        () = up(&shared, log, &mut c_rx, &c_tx, &t_tx) => {
             let _ = t_tx.close().await;
         }
         () = down(&shared, &mut t_rx, &c_tx, &client_handle) => {
             let _ = c_tx.close().await;
         }
         reason = notices(&mut control, &c_tx) => {
+            shared.rec(|r| r.marker(&reason));
             let _ = c_tx.extended_data_bytes(1, line(&reason)).await;
             let _ = c_tx.eof().await;
             let _ = c_tx.close().await;
@@ -179,12 +131,10 @@ pub async fn relay(
         }
     }
     let exit_status = *shared.exit_status.lock().unwrap_or_else(|e| e.into_inner());
-    let recording_sha256 = shared.tap().finish(exit_status);
     Outcome {
         exit_status,
         bytes_up: shared.bytes_up.load(Ordering::Relaxed),
         bytes_down: shared.bytes_down.load(Ordering::Relaxed),
-        recording_sha256,
         closed_by,
     }
 }
@@ -217,31 +167,38 @@ async fn notices(control: &mut watch::Receiver<Control>, c_tx: &ClientTx) -> Str
 }
 
 /// Engineer → target: requests and input.
-async fn up(s: &Shared<'_>, c_rx: &mut ChannelReadHalf, c_tx: &ClientTx, t_tx: &TargetTx) {
+async fn up(
+    s: &Shared<'_>,
+    log: &mut SessionLog,
+    c_rx: &mut ChannelReadHalf,
+    c_tx: &ClientTx,
+    t_tx: &TargetTx,
+) {
     while let Some(msg) = c_rx.wait().await {
         let sent = match msg {
             ChannelMsg::Data { data } => {
                 s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
+                s.rec(|r| r.input(&data));
                 let gate = s.tap().input(&data);
                 match gate {
                     InputGate::Forward => t_tx.data_bytes(data).await,
-                    InputGate::Replace {
-                        upstream,
-                        to_client,
-                    } => {
-                        if !to_client.is_empty() {
-                            let _ = c_tx.data_bytes(to_client).await;
-                        }
-                        if upstream.is_empty() {
-                            Ok(())
-                        } else {
-                            t_tx.data_bytes(upstream).await
-                        }
-                    }
+                    InputGate::Gated(g) => match act(s, log, g, c_tx, t_tx).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) | Err(_) => return,
+                    },
                 }
             }
             ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
-            ChannelMsg::Eof => t_tx.eof().await,
+            ChannelMsg::Eof => {
+                let held = s.tap().eof();
+                if let Some(g) = held {
+                    match act(s, log, g, c_tx, t_tx).await {
+                        Ok(true) => {}
+                        Ok(false) | Err(_) => return,
+                    }
+                }
+                t_tx.eof().await
+            }
             ChannelMsg::Close => return,
             ChannelMsg::RequestPty {
                 term,
@@ -253,6 +210,11 @@ async fn up(s: &Shared<'_>, c_rx: &mut ChannelReadHalf, c_tx: &ClientTx, t_tx: &
                 ..
             } if allows(s.rule, Request::Pty) => {
                 s.tap().pty(&term, col_width, row_height);
+                *s.pty.lock().unwrap_or_else(|e| e.into_inner()) = Some(PtyInfo {
+                    term: term.clone(),
+                    cols: col_width,
+                    rows: row_height,
+                });
                 s.pending().push_back(Pending::Pty);
                 t_tx.request_pty(
                     true,
@@ -266,26 +228,31 @@ async fn up(s: &Shared<'_>, c_rx: &mut ChannelReadHalf, c_tx: &ClientTx, t_tx: &
                 .await
             }
             ChannelMsg::RequestShell { .. } => {
+                if !s.start(log, Start::Shell, c_tx).await {
+                    return;
+                }
                 s.tap().shell();
                 s.pending().push_back(Pending::Start);
                 t_tx.request_shell(true).await
             }
             ChannelMsg::Exec { command, .. } => {
                 let text = String::from_utf8_lossy(&command).into_owned();
+                if !s.start(log, Start::Exec(&text), c_tx).await {
+                    return;
+                }
                 let gate = s.tap().exec(&text);
                 match gate {
-                    ExecGate::Allow => {
+                    ExecGate::Allow(checked) => {
+                        if report(s, log, &checked).await {
+                            end(s, c_tx, "too many blocked commands").await;
+                            return;
+                        }
                         s.pending().push_back(Pending::Start);
                         t_tx.exec(true, command).await
                     }
-                    ExecGate::Block { message } => {
-                        let msg = format!("jitgate: {message}\r\n").into_bytes();
-                        let _ = c_tx.extended_data_bytes(1, msg).await;
-                        *s.exit_status.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(BLOCKED_EXIT);
-                        let _ = c_tx.exit_status(BLOCKED_EXIT).await;
-                        let _ = c_tx.eof().await;
-                        let _ = c_tx.close().await;
+                    ExecGate::Block { checked, notice } => {
+                        report(s, log, &checked).await;
+                        end(s, c_tx, &notice).await;
                         return;
                     }
                 }
@@ -293,7 +260,9 @@ async fn up(s: &Shared<'_>, c_rx: &mut ChannelReadHalf, c_tx: &ClientTx, t_tx: &
             ChannelMsg::RequestSubsystem { name, .. }
                 if allows(s.rule, Request::Subsystem(&name)) =>
             {
-                s.tap().subsystem(&name);
+                if !s.start(log, Start::Subsystem(&name), c_tx).await {
+                    return;
+                }
                 s.pending().push_back(Pending::Start);
                 t_tx.request_subsystem(true, name).await
             }
@@ -311,6 +280,7 @@ async fn up(s: &Shared<'_>, c_rx: &mut ChannelReadHalf, c_tx: &ClientTx, t_tx: &
                 pix_height,
             } => {
                 s.tap().resize(col_width, row_height);
+                s.rec(|r| r.resize(dim(col_width), dim(row_height)));
                 t_tx.window_change(col_width, row_height, pix_width, pix_height)
                     .await
             }
@@ -322,6 +292,69 @@ async fn up(s: &Shared<'_>, c_rx: &mut ChannelReadHalf, c_tx: &ClientTx, t_tx: &
             return;
         }
     }
+}
+
+/// Indexes, audits and marks what a gate checked; true once the rule's block limit is hit.
+async fn report(s: &Shared<'_>, log: &mut SessionLog, checked: &[super::gate::Checked]) -> bool {
+    for c in checked.iter().filter(|c| c.verdict != "allowed") {
+        let rule = c.rule.as_deref().unwrap_or("-");
+        s.rec(|r| r.marker(&format!("jitgate: {} by {rule}: {}", c.verdict, c.text)));
+    }
+    log.commands(checked).await
+}
+
+/// Ends a session the guardrails stopped: the notice on stderr, exit status 126.
+async fn end(s: &Shared<'_>, c_tx: &ClientTx, notice: &str) {
+    let mut text = notice.trim_end().to_string();
+    if !text.starts_with("jitgate:") {
+        text = format!("jitgate: {text}");
+    }
+    let _ = c_tx
+        .extended_data_bytes(1, format!("{text}\r\n").into_bytes())
+        .await;
+    *s.exit_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(BLOCKED_EXIT);
+    let _ = c_tx.exit_status(BLOCKED_EXIT).await;
+    let _ = c_tx.eof().await;
+    let _ = c_tx.close().await;
+}
+
+/// Acts on a gate's decision about input; false when the session must end.
+async fn act(
+    s: &Shared<'_>,
+    log: &mut SessionLog,
+    g: Gated,
+    c_tx: &ClientTx,
+    t_tx: &TargetTx,
+) -> Result<bool, russh::Error> {
+    let over = report(s, log, &g.checked).await;
+    if !g.forward.is_empty() {
+        t_tx.data_bytes(g.forward).await?;
+    }
+    if g.end {
+        let notice = g.notice.map(|n| n.text).unwrap_or_default();
+        end(s, c_tx, &notice).await;
+        let _ = t_tx.close().await;
+        return Ok(false);
+    }
+    if let Some(n) = g.notice {
+        let bytes = n.text.into_bytes();
+        if n.stderr {
+            c_tx.extended_data_bytes(1, bytes).await?;
+        } else {
+            c_tx.data_bytes(bytes).await?;
+        }
+    }
+    if over {
+        end(
+            s,
+            c_tx,
+            "too many blocked commands; the request is flagged for review",
+        )
+        .await;
+        let _ = t_tx.close().await;
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Target → engineer: output, EOF, exit status, replies.
@@ -337,11 +370,13 @@ async fn down(
             ChannelMsg::Data { data } => {
                 s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
                 s.tap().output(&data, false);
+                s.rec(|r| r.output(&data));
                 c_tx.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
                 s.tap().output(&data, ext == 1);
+                s.rec(|r| r.output(&data));
                 c_tx.extended_data_bytes(ext, data).await
             }
             ChannelMsg::Eof => c_tx.eof().await,
@@ -392,26 +427,6 @@ async fn down(
         };
         if sent.is_err() {
             return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_allow_list() {
-        for (name, ok) in [
-            ("LANG", true),
-            ("LC_ALL", true),
-            ("LC_CTYPE", true),
-            ("TERM", true),
-            ("LD_PRELOAD", false),
-            ("PATH", false),
-            ("lang", false),
-        ] {
-            assert_eq!(env_allowed(name), ok, "{name}");
         }
     }
 }

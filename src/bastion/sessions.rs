@@ -167,6 +167,45 @@ impl Registry {
     }
 }
 
+/// Counts the bastion's live tasks (connections, nested servers, sessions) so shutdown can
+/// wait until every record is written.
+#[derive(Default)]
+pub struct Tasks {
+    live: AtomicU64,
+    idle: tokio::sync::Notify,
+}
+
+/// One live task; dropping it marks the task done.
+pub struct TaskGuard(Arc<Tasks>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tasks {
+    pub fn enter(self: &Arc<Self>) -> TaskGuard {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(Arc::clone(self))
+    }
+
+    /// Returns once no task is live.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +223,23 @@ mod tests {
         assert!(rx_b.borrow().close.is_none());
         drop(gb);
         assert_eq!(reg.requests(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn tasks_idle_waits_for_the_last_guard() {
+        let tasks = Arc::new(Tasks::default());
+        tasks.idle().await;
+        let a = tasks.enter();
+        let b = tasks.enter();
+        let waiter = tokio::spawn({
+            let tasks = Arc::clone(&tasks);
+            async move { tasks.idle().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(b);
+        waiter.await.unwrap();
     }
 
     #[test]

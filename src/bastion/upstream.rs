@@ -4,12 +4,15 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use russh::client;
 use russh::keys::PublicKeyOrCertificate;
 use ssh_key::PublicKey;
+use tokio::sync::watch;
 
+use super::Shared;
 use super::keys::random_serial;
 use crate::ca::{CaKeys, generate_ed25519};
 use crate::config::{Config, Host};
@@ -179,4 +182,78 @@ pub async fn connect(
         ));
     }
     Ok(handle)
+}
+
+/// The outcome of dialling, once known.
+pub type Dialled = Option<Result<Arc<Upstream>, String>>;
+
+/// Dials the target for one nested connection, once its login is known.
+pub struct Dialer {
+    pub shared: Arc<Shared>,
+    pub host: Host,
+    pub user: String,
+    pub conn_id: String,
+    pub tx: Arc<watch::Sender<Dialled>>,
+    pub current: Mutex<Option<(String, tokio::task::JoinHandle<()>)>>,
+}
+
+impl Dialer {
+    /// Starts dialling as `login` for `request`, unless already dialling as that login.
+    pub fn dial(&self, request: i64, login: &str) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|(l, _)| l == login) {
+            return;
+        }
+        if let Some((_, task)) = current.take() {
+            task.abort();
+        }
+        self.tx.send_replace(None);
+        let key_id = format!(
+            "jitgate:request={request}:user={}:connection={}",
+            self.user, self.conn_id
+        );
+        let (shared, host, tx, login_owned) = (
+            Arc::clone(&self.shared),
+            self.host.clone(),
+            Arc::clone(&self.tx),
+            login.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            let result = connect(
+                shared.config(),
+                &shared.ctx.ca,
+                &shared.clients,
+                &host,
+                &login_owned,
+                &key_id,
+            )
+            .await;
+            if let Err(e) = &result {
+                tracing::warn!(host = %host.name, error = %e, "upstream failed");
+            }
+            tx.send_replace(Some(result.map(Arc::new)));
+        });
+        *current = Some((login.to_string(), task));
+    }
+
+    pub fn abort(&self) {
+        if let Some((_, task)) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Waits for the upstream connection of this nested server.
+pub async fn upstream_of(mut dialled: watch::Receiver<Dialled>) -> Result<Arc<Upstream>, String> {
+    match dialled.wait_for(|d| d.is_some()).await {
+        Ok(d) => d
+            .clone()
+            .unwrap_or_else(|| Err("jitgate: no upstream".into())),
+        Err(_) => Err("jitgate: the upstream connection was abandoned".into()),
+    }
 }

@@ -8,19 +8,14 @@ use jitgate::ca::CaKeys;
 use jitgate::config::Config;
 use jitgate::server::{self, Parts};
 
-use super::{UsageError, load_config};
+use super::{ConfigArg, UsageError, load_config};
 
 #[derive(Subcommand, Debug)]
 pub enum GuardrailAction {
     /// Check commands: exit 0 when all are allowed, 1 when any is blocked.
     Test {
-        #[arg(
-            long,
-            short = 'c',
-            env = "JITGATE_CONFIG",
-            default_value = "config/jitgate.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Check against this set only (default: every set).
         #[arg(long)]
         set: Option<String>,
@@ -36,15 +31,7 @@ pub enum GuardrailAction {
 #[derive(Subcommand, Debug)]
 pub enum RecordingsAction {
     /// Remove recordings older than `recordings.retention`, entering each removal in the audit log.
-    Prune {
-        #[arg(
-            long,
-            short = 'c',
-            env = "JITGATE_CONFIG",
-            default_value = "config/jitgate.toml"
-        )]
-        config: PathBuf,
-    },
+    Prune(ConfigArg),
 }
 
 pub fn init(path: &Path) -> anyhow::Result<ExitCode> {
@@ -155,15 +142,46 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn guardrail(_action: GuardrailAction) -> anyhow::Result<ExitCode> {
-    Err(UsageError("guardrail test: not wired yet".into()).into())
+/// Prints each command's verdict; exit 0 when all are allowed, 1 when any is blocked.
+pub fn guardrail(action: GuardrailAction) -> anyhow::Result<ExitCode> {
+    use jitgate::guardrail::{exit_code, test_command_file, test_commands};
+    let GuardrailAction::Test {
+        config,
+        set,
+        file,
+        command,
+    } = action;
+    let cfg = load_config(&config.config)?;
+    if let Some(name) = &set
+        && cfg.guardrail_set(name).is_none()
+    {
+        let known: Vec<&str> = cfg.guardrails.iter().map(|s| s.name.as_str()).collect();
+        return Err(UsageError(format!(
+            "no guardrail set named {name:?}; known: {}",
+            known.join(", ")
+        ))
+        .into());
+    }
+    let checks = match (file, command.is_empty()) {
+        (Some(path), true) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+            test_command_file(&cfg.guardrails, set.as_deref(), &text)?
+        }
+        (None, false) => test_commands(&cfg.guardrails, set.as_deref(), &[command.join(" ")])?,
+        _ => return Err(UsageError("give one command after --, or --file FILE".into()).into()),
+    };
+    for check in &checks {
+        println!("{check}");
+    }
+    Ok(ExitCode::from(exit_code(&checks) as u8))
 }
 
 /// Removes expired recordings, each removal entered in the audit chain.
 pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
     use jitgate::model::{NewAuditEvent, now};
     use jitgate::store::{SqliteStore, Store};
-    let RecordingsAction::Prune { config } = action;
+    let RecordingsAction::Prune(ConfigArg { config }) = action;
     let cfg = load_config(&config)?;
     let Some(retention) = cfg.recordings.retention else {
         return Err(UsageError(format!(
@@ -175,13 +193,17 @@ pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
     let jitgate::config::StoreUrl::Sqlite(db) = &cfg.store;
     let store = SqliteStore::open(db)?;
     let now = now();
-    let pruned = jitgate::recorder::prune(&cfg.server.recordings_dir, retention, now)?;
+    let root = &cfg.server.recordings_dir;
+    let pruned = jitgate::recorder::expired(root, retention, now)?;
+    // The removal enters the chain first: a crash in between leaves a file the chain already
+    // calls pruned, never a missing file the chain still expects.
     for p in &pruned {
         let event = NewAuditEvent::new(now, "recording.pruned", "system")
             .with("recording", &p.path)
             .with("sha256", &p.sha256)
             .with("retention", jitgate::config::format_duration(retention));
         store.append_audit(event).await?;
+        jitgate::recorder::remove(root, p)?;
         println!("removed {}", p.path);
     }
     println!(

@@ -1,12 +1,11 @@
 //! Auditors' commands: sessions, replay, commands, audit and audit verify.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use jitgate::api::dto::*;
 
-use super::{Global, client, load_config, output, parse_since};
+use super::{ConfigArg, Global, client, load_config, output, parse_since};
 
 #[derive(Args, Debug)]
 pub struct SessionArgs {
@@ -57,15 +56,7 @@ pub struct AuditArgs {
 #[derive(Subcommand, Debug)]
 pub enum AuditAction {
     /// Offline: walk the hash chain and re-hash every recording; exit 0 intact, 1 not.
-    Verify {
-        #[arg(
-            long,
-            short = 'c',
-            env = "JITGATE_CONFIG",
-            default_value = "config/jitgate.toml"
-        )]
-        config: PathBuf,
-    },
+    Verify(ConfigArg),
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {
@@ -141,19 +132,24 @@ pub async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let bytes = client(g)?
         .get_bytes(&format!("/v1/sessions/{}/recording", urlencode(&a.session)))
         .await?;
-    let mut out = std::io::stdout().lock();
-    if a.cat {
-        cat(bytes.as_slice(), &mut out)?;
-    } else {
-        play_terminal(
-            bytes.as_slice(),
-            &mut out,
-            &PlayOptions {
-                speed: a.speed,
-                idle_limit: a.idle_limit,
-            },
-        )?;
-    }
+    // The player sleeps and reads keys: keep it off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::stdout().lock();
+        if a.cat {
+            cat(bytes.as_slice(), &mut out)
+        } else {
+            play_terminal(
+                bytes.as_slice(),
+                &mut out,
+                &PlayOptions {
+                    speed: a.speed,
+                    idle_limit: a.idle_limit,
+                },
+            )
+            .map(|_| ())
+        }
+    })
+    .await??;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -199,8 +195,8 @@ pub async fn commands(g: &Global, a: CommandArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
-    if let Some(AuditAction::Verify { config }) = a.action {
-        return verify(&config).await;
+    if let Some(AuditAction::Verify(c)) = a.action {
+        return verify(&c.config).await;
     }
     let q = query(&[("since", since(&a.since)?)]);
     let events: Vec<AuditEventView> = client(g)?.get(&format!("/v1/audit{q}")).await?;

@@ -354,6 +354,9 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, C
     })
 }
 
+/// Guardrail sets and the file they came from (`None`: the main file; else path and text).
+type SetSource = (Option<(PathBuf, String)>, Vec<RawGuardrailSet>);
+
 struct Validator {
     file: PathBuf,
     base: PathBuf,
@@ -778,19 +781,15 @@ impl Validator {
     }
 
     /// Validates guardrail sets from the main file (`None`) and each included file.
-    fn guardrails(
-        &mut self,
-        files: Vec<(Option<(PathBuf, String)>, Vec<RawGuardrailSet>)>,
-    ) -> Vec<GuardrailSet> {
+    fn guardrails(&mut self, files: Vec<SetSource>) -> Vec<GuardrailSet> {
         let mut out: Vec<GuardrailSet> = Vec::new();
         for (file, sets) in files {
             // Errors in an included file name that file and its lines.
             let saved = file.map(|(path, text)| {
-                let old = (
+                (
                     std::mem::replace(&mut self.file, path),
                     std::mem::replace(&mut self.locator, Locator::new(&text)),
-                );
-                old
+                )
             });
             for (i, s) in sets.into_iter().enumerate() {
                 let at = format!("guardrails[{i}]");

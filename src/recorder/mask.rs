@@ -23,7 +23,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use regex::{Regex, RegexSet};
+use regex::Regex;
 
 /// What a masked secret reads as in the recording.
 pub const MASK: &str = "[MASKED]";
@@ -35,9 +35,11 @@ pub const HARD_LIMIT: usize = 4 * MAX_SECRET;
 pub const HOLD: f64 = 0.2;
 
 /// The configured mask patterns, compiled once and shared by every recording.
+///
+/// Each pattern is searched on its own: a `RegexSet` of the defaults runs at a fraction of the
+/// speed because it loses each pattern's literal prefilter.
 #[derive(Clone)]
 pub struct Masker {
-    set: RegexSet,
     regexes: Vec<Regex>,
 }
 
@@ -50,7 +52,6 @@ impl fmt::Debug for Masker {
 impl Masker {
     pub fn new(patterns: &[String]) -> Result<Masker, regex::Error> {
         Ok(Masker {
-            set: RegexSet::new(patterns)?,
             regexes: patterns
                 .iter()
                 .map(|p| Regex::new(p))
@@ -78,13 +79,10 @@ impl Masker {
 
     /// Every match of every pattern, overlapping ones merged, in order.
     fn ranges(&self, text: &str) -> Vec<Range<usize>> {
-        let hits = self.set.matches(text);
-        if !hits.matched_any() {
-            return Vec::new();
-        }
-        let mut all: Vec<Range<usize>> = hits
+        let mut all: Vec<Range<usize>> = self
+            .regexes
             .iter()
-            .flat_map(|i| self.regexes[i].find_iter(text).map(|m| m.range()))
+            .flat_map(|re| re.find_iter(text).map(|m| m.range()))
             .filter(|r| !r.is_empty())
             .collect();
         all.sort_by_key(|r| r.start);

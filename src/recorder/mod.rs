@@ -5,12 +5,42 @@
 //! `Recorder::start` when a channel starts a shell or exec, feeds the `Recording` as data flows
 //! and calls `finish` at close, which returns the file's SHA-256 for `Store::end_session`.
 //!
+//! ```no_run
+//! # async fn demo(cfg: &jitgate::config::Recordings) -> Result<(), jitgate::recorder::RecorderError> {
+//! use jitgate::recorder::{Recorder, SessionMeta};
+//! let recorder = Recorder::new("recordings".into(), cfg)?; // once, at server start
+//! let rec = recorder.start(SessionMeta {
+//!     session_id: "9f2c61d0a4b3e857".into(),
+//!     channel: None,
+//!     user: "alice".into(),
+//!     login: "postgres".into(),
+//!     host: "db1".into(),
+//!     request_id: 42,
+//!     width: 120,
+//!     height: 40,
+//!     started_at: jitgate::model::now(),
+//!     command: None,
+//!     term: Some("xterm-256color".into()),
+//!     shell: None,
+//!     record_input: false,
+//! })?;
+//! let tap = rec.tap(); // for the task that reads the target's output
+//! tap.output(b"$ ");
+//! rec.input(b"ls\r");
+//! rec.resize(100, 30);
+//! rec.marker("guardrail block: prod/rm-rf");
+//! let done = rec.finish().await?; // done.path, done.sha256 → Store::end_session
+//! # let _ = done; Ok(()) }
+//! ```
+//!
 //! # Never slowing the session
 //!
 //! The relay's calls (`output`, `input`, `resize`, `marker`) never wait and never touch the
 //! disk: each takes the time from a monotonic clock, copies the bytes and hands them to the
 //! recording's writer task over a channel. The writer task decodes, masks and formats them
-//! (see `encoder`), buffers the lines, and writes them:
+//! (see `encoder`), buffers the lines, and writes them on tokio's blocking pool (a slow disk
+//! stalls only that task; the buffer is freed after each write, so an idle recording holds
+//! almost nothing):
 //!
 //! - when 64 KiB are buffered, or
 //! - 250 ms after the first line entered an empty buffer (a timer armed only while something
@@ -20,8 +50,11 @@
 //! Lines are only ever written whole, so after `kill -9` the file is valid asciicast up to its
 //! last complete line; at most the last ~250 ms (plus the mask hold, `mask::HOLD`) are lost.
 //!
+//! Why a task and not writes from the relay's own calls: a write, however rare, would put the
+//! disk's latency and the masking work on the path of the engineer's keystrokes.
+//!
 //! The channel is unbounded in messages but bounded in bytes: at most `MAX_IN_FLIGHT` bytes
-//! of events may wait for the writer. If the disk cannot keep up, further events are dropped
+//! of events may wait for one writer, `MAX_IN_FLIGHT_TOTAL` for all of a `Recorder`'s. If the disk cannot keep up, further events are dropped
 //! (counted) instead of queued, and once the writer catches up a marker says how many bytes
 //! are missing. Memory stays bounded and the relay never blocks. A write error stops the
 //! recording (the session goes on); `finish` then reports the error.
@@ -42,9 +75,9 @@ use chrono::{DateTime, Datelike};
 
 pub use cast::{CastSummary, Event, Header, event_line, parse_event, parse_header, validate_cast};
 pub use mask::{MASK, Masker};
-pub use prune::{Pruned, prune};
+pub use prune::{PruneReport, Pruned, expired, prune, remove};
 pub use replay::{Control, Key, PlayOptions, Played, Waiter, cat, play, play_terminal};
-pub use writer::{Finished, MAX_IN_FLIGHT, Recording, RecordingTap};
+pub use writer::{Finished, MAX_IN_FLIGHT, MAX_IN_FLIGHT_TOTAL, Recording, RecordingTap};
 
 use crate::config;
 use crate::model::UnixTime;
@@ -69,6 +102,8 @@ pub enum RecorderError {
     NoRuntime,
     #[error("recording writer for {0} stopped unexpectedly")]
     WriterGone(String),
+    #[error("recording {path} changed since it was listed for removal; left in place")]
+    Changed { path: String },
     #[error("{path}: not an asciicast v2 file: {message}")]
     Format { path: String, message: String },
 }
@@ -110,6 +145,8 @@ pub struct Recorder {
     root: PathBuf,
     masker: Arc<Masker>,
     max_exec_recording: u64,
+    /// Bytes of events waiting for all writers (see `MAX_IN_FLIGHT_TOTAL`).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Recorder {
@@ -118,6 +155,7 @@ impl Recorder {
             root,
             masker: Arc::new(Masker::new(&cfg.mask)?),
             max_exec_recording: cfg.max_exec_recording,
+            in_flight: Arc::default(),
         })
     }
 
@@ -137,6 +175,7 @@ impl Recorder {
             cap,
             meta.record_input,
             self.masker.clone(),
+            self.in_flight.clone(),
         )
     }
 }

@@ -3,9 +3,14 @@
 //! Only files laid out by the recorder are considered, `YYYY/MM/DD/*.cast`, regular files
 //! (symbolic links are never followed or removed). A recording's age comes from the later of
 //! its folder's date and its header's timestamp, so neither a moved file nor an edited header
-//! makes a young recording look old. Each removal is returned with the file's SHA-256 taken
-//! just before, for the caller's `recording.pruned` audit event. Day, month and year folders
-//! left empty are removed too.
+//! makes a young recording look old.
+//!
+//! Two steps, so that the audit chain hears of a removal before it happens: `expired` lists
+//! the recordings due with their SHA-256; the caller appends a `recording.pruned` event for
+//! one, then `remove`s it, which re-hashes the file first and refuses if it changed since it
+//! was listed. A crash between the two leaves a file the chain already calls pruned (harmless,
+//! pruned again next time), never a file gone that the chain still expects. Day, month and
+//! year folders left empty are removed too. `prune` does both steps for one-shot callers.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -18,28 +23,35 @@ use super::cast::parse_header;
 use super::{RecorderError, sha256_file};
 use crate::model::UnixTime;
 
-/// A removed recording.
+/// A recording due for removal, or removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pruned {
     /// Relative to the recordings folder, with `/`.
     pub path: String,
-    /// Hex SHA-256 of the file as it was removed.
+    /// Hex SHA-256 of the file when listed (and so when removed).
     pub sha256: String,
     /// When the recording started (as used for its age).
     pub started_at: UnixTime,
 }
 
-/// Removes recordings under `root` that started more than `retention` before `now`, oldest
-/// first; returns what was removed. A missing `root` prunes nothing.
-pub fn prune(
+/// What `prune` did: every removal, and every file it could not list or remove.
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    pub pruned: Vec<Pruned>,
+    pub errors: Vec<RecorderError>,
+}
+
+/// Lists, oldest first, the recordings under `root` that started more than `retention`
+/// before `now`, with their SHA-256. Removes nothing. A missing `root` lists nothing.
+pub fn expired(
     root: &Path,
     retention: Duration,
     now: UnixTime,
 ) -> Result<Vec<Pruned>, RecorderError> {
     let cutoff = now.saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
-    let mut pruned = Vec::new();
+    let mut due = Vec::new();
     if !root.is_dir() {
-        return Ok(pruned);
+        return Ok(due);
     }
     for (year, ydir) in numbered(root, 4)? {
         for (month, mdir) in numbered(&ydir, 2)? {
@@ -50,31 +62,63 @@ pub fn prune(
                 else {
                     continue;
                 };
-                if day_start > cutoff {
-                    continue;
+                if day_start <= cutoff {
+                    let rel_dir = format!("{year:04}/{month:02}/{day:02}");
+                    list_day(&ddir, &rel_dir, day_start, cutoff, &mut due)?;
                 }
-                prune_day(
-                    &ddir,
-                    &format!("{year:04}/{month:02}/{day:02}"),
-                    day_start,
-                    cutoff,
-                    &mut pruned,
-                )?;
-                remove_if_empty(&ddir)?;
             }
-            remove_if_empty(&mdir)?;
         }
-        remove_if_empty(&ydir)?;
     }
-    Ok(pruned)
+    Ok(due)
 }
 
-fn prune_day(
+/// Removes one listed recording if it still has the listed SHA-256, then the folders it
+/// leaves empty.
+pub fn remove(root: &Path, p: &Pruned) -> Result<(), RecorderError> {
+    let path = root.join(&p.path);
+    let now = sha256_file(&path)?;
+    if now != p.sha256 {
+        return Err(RecorderError::Changed {
+            path: p.path.clone(),
+        });
+    }
+    fs::remove_file(&path).map_err(|e| RecorderError::io(&path, e))?;
+    let mut dir = path.parent();
+    for _ in 0..3 {
+        match dir {
+            Some(d) if d != root => {
+                remove_if_empty(d)?;
+                dir = d.parent();
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// `expired`, then `remove` for each: for callers that audit removals afterwards.
+pub fn prune(root: &Path, retention: Duration, now: UnixTime) -> PruneReport {
+    let mut report = PruneReport::default();
+    match expired(root, retention, now) {
+        Ok(due) => {
+            for p in due {
+                match remove(root, &p) {
+                    Ok(()) => report.pruned.push(p),
+                    Err(e) => report.errors.push(e),
+                }
+            }
+        }
+        Err(e) => report.errors.push(e),
+    }
+    report
+}
+
+fn list_day(
     dir: &Path,
     rel_dir: &str,
     day_start: UnixTime,
     cutoff: UnixTime,
-    pruned: &mut Vec<Pruned>,
+    due: &mut Vec<Pruned>,
 ) -> Result<(), RecorderError> {
     let mut files: Vec<(UnixTime, String)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| RecorderError::io(dir, e))? {
@@ -93,12 +137,9 @@ fn prune_day(
     }
     files.sort();
     for (started_at, name) in files {
-        let path = dir.join(&name);
-        let sha256 = sha256_file(&path)?;
-        fs::remove_file(&path).map_err(|e| RecorderError::io(&path, e))?;
-        pruned.push(Pruned {
+        due.push(Pruned {
+            sha256: sha256_file(&dir.join(&name))?,
             path: format!("{rel_dir}/{name}"),
-            sha256,
             started_at,
         });
     }
@@ -183,7 +224,16 @@ mod tests {
 
         let now = NOV22 + 12 * 3600;
         let retention = Duration::from_secs(21 * DAY as u64);
-        let got = prune(root, retention, now).expect("prune");
+        let listed = expired(root, retention, now).expect("list");
+        assert_eq!(listed.len(), 3);
+        assert!(
+            root.join("2026/10/01/old.cast").exists(),
+            "listing removes nothing"
+        );
+        let report = prune(root, retention, now);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let got = report.pruned;
+        assert_eq!(got, listed);
         let paths: Vec<&str> = got.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -210,17 +260,29 @@ mod tests {
         assert!(root.join("misc/2020.cast").exists());
 
         // Nothing left to prune.
-        assert!(prune(root, retention, now).expect("again").is_empty());
+        assert!(prune(root, retention, now).pruned.is_empty());
         // Everything goes when the retention is short enough; empty years go too.
-        let all = prune(root, Duration::ZERO, now).expect("all");
-        assert_eq!(all.len(), 2);
+        let all = prune(root, Duration::ZERO, now);
+        assert_eq!(all.pruned.len(), 2);
         assert!(!root.join("2026/11").exists());
     }
 
     #[test]
     fn a_missing_root_prunes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let got = prune(&dir.path().join("none"), Duration::ZERO, NOV22).expect("ok");
-        assert!(got.is_empty());
+        let got = prune(&dir.path().join("none"), Duration::ZERO, NOV22);
+        assert!(got.pruned.is_empty() && got.errors.is_empty());
+    }
+
+    #[test]
+    fn a_recording_changed_after_listing_is_not_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        write(root, "2020/01/01/a.cast", None);
+        let due = expired(root, Duration::ZERO, NOV22).expect("list");
+        fs::write(root.join("2020/01/01/a.cast"), "changed\n").expect("edit");
+        let err = remove(root, &due[0]).expect_err("changed");
+        assert!(matches!(err, RecorderError::Changed { .. }), "{err}");
+        assert!(root.join("2020/01/01/a.cast").exists());
     }
 }

@@ -75,8 +75,9 @@ async fn a_shell_session_is_recorded_as_valid_asciicast() {
     assert_eq!(s.output, "$ ls\r\nfile  été\r\n");
     assert_eq!((s.input_events, s.resizes), (1, 1));
     assert_eq!(s.markers, ["guardrail warn: prod/sudo"]);
-    // Late events through a tap go nowhere and do not panic.
+    // Late events through a tap go nowhere, do not panic, and are not counted as waiting.
     tap.output(b"late");
+    assert_eq!(rec.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
     let all = validate_all(dir.path()).expect("all valid");
     assert_eq!(all.len(), 1);
     std::fs::write(dir.path().join("2026/bad.cast"), "{}\n").expect("write");
@@ -209,4 +210,20 @@ fn bad_mask_patterns_are_errors() {
         Recorder::new(PathBuf::from("/nonexistent"), &c),
         Err(RecorderError::Mask(_))
     ));
+}
+
+/// The bastion keeps recordings in per-channel state shared by tasks and awaits `finish`
+/// from a boxed future: these bounds must hold.
+#[test]
+fn handles_can_cross_tasks() {
+    fn shared<T: Send + Sync + 'static>() {}
+    fn boxed(
+        r: Recording,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Finished, RecorderError>> + Send>> {
+        Box::pin(r.finish())
+    }
+    shared::<Recorder>();
+    shared::<Recording>();
+    shared::<RecordingTap>();
+    let _ = boxed;
 }

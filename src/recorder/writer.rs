@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -19,6 +18,8 @@ use super::mask::Masker;
 
 /// Bytes of events that may wait for one recording's writer before events are dropped.
 pub const MAX_IN_FLIGHT: usize = 4 << 20;
+/// Bytes of events that may wait for all of one `Recorder`'s writers together.
+pub const MAX_IN_FLIGHT_TOTAL: usize = 256 << 20;
 /// Lines are written at the latest this long after they were formed.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Lines are written at once when this many bytes are buffered.
@@ -43,6 +44,8 @@ enum Msg {
 
 struct Shared {
     in_flight: AtomicUsize,
+    /// The recorder-wide count, shared by all its recordings.
+    total: Arc<AtomicUsize>,
     dropped: AtomicU64,
     capped: AtomicBool,
 }
@@ -94,7 +97,9 @@ impl RecordingTap {
         }
         let t = self.start.elapsed().as_secs_f64();
         let cost = len + MSG_COST;
-        if s.in_flight.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT {
+        if s.in_flight.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT
+            || s.total.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT_TOTAL
+        {
             s.dropped.fetch_add(len as u64, Ordering::Relaxed);
             return;
         }
@@ -107,8 +112,12 @@ impl RecordingTap {
 
     fn push(&self, t: f64, event: Event, cost: usize) {
         self.shared.in_flight.fetch_add(cost, Ordering::Relaxed);
+        self.shared.total.fetch_add(cost, Ordering::Relaxed);
         // A closed channel means the recording is finished: late events go nowhere.
-        let _ = self.tx.send(Msg::Event { t, event, cost });
+        if self.tx.send(Msg::Event { t, event, cost }).is_err() {
+            self.shared.in_flight.fetch_sub(cost, Ordering::Relaxed);
+            self.shared.total.fetch_sub(cost, Ordering::Relaxed);
+        }
     }
 }
 
@@ -165,6 +174,7 @@ pub(crate) fn start(
     cap: Option<u64>,
     record_input: bool,
     masker: Arc<Masker>,
+    total: Arc<AtomicUsize>,
 ) -> Result<Recording, RecorderError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?;
     let full = root.join(&rel);
@@ -193,11 +203,12 @@ pub(crate) fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         in_flight: AtomicUsize::new(0),
+        total,
         dropped: AtomicU64::new(0),
         capped: AtomicBool::new(false),
     });
     let task = Task {
-        file: tokio::fs::File::from_std(file),
+        file: Arc::new(file),
         full,
         rel: rel.clone(),
         enc: Encoder::new(masker, head.len() as u64, cap),
@@ -221,7 +232,8 @@ pub(crate) fn start(
 }
 
 struct Task {
-    file: tokio::fs::File,
+    /// Written from blocking threads (`&File` is `Write`), so no buffer outlives a write.
+    file: Arc<std::fs::File>,
     full: PathBuf,
     rel: String,
     enc: Encoder,
@@ -244,7 +256,8 @@ impl Task {
                 .deadline()
                 // A millisecond late, so the float comparison in `tick` surely finds it due.
                 .map(|t| {
-                    self.start + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(1)
+                    let t = Duration::try_from_secs_f64(t).unwrap_or_default();
+                    self.start + t + Duration::from_millis(1)
                 });
             let wake = match (flush_at, held) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -255,6 +268,7 @@ impl Task {
                 msg = rx.recv() => match msg {
                     Some(Msg::Event { t, event, cost }) => {
                         self.shared.in_flight.fetch_sub(cost, Ordering::Relaxed);
+                        self.shared.total.fetch_sub(cost, Ordering::Relaxed);
                         self.enc.push(t, event);
                         if self.enc.capped() {
                             self.shared.capped.store(true, Ordering::Relaxed);
@@ -274,11 +288,17 @@ impl Task {
                 flush_at = Some(now + FLUSH_EVERY);
             }
         }
+        // Late events are not recorded, but their bytes leave the recorder-wide count.
         rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Event { cost, .. } = msg {
+                self.shared.total.fetch_sub(cost, Ordering::Relaxed);
+            }
+        }
         self.enc.finish();
         self.write().await;
         if self.failed.is_none()
-            && let Err(e) = self.file.sync_all().await
+            && let Err(e) = blocking(self.file.clone(), |f| f.sync_all()).await
         {
             self.failed = Some(e);
         }
@@ -298,21 +318,26 @@ impl Task {
         if buf.is_empty() || self.failed.is_some() {
             return;
         }
-        let r = async {
-            self.file.write_all(&buf).await?;
-            self.file.flush().await
-        }
-        .await;
-        match r {
-            Ok(()) => {
-                self.hash.update(&buf);
-                self.bytes += buf.len() as u64;
-            }
+        self.hash.update(&buf);
+        let len = buf.len() as u64;
+        match blocking(self.file.clone(), move |mut f| f.write_all(&buf)).await {
+            Ok(()) => self.bytes += len,
             Err(e) => {
                 tracing::warn!(recording = %self.rel, error = %e, "recording stopped: write failed");
                 self.failed = Some(e);
             }
         }
+    }
+}
+
+/// Runs a file operation on tokio's blocking pool.
+async fn blocking<F>(file: Arc<std::fs::File>, op: F) -> std::io::Result<()>
+where
+    F: FnOnce(&std::fs::File) -> std::io::Result<()> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || op(&file)).await {
+        Ok(r) => r,
+        Err(e) => Err(std::io::Error::other(e)),
     }
 }
 
@@ -334,6 +359,7 @@ mod tests {
             start: Instant::now(),
             shared: Arc::new(Shared {
                 in_flight: AtomicUsize::new(0),
+                total: Arc::new(AtomicUsize::new(0)),
                 dropped: AtomicU64::new(0),
                 capped: AtomicBool::new(false),
             }),

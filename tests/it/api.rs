@@ -11,17 +11,24 @@ use jitgate::api::client::Signer;
 
 use crate::util::*;
 
-/// Sends one hand-made signed call; `tamper` may change what is sent after signing.
-fn raw_call(
-    url: &str,
-    key: &Key,
-    method: &str,
-    path: &str,
-    body: &str,
+/// One hand-made signed call.
+struct Call<'a> {
+    method: &'a str,
+    path: &'a str,
+    body: &'a str,
     timestamp: i64,
-    nonce: &str,
-    tamper_body: Option<&str>,
-) -> (u16, String) {
+    nonce: &'a str,
+}
+
+/// Sends `call` signed by `key`; `tamper_body` replaces the body after signing.
+fn raw_call(url: &str, key: &Key, call: &Call, tamper_body: Option<&str>) -> (u16, String) {
+    let Call {
+        method,
+        path,
+        body,
+        timestamp,
+        nonce,
+    } = *call;
     let signer = Signer::from_identity(&key.path).unwrap();
     let msg = auth::signed_message(method, path, body.as_bytes(), timestamp, nonce);
     let sig = auth::encode_signature(&signer.sign(&msg).unwrap());
@@ -69,11 +76,13 @@ fn bad_signatures_replays_and_skew_are_refused_and_audited() {
     let (status, text) = raw_call(
         &server.url,
         &setup.alice,
-        "POST",
-        "/v1/requests",
-        body,
-        now,
-        &nonce,
+        &Call {
+            method: "POST",
+            path: "/v1/requests",
+            body,
+            timestamp: now,
+            nonce: &nonce,
+        },
         Some(&tampered),
     );
     assert_eq!(status, 401, "{text}");
@@ -84,22 +93,26 @@ fn bad_signatures_replays_and_skew_are_refused_and_audited() {
     let (status, text) = raw_call(
         &server.url,
         &setup.alice,
-        "POST",
-        "/v1/requests",
-        body,
-        now,
-        &nonce,
+        &Call {
+            method: "POST",
+            path: "/v1/requests",
+            body,
+            timestamp: now,
+            nonce: &nonce,
+        },
         None,
     );
     assert_eq!(status, 201, "{text}");
     let (status, text) = raw_call(
         &server.url,
         &setup.alice,
-        "POST",
-        "/v1/requests",
-        body,
-        now,
-        &nonce,
+        &Call {
+            method: "POST",
+            path: "/v1/requests",
+            body,
+            timestamp: now,
+            nonce: &nonce,
+        },
         None,
     );
     assert_eq!(status, 401, "{text}");
@@ -110,11 +123,13 @@ fn bad_signatures_replays_and_skew_are_refused_and_audited() {
         let (status, text) = raw_call(
             &server.url,
             &setup.alice,
-            "POST",
-            "/v1/requests",
-            body,
-            now + skew,
-            &auth::new_nonce(),
+            &Call {
+                method: "POST",
+                path: "/v1/requests",
+                body,
+                timestamp: now + skew,
+                nonce: &auth::new_nonce(),
+            },
             None,
         );
         assert_eq!(status, 401, "{text}");
@@ -401,12 +416,10 @@ fn api_over_tls() {
         "api.crt",
     ]);
     let cert = dir.join("ca.crt");
-    let config = setup.config(Setup::standard_policy());
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "hostname = \"127.0.0.1\"",
-        "hostname = \"127.0.0.1\"\ntls_cert = \"api.crt\"\ntls_key = \"api.key\"",
+    let config = setup.config_with(
+        "tls_cert = \"api.crt\"\ntls_key = \"api.key\"",
+        Setup::standard_policy(),
     );
-    std::fs::write(&config, text).unwrap();
     let server = Server::start(&config);
     assert!(server.url.starts_with("https://"), "{}", server.url);
     // Without trusting the certificate: refused by the client (unreachable).
@@ -424,4 +437,31 @@ fn api_over_tls() {
             .unwrap(),
     );
     assert_eq!(run.code, 0, "{run:#?}");
+}
+
+#[test]
+fn expiry_reaches_webhooks() {
+    let setup = Setup::new();
+    let (url, rx) = receiver(0);
+    let policy = format!(
+        "{}\n[[webhooks]]\nurl = \"{url}\"\nevents = [\"request.expired\"]\n",
+        Setup::standard_policy()
+    );
+    let config = setup.config_with("pending_ttl = \"1s\"", &policy);
+    let server = Server::start(&config);
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
+            ],
+        )
+        .ok();
+    let event = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("request.expired delivered");
+    assert_eq!(event["event"], "request.expired");
+    assert_eq!(event["request_id"], 1);
+    // Only the subscribed event was sent.
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
 }

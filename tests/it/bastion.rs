@@ -1,10 +1,12 @@
 //! The bastion end to end: the real OpenSSH client through the in-process bastion to real
-//! sshd targets.
+//! sshd targets. Access and relaying here; file transfer and memory in `transfer`; revocation,
+//! expiry and shutdown in `lifetime`.
 
 mod lab;
+mod lifetime;
+mod transfer;
 
-use jitgate::store::SessionFilter;
-use lab::{Lab, output, text};
+use lab::{Lab, output, sha256_file, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_relays_stdout_stderr_and_exit_status() {
@@ -14,14 +16,7 @@ async fn exec_relays_stdout_stderr_and_exit_status() {
     assert_eq!(text(&out.stdout), "out\n", "stderr: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("err"), "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(3));
-    let sessions = lab
-        .store
-        .list_sessions(SessionFilter {
-            request_id: Some(id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let sessions = lab.ended_sessions(id).await;
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     let s = &sessions[0];
     assert_eq!(
@@ -31,6 +26,33 @@ async fn exec_relays_stdout_stderr_and_exit_status() {
     assert_eq!(s.exit_status, Some(3));
     assert!(s.ended_at.is_some());
     assert_eq!(s.bytes_down, 8, "{s:?}");
+    // The target saw the bastion's own certificate, naming the request and the engineer.
+    let log = lab.targets[0].log();
+    assert!(
+        log.contains(&format!("jitgate:request={id}:user=alice:connection=")),
+        "{log}"
+    );
+    // Recorded as asciicast, its hash in the audit event that closed the session.
+    let rel = s.recording.as_deref().expect("a recording");
+    let cast = std::fs::read_to_string(lab.config.server.recordings_dir.join(rel)).unwrap();
+    assert!(cast.lines().count() >= 2, "{cast}");
+    assert!(cast.contains("out"), "{cast}");
+    let closed = lab
+        .store
+        .audit_events(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event.kind == "session.closed")
+        .expect("session.closed audited");
+    assert_eq!(
+        closed
+            .event
+            .data
+            .get("recording_sha256")
+            .map(String::as_str),
+        Some(sha256_file(&lab.config.server.recordings_dir.join(rel)).as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -110,6 +132,42 @@ async fn target_down_is_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_with_the_wrong_host_key_is_refused() {
+    let lab = Lab::start().await;
+    lab.grant("mitm", "root", 0, 3600, 0).await;
+    let out = output(lab.ssh(&["root@mitm", "true"]), 60).await;
+    assert_eq!(out.status.code(), Some(255));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("jitgate: refusing mitm: host key of mitm is SHA256:"),
+        "{err}"
+    );
+    assert!(err.contains("not the pinned"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn env_passes_only_the_allow_list() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let out = output(
+        lab.ssh(&[
+            "-o",
+            "SetEnv=LANG=C.UTF-8 LC_TIME=C JITGATE_SECRET=1",
+            "root@db1",
+            "echo \"[$LANG][$LC_TIME][$JITGATE_SECRET]\"",
+        ]),
+        60,
+    )
+    .await;
+    assert_eq!(
+        text(&out.stdout),
+        "[C.UTF-8][C][]\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn host_certificate_target_and_several_channels_in_one_connection() {
     let lab = Lab::start().await;
     lab.grant("db2", "root", 0, 3600, 0).await;
@@ -142,6 +200,98 @@ async fn host_certificate_target_and_several_channels_in_one_connection() {
     assert_eq!(text(&b.stdout), "two\n", "{}", text(&b.stderr));
     assert_eq!(b.status.code(), Some(4));
     let _ = master.kill().await;
+}
+
+/// Established client connections to `port` on loopback, from /proc/net/tcp.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3 && cols[2].ends_with(&format!(":{port:04X}")) && cols[3] == "01"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_targets_in_one_jump_connection() {
+    let lab = Lab::start().await;
+    let cert = format!("{}-cert.pub", lab.key.display());
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let db1_cert = lab.path().join("db1-cert.pub");
+    std::fs::copy(&cert, &db1_cert).unwrap();
+    lab.grant("db2", "root", 0, 3600, 0).await;
+    let db2_cert = lab.path().join("db2-cert.pub");
+    std::fs::copy(&cert, &db2_cert).unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    // The jump connection is multiplexed (authenticated with db1's certificate); each target
+    // is logged into with its own request's certificate.
+    let config = lab.path().join("ssh_config_mux");
+    let common = std::fs::read_to_string(&lab.ssh_config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("CertificateFile") && !l.contains("ControlMaster"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        &config,
+        format!(
+            "Host 127.0.0.1\n  CertificateFile {}\n  ControlMaster auto\n  ControlPath {}/jump-%C\n  ControlPersist 30\n\
+             Host db1\n  CertificateFile {}\nHost db2\n  CertificateFile {}\n{common}\n",
+            db1_cert.display(),
+            lab.path().display(),
+            db1_cert.display(),
+            db2_cert.display(),
+        ),
+    )
+    .unwrap();
+    let ssh = |target: &str, command: &str| {
+        let mut c = tokio::process::Command::new("ssh");
+        c.arg("-F")
+            .arg(&config)
+            .arg("-J")
+            .arg(format!("alice@127.0.0.1:{}", lab.port))
+            .args([target, command])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        c
+    };
+    let mut first = ssh("root@db1", "echo one; sleep 3").spawn().unwrap();
+    let mut stdout = first.stdout.take().unwrap();
+    let mut line = [0u8; 4];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut line),
+    )
+    .await
+    .expect("first session starts")
+    .unwrap();
+    assert_eq!(&line, b"one\n");
+    let second = output(ssh("root@db2", "echo two; sleep 1; echo done"), 60);
+    let count = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        connections_to(lab.port)
+    };
+    let (second, during) = tokio::join!(second, count);
+    assert_eq!(
+        text(&second.stdout),
+        "two\ndone\n",
+        "{}",
+        text(&second.stderr)
+    );
+    assert_eq!(during, 1, "both targets share one jump connection");
+    assert!(first.wait().await.unwrap().success());
+    // End the multiplexing master.
+    let mut stop = tokio::process::Command::new("ssh");
+    stop.arg("-F")
+        .arg(&config)
+        .args(["-O", "exit", "-p", &lab.port.to_string(), "alice@127.0.0.1"])
+        .stdin(std::process::Stdio::null());
+    let _ = output(stop, 30).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -196,46 +346,6 @@ async fn port_forwarding_and_sftp_refused_by_rule() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn revocation_closes_a_live_session_with_a_notice() {
-    let lab = Lab::start().await;
-    let id = lab.grant("db1", "root", 0, 3600, 0).await;
-    let mut cmd = lab.ssh(&["root@db1", "echo started; sleep 60"]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    // Wait for the session to be live: its first output line.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 8];
-    tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
-    )
-    .await
-    .expect("session starts")
-    .unwrap();
-    assert_eq!(&first, b"started\n");
-    lab.store
-        .revoke(id, "carol", "done here", false, jitgate::model::now())
-        .await
-        .unwrap();
-    lab.hub.end_access(id);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
-        .await
-        .expect("the client exits after revocation")
-        .unwrap();
-    assert_ne!(status.code(), Some(0));
-    let mut err = String::new();
-    let mut stderr = child.stderr.take().unwrap();
-    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err)
-        .await
-        .unwrap();
-    assert!(err.contains("revoked by carol: done here"), "{err}");
-    // The revoked certificate no longer opens anything.
-    let out = output(lab.ssh(&["root@db1", "true"]), 60).await;
-    assert_eq!(out.status.code(), Some(255));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_sessions_succeed() {
     let lab = Lab::start().await;
     lab.grant("db1", "root", 0, 3600, 0).await;
@@ -267,181 +377,94 @@ where
     out
 }
 
-fn sha256_file(path: &std::path::Path) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+/// Runs tmux on its own socket.
+fn tmux(sock: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(sock)
+        .args(args)
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Waits until the pane shows `want` (up to 30 s).
+fn pane_shows(sock: &std::path::Path, want: &str) -> String {
+    let mut screen = String::new();
+    for _ in 0..600 {
+        screen = tmux(sock, &["capture-pane", "-p", "-t", "t"]);
+        if screen.contains(want) {
+            return screen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the pane never showed {want:?}:\n{screen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn scp_up_and_down_50_mib_and_sftp_when_allowed() {
-    lab::require("scp");
+async fn interactive_shell_through_a_pty_types_reads_and_resizes() {
+    lab::require("tmux");
     let lab = Lab::start().await;
-    lab.grant("db1", "root", 0, 3600, 0).await;
-    let local = lab.path().join("big.bin");
-    let mut data = vec![0u8; 50 << 20];
-    getrandom::fill(&mut data).unwrap();
-    std::fs::write(&local, &data).unwrap();
-    drop(data);
-    let remote = lab.path().join("remote.bin");
-    let back = lab.path().join("back.bin");
-    let scp = |from: String, to: String| {
-        let mut c = tokio::process::Command::new("scp");
-        c.arg("-F")
-            .arg(&lab.ssh_config)
-            .args(["-q", "-o", &lab.jump(), &from, &to])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        c
-    };
-    let out = output(
-        scp(
-            local.display().to_string(),
-            format!("root@db1:{}", remote.display()),
-        ),
-        300,
-    )
-    .await;
-    assert!(out.status.success(), "scp up: {}", text(&out.stderr));
-    let out = output(
-        scp(
-            format!("root@db1:{}", remote.display()),
-            back.display().to_string(),
-        ),
-        300,
-    )
-    .await;
-    assert!(out.status.success(), "scp down: {}", text(&out.stderr));
-    let want = sha256_file(&local);
-    assert_eq!(sha256_file(&remote), want);
-    assert_eq!(sha256_file(&back), want);
-
-    // sftp itself, in batch mode.
-    let batch = lab.path().join("batch");
-    std::fs::write(&batch, format!("ls -l {}\n", remote.display())).unwrap();
-    let mut sftp = tokio::process::Command::new("sftp");
-    sftp.arg("-F")
-        .arg(&lab.ssh_config)
-        .args(["-o", &lab.jump(), "-b"])
-        .arg(&batch)
-        .arg("root@db1")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = output(sftp, 60).await;
-    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("52428800"),
-        "{}",
-        text(&out.stdout)
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rsync_and_legacy_scp_through_exec() {
-    lab::require("rsync");
-    let lab = Lab::start().await;
-    lab.grant("db1", "root", 1, 3600, 0).await;
-    let src = lab.path().join("tree");
-    std::fs::create_dir_all(src.join("sub")).unwrap();
-    std::fs::write(src.join("a.txt"), "alpha\n").unwrap();
-    std::fs::write(src.join("sub/b.txt"), "beta\n").unwrap();
-    let dst = lab.path().join("copy");
-    let rsh = format!(
-        "ssh -F {} -J alice@127.0.0.1:{}",
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let sock = lab.path().join("tmux.sock");
+    let ssh = format!(
+        "ssh -F {} -J alice@127.0.0.1:{} -tt root@db1",
         lab.ssh_config.display(),
         lab.port
     );
-    let mut rsync = tokio::process::Command::new("rsync");
-    rsync
-        .args(["-a", "-e", &rsh])
-        .arg(format!("{}/", src.display()))
-        .arg(format!("root@db1:{}/", dst.display()))
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = output(rsync, 120).await;
-    assert!(out.status.success(), "rsync: {}", text(&out.stderr));
-    assert_eq!(
-        std::fs::read_to_string(dst.join("sub/b.txt")).unwrap(),
-        "beta\n"
-    );
-    // Rule 1 has no sftp: scp -O (the exec protocol) still works.
-    let mut scp = tokio::process::Command::new("scp");
-    scp.arg("-F")
-        .arg(&lab.ssh_config)
-        .args(["-O", "-q", "-o", &lab.jump()])
-        .arg(src.join("a.txt"))
-        .arg(format!(
-            "root@db1:{}",
-            lab.path().join("legacy.txt").display()
-        ))
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = output(scp, 120).await;
-    assert!(out.status.success(), "scp -O: {}", text(&out.stderr));
-    assert_eq!(
-        std::fs::read_to_string(lab.path().join("legacy.txt")).unwrap(),
-        "alpha\n"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn certificate_expiry_closes_the_session() {
-    let lab = Lab::start().await;
-    let id = lab.grant("db1", "root", 0, 3600, 0).await;
-    let t = jitgate::model::now();
-    lab.certify(id, t - 60, t + 4).await;
-    let mut cmd = lab.ssh(&["root@db1", "sleep 60"]);
-    cmd.stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the client exits when the certificate ends")
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("ended at"),
-        "{}",
-        text(&out.stderr)
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn shutdown_notices_then_closes_and_records_every_session() {
-    let mut lab = Lab::start().await;
-    let id = lab.grant("db1", "root", 0, 3600, 0).await;
-    let mut cmd = lab.ssh(&["root@db1", "echo started; sleep 60"]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 8];
-    tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
-    )
+    let sock2 = sock.clone();
+    tokio::task::spawn_blocking(move || {
+        let sock = sock2;
+        tmux(
+            &sock,
+            &["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", &ssh],
+        );
+        tmux(
+            &sock,
+            &["send-keys", "-t", "t", "export PS1='ready> '", "Enter"],
+        );
+        pane_shows(&sock, "ready> ");
+        tmux(&sock, &["send-keys", "-t", "t", "echo $((6*7))x", "Enter"]);
+        pane_shows(&sock, "42x");
+        tmux(&sock, &["send-keys", "-t", "t", "tty", "Enter"]);
+        pane_shows(&sock, "/dev/pts/");
+        tmux(
+            &sock,
+            &["resize-window", "-t", "t", "-x", "100", "-y", "30"],
+        );
+        tmux(&sock, &["send-keys", "-t", "t", "stty size", "Enter"]);
+        pane_shows(&sock, "30 100");
+        tmux(&sock, &["send-keys", "-t", "t", "exit 7", "Enter"]);
+        for _ in 0..600 {
+            let alive = std::process::Command::new("tmux")
+                .arg("-S")
+                .arg(&sock)
+                .args(["has-session", "-t", "t"])
+                .output()
+                .unwrap();
+            if !alive.status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the shell did not exit");
+    })
     .await
-    .expect("session starts")
     .unwrap();
-    lab.shutdown().await;
-    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
-        .await
-        .expect("the client exits after shutdown")
-        .unwrap();
-    let err = text(&out.stderr);
+    let sessions = lab.ended_sessions(id).await;
+    assert_eq!(sessions[0].exit_status, Some(7));
+    let rel = sessions[0].recording.clone().unwrap();
+    let cast = std::fs::read_to_string(lab.config.server.recordings_dir.join(rel)).unwrap();
+    let header = cast.lines().next().unwrap();
     assert!(
-        err.contains("shutting down; this session closes in 2s"),
-        "{err}"
+        header.contains("\"width\":80") && header.contains("\"height\":24"),
+        "{header}"
     );
-    // Nothing half-written: the session's end is in the store once run returned.
-    let sessions = lab
-        .store
-        .list_sessions(SessionFilter {
-            request_id: Some(id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(sessions.len(), 1);
-    assert!(sessions[0].ended_at.is_some(), "{sessions:?}");
-    // And nothing listens any more.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", lab.port)).is_err());
+    assert!(
+        cast.contains("\"r\", \"100x30\"") || cast.contains("\"r\",\"100x30\""),
+        "{cast}"
+    );
+    assert!(cast.contains("42x"), "{cast}");
 }

@@ -102,3 +102,65 @@ fn errors_carry_line_and_column() {
     let want = format!("{}:5:1: ca.clock_skew: bad duration", file.display());
     assert!(run.stderr.contains(&want), "{}", run.stderr);
 }
+
+#[test]
+fn guardrail_test_command_contract() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/jitgate.toml");
+    let c = config.to_str().unwrap();
+    let run = jitgate(&["guardrail", "test", "--config", c, "--", "rm", "-rf", "/"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stdout.contains("blocked") && run.stdout.contains("destructive/"),
+        "{run:#?}"
+    );
+    let run = jitgate(&[
+        "guardrail",
+        "test",
+        "--config",
+        c,
+        "--set",
+        "destructive",
+        "--",
+        "rm",
+        "-rf",
+        "./build",
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.starts_with("allowed"), "{run:#?}");
+    let run = jitgate(&[
+        "guardrail",
+        "test",
+        "--config",
+        c,
+        "--set",
+        "nope",
+        "--",
+        "ls",
+    ]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("no guardrail set named \"nope\""),
+        "{run:#?}"
+    );
+    // A commands file for policy CI: line numbers, comments skipped, exit 1 if any blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("commands.txt");
+    std::fs::write(
+        &file,
+        "ls -la\n# a comment\n\nDROP TABLE users;\ngrep DROP app.log\n",
+    )
+    .unwrap();
+    let run = jitgate(&[
+        "guardrail",
+        "test",
+        "--config",
+        c,
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.contains("1: allowed"), "{run:#?}");
+    assert!(run.stdout.contains("4: blocked"), "{run:#?}");
+    assert!(run.stdout.contains("5: allowed"), "{run:#?}");
+    assert!(!run.stdout.contains("a comment"), "{run:#?}");
+}

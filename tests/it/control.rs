@@ -349,14 +349,8 @@ fn revoked_stays_revoked() {
 #[test]
 fn undecided_request_expires_and_access_ends() {
     let setup = Setup::new();
-    let policy = format!("{}\n", Setup::standard_policy());
-    let config = setup.config(&policy);
     // A pending_ttl of one second, so the test sees expiry.
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "hostname = \"127.0.0.1\"",
-        "hostname = \"127.0.0.1\"\npending_ttl = \"1s\"",
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = setup.config_with("pending_ttl = \"1s\"", Setup::standard_policy());
     let server = Server::start(&config);
     server
         .cli(
@@ -487,6 +481,20 @@ fn global_flags_before_or_after_and_exit_codes() {
     server
         .cli(&stranger, &["requests"])
         .refused("is not enrolled");
+    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    let refused = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "api.refused")
+        .expect("audited");
+    assert_eq!(refused["actor"], "unknown");
+    assert!(
+        refused["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not enrolled")
+    );
 }
 
 #[test]

@@ -39,6 +39,18 @@ approvers = ["sre-lead"]
     (setup, server, sshd)
 }
 
+/// `jitgate login ID` as alice, and the `ssh …` command it printed.
+fn login_command(setup: &Setup, server: &Server, id: &str) -> String {
+    let login = server.cli(&setup.alice, &["login", id]).ok();
+    let line = login
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("ssh "));
+    line.unwrap_or_else(|| panic!("no ssh command in {login:#?}"))
+        .trim()
+        .to_string()
+}
+
 /// Runs the `ssh …` command `login` printed, with `remote` appended.
 fn run_printed(command: &str, remote: &str) -> Run {
     let mut words = command.split_whitespace();
@@ -64,14 +76,7 @@ fn request_approve_login_ssh_revoke() {
         )
         .ok();
     server.cli(&setup.bob, &["approve", "1"]).ok();
-    let login = server.cli(&setup.alice, &["login", "1"]).ok();
-    let command = login
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("ssh "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let command = login_command(&setup, &server, "1");
     assert!(command.contains(" -J alice@127.0.0.1:"), "{command}");
 
     // The exact printed command reaches the target through the bastion.
@@ -123,14 +128,7 @@ fn revoke_closes_a_live_session() {
         )
         .ok();
     server.cli(&setup.bob, &["approve", "1"]).ok();
-    let login = server.cli(&setup.alice, &["login", "1"]).ok();
-    let command = login
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("ssh "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let command = login_command(&setup, &server, "1");
     let mut words = command.split_whitespace().skip(1);
     let mut child = Command::new("ssh")
         .args(&mut words)
@@ -158,10 +156,78 @@ fn revoke_closes_a_live_session() {
 fn demo_script_walks_through_and_cleans_up() {
     require_tool("python3");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh");
-    let out = Command::new("bash").arg(&script).env("JITGATE_BIN", jitgate_bin()).output().unwrap();
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("JITGATE_BIN", jitgate_bin())
+        .output()
+        .unwrap();
     let run = Run::from(out);
     assert_eq!(run.code, 0, "{run:#?}");
-    for want in ["$ jitgate request --host db1", "request 1 approved", "hello from", "refused, as it should be", "demo finished"] {
+    for want in [
+        "$ jitgate request --host db1",
+        "request 1 approved",
+        "hello from",
+        "refused, as it should be",
+        "demo finished",
+    ] {
         assert!(run.stdout.contains(want), "{want:?} in {run:#?}");
     }
+}
+
+#[test]
+fn recording_survives_kill_9_of_the_server() {
+    let (setup, mut server, _sshd) = lab();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-3",
+            ],
+        )
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    let command = login_command(&setup, &server, "1");
+    let mut words = command.split_whitespace().skip(1);
+    let mut child = Command::new("ssh")
+        .args(&mut words)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "for i in $(seq 1 400); do echo line-$i; sleep 0.01; done; sleep 60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let recording = wait_for(Duration::from_secs(15), || {
+        let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
+        list.as_array()
+            .unwrap()
+            .first()
+            .and_then(|s| s["recording"].as_str().map(String::from))
+    })
+    .expect("the session has a recording");
+    let path = setup.path().join("recordings").join(&recording);
+    // Let output flow for a while, then kill the server without warning.
+    let seen = wait_for(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.contains("line-100").then_some(())
+    });
+    server.kill_9();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.is_some(),
+        "output reached the recording while the session ran"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Valid asciicast up to its last complete line; only a cut last line may be lost.
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    if let Err(e) = jitgate::recorder::validate_cast(complete) {
+        panic!("{e}\n{complete}");
+    }
+    assert!(complete.contains("line-100"), "{complete}");
 }

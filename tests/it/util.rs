@@ -110,6 +110,11 @@ keys = ["{}"]
 
     /// A full config: server on port 0, the four users, and `policy` (hosts, roles, …).
     pub fn config(&self, policy: &str) -> PathBuf {
+        self.config_with("", policy)
+    }
+
+    /// `config`, with `server_extra` lines added to `[server]`.
+    pub fn config_with(&self, server_extra: &str, policy: &str) -> PathBuf {
         let text = format!(
             r#"
 [server]
@@ -118,6 +123,7 @@ recordings_dir = "recordings"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
 hostname = "127.0.0.1"
+shutdown_grace = "1s"
 {server_extra}
 {users}
 [[roles]]
@@ -129,7 +135,6 @@ name = "auditor"
 audit = true
 {policy}
 "#,
-            server_extra = "",
             users = self.users(),
         );
         let path = self.path().join("jitgate.toml");
@@ -177,12 +182,13 @@ approvers = ["sre-lead", "incident-commander"]
     }
 }
 
-/// A running `jitgate serve`, killed on drop.
+/// A running `jitgate serve`. Dropped, it is stopped with SIGTERM and every recording it
+/// wrote must be valid asciicast v2.
 pub struct Server {
     pub child: Child,
+    recordings: PathBuf,
     pub url: String,
     pub ssh_port: u16,
-    pub config: PathBuf,
     pub home: PathBuf,
 }
 
@@ -221,9 +227,9 @@ impl Server {
         std::thread::spawn(move || for _ in lines {});
         Server {
             child,
+            recordings: config.parent().unwrap().join("recordings"),
             url,
             ssh_port,
-            config: config.to_path_buf(),
             home,
         }
     }
@@ -240,16 +246,37 @@ impl Server {
             .expect("jitgate runs");
         Run::from(out)
     }
+}
 
-    pub fn data_dir(&self) -> PathBuf {
-        self.config.parent().unwrap().join("data")
+impl Server {
+    /// Kills the server without warning, as a crash would; nothing is validated on drop.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let stopped = wait_for(Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten()
+        });
+        if stopped.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            return;
+        }
+        assert!(stopped.is_some(), "jitgate serve did not stop on SIGTERM");
+        if let Err(e) = jitgate::recorder::validate_all(&self.recordings) {
+            panic!("a recording is not valid asciicast v2: {e}");
+        }
     }
 }
 

@@ -1,1 +1,296 @@
-//! Table tests for the access checks.
+//! Table tests for the access checks: each row changes one fact and names the refusal.
+
+use std::path::Path;
+
+use super::*;
+use crate::config::RuleRef;
+use crate::model::RequestState;
+
+const NOW: i64 = 1_800_000_000;
+
+fn config() -> Config {
+    let text = r#"
+[server]
+data_dir = "data"
+hostname = "bastion.test"
+
+[[hosts]]
+name = "db1"
+address = "10.0.0.5:2222"
+
+[[hosts]]
+name = "db2"
+address = "10.0.0.6"
+
+[[users]]
+name = "alice"
+roles = ["engineer"]
+
+[[roles]]
+name = "engineer"
+
+[[roles.access]]
+hosts = ["db1", "db2"]
+logins = ["root"]
+max_ttl = "1h"
+require_reason = false
+"#;
+    Config::from_str(text, Path::new("/tmp/jitgate.toml")).unwrap()
+}
+
+fn request() -> AccessRequest {
+    AccessRequest {
+        id: 7,
+        requester: "alice".into(),
+        host: "db1".into(),
+        login: "root".into(),
+        ttl_secs: 3600,
+        reason: String::new(),
+        rule: RuleRef {
+            role: "engineer".into(),
+            index: 0,
+        },
+        approvals_needed: 0,
+        state: RequestState::Approved,
+        created_at: NOW - 60,
+        pending_until: NOW + 3600,
+        approved_at: Some(NOW - 60),
+        expires_at: Some(NOW + 600),
+        decided_by: None,
+        decision_reason: None,
+        flagged: false,
+        approvals: vec![],
+    }
+}
+
+fn issued() -> IssuedCert {
+    IssuedCert {
+        serial: 42,
+        request_id: 7,
+        user: "alice".into(),
+        key_fingerprint: "SHA256:x".into(),
+        valid_after: NOW - 120,
+        valid_before: NOW + 300,
+        issued_at: NOW - 60,
+    }
+}
+
+fn facts() -> CertFacts {
+    CertFacts {
+        serial: 42,
+        principals: vec!["alice".into()],
+        request_id: Some(7),
+        valid_before: (NOW + 300) as u64,
+    }
+}
+
+#[test]
+fn check_table() {
+    let cfg = config();
+    type Case = (
+        &'static str,
+        &'static str,
+        CertFacts,
+        Option<IssuedCert>,
+        Option<AccessRequest>,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "all good",
+            "alice",
+            facts(),
+            Some(issued()),
+            Some(request()),
+            None,
+        ),
+        (
+            "other principal",
+            "bob",
+            facts(),
+            Some(issued()),
+            Some(request()),
+            Some("do not include \"bob\""),
+        ),
+        (
+            "no request extension",
+            "alice",
+            CertFacts {
+                request_id: None,
+                ..facts()
+            },
+            Some(issued()),
+            Some(request()),
+            Some("names no request"),
+        ),
+        (
+            "unknown serial",
+            "alice",
+            facts(),
+            None,
+            Some(request()),
+            Some("was not issued by this jitgate"),
+        ),
+        (
+            "serial of another request",
+            "alice",
+            facts(),
+            Some(IssuedCert {
+                request_id: 8,
+                ..issued()
+            }),
+            Some(request()),
+            Some("for request 8"),
+        ),
+        (
+            "serial of another user",
+            "alice",
+            facts(),
+            Some(IssuedCert {
+                user: "bob".into(),
+                ..issued()
+            }),
+            Some(request()),
+            Some("issued to bob"),
+        ),
+        (
+            "no such request",
+            "alice",
+            facts(),
+            Some(issued()),
+            None,
+            Some("no request 7"),
+        ),
+        (
+            "someone else's request",
+            "alice",
+            facts(),
+            Some(issued()),
+            Some(AccessRequest {
+                requester: "bob".into(),
+                ..request()
+            }),
+            Some("belongs to bob"),
+        ),
+        (
+            "revoked",
+            "alice",
+            facts(),
+            Some(issued()),
+            Some(AccessRequest {
+                state: RequestState::Revoked,
+                ..request()
+            }),
+            Some("is revoked"),
+        ),
+        (
+            "pending",
+            "alice",
+            facts(),
+            Some(issued()),
+            Some(AccessRequest {
+                state: RequestState::Pending,
+                ..request()
+            }),
+            Some("is pending"),
+        ),
+        (
+            "expired by time",
+            "alice",
+            facts(),
+            Some(issued()),
+            Some(AccessRequest {
+                expires_at: Some(NOW),
+                ..request()
+            }),
+            Some("is expired"),
+        ),
+        (
+            "host left the inventory",
+            "alice",
+            facts(),
+            Some(issued()),
+            Some(AccessRequest {
+                host: "db9".into(),
+                ..request()
+            }),
+            Some("no longer in the inventory"),
+        ),
+        (
+            "rule left the config",
+            "alice",
+            facts(),
+            Some(issued()),
+            Some(AccessRequest {
+                rule: RuleRef {
+                    role: "engineer".into(),
+                    index: 3,
+                },
+                ..request()
+            }),
+            Some("no longer in the configuration"),
+        ),
+    ];
+    for (name, user, f, i, r, want) in cases {
+        let got = check(&cfg, user, &f, i.as_ref(), r.as_ref(), NOW);
+        match (got, want) {
+            (Ok(_), None) => {}
+            (Err(Refusal(reason)), Some(w)) => {
+                assert!(reason.contains(w), "{name}: {reason:?} lacks {w:?}")
+            }
+            (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn access_ends_at_the_earlier_of_certificate_and_request() {
+    let cfg = config();
+    let g = check(
+        &cfg,
+        "alice",
+        &facts(),
+        Some(&issued()),
+        Some(&request()),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(g.until, NOW + 300, "certificate ends first");
+    let long = CertFacts {
+        valid_before: (NOW + 9999) as u64,
+        ..facts()
+    };
+    let g = check(&cfg, "alice", &long, Some(&issued()), Some(&request()), NOW).unwrap();
+    assert_eq!(g.until, NOW + 600, "request ends first");
+    assert_eq!(g.host.name, "db1");
+}
+
+#[test]
+fn target_and_login_table() {
+    let cfg = config();
+    let g = check(
+        &cfg,
+        "alice",
+        &facts(),
+        Some(&issued()),
+        Some(&request()),
+        NOW,
+    )
+    .unwrap();
+    for (host, port, ok) in [
+        ("db1", 22, true),
+        ("db1", 2222, true),
+        ("db1", 5432, false),
+        ("db2", 22, false),
+        ("10.0.0.5", 22, false),
+    ] {
+        assert_eq!(check_target(&g, host, port).is_ok(), ok, "{host}:{port}");
+    }
+    for (host, login, ok) in [
+        ("db1", "root", true),
+        ("db1", "postgres", false),
+        ("db2", "root", false),
+    ] {
+        assert_eq!(check_login(&g, host, login).is_ok(), ok, "{host} {login}");
+    }
+}

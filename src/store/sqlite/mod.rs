@@ -1,21 +1,24 @@
 //! SQLite implementation of `Store`: one file, WAL mode, migrations on open.
 //!
-//! rusqlite is synchronous, so the store keeps one connection behind a mutex and runs every
-//! call on tokio's blocking pool: no async worker ever waits on the disk. Every write runs in
-//! one `BEGIN IMMEDIATE` transaction that holds the state change and its audit events.
+//! rusqlite is synchronous, so one thread owns the connection and runs every call (see
+//! `worker`): no async task ever waits on the disk. Each call runs in its own savepoint of a
+//! `BEGIN IMMEDIATE` transaction, so a state change and its audit events commit together or
+//! not at all, and concurrent calls are serialised: checks such as "is it still pending?"
+//! cannot race.
 
 mod records;
 mod requests;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 
+use self::worker::Worker;
 use super::{ApproveOutcome, CommandFilter, RequestFilter, SessionFilter, Store, StoreError};
 use crate::model::{
     AccessRequest, AuditEvent, CommandRecord, IssuedCert, NewAuditEvent, NewRequest, Session,
@@ -28,10 +31,11 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// The SQLite store. Cheap to clone: clones share the connection.
+/// The SQLite store. Cheap to clone: clones share the connection and its thread, which
+/// closes the database when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    worker: Worker,
     path: PathBuf,
 }
 
@@ -56,7 +60,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
-        Ok(SqliteStore::wrap(conn, path))
+        SqliteStore::start(conn, path, "BEGIN IMMEDIATE")
     }
 
     /// Opens an existing database read-only (for `jitgate audit verify`): never creates the
@@ -77,14 +81,18 @@ impl SqliteStore {
         schema::configure_readonly(&conn)?;
         schema::check_current(&conn)
             .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
-        Ok(SqliteStore::wrap(conn, path))
+        SqliteStore::start(conn, path, "BEGIN DEFERRED")
     }
 
-    fn wrap(conn: Connection, path: &Path) -> SqliteStore {
-        SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+    fn start(
+        conn: Connection,
+        path: &Path,
+        begin: &'static str,
+    ) -> Result<SqliteStore, StoreError> {
+        Ok(SqliteStore {
+            worker: Worker::start(conn, begin)?,
             path: path.to_path_buf(),
-        }
+        })
     }
 
     /// The database file.
@@ -94,7 +102,7 @@ impl SqliteStore {
 
     /// The schema version the database is at.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        self.read(|c| {
+        self.call(|c| {
             Ok(
                 c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
                     r.get::<_, Option<i64>>(0)
@@ -105,61 +113,29 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f` with the connection on the blocking pool.
-    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-        T: Send + 'static,
-    {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic mid-call dropped its transaction, which rolled back: the connection is
-            // consistent, so a poisoned lock is safe to take over.
-            let mut guard = conn
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Db(format!("store task failed: {e}")))?
-    }
-
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on the store thread in its own savepoint; its changes commit only when it
+    /// succeeds.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        self.run(move |c| f(c)).await
-    }
-
-    /// Runs `f` in one write transaction, committed only when `f` succeeds.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-        T: Send + 'static,
-    {
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
+        self.worker.call(f).await
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_request(&self, new: NewRequest) -> Result<AccessRequest, StoreError> {
-        self.write(move |c| requests::create(c, new)).await
+        self.call(move |c| requests::create(c, new)).await
     }
 
     async fn get_request(&self, id: i64) -> Result<Option<AccessRequest>, StoreError> {
-        self.read(move |c| requests::get(c, id)).await
+        self.call(move |c| requests::get(c, id)).await
     }
 
     async fn list_requests(&self, filter: RequestFilter) -> Result<Vec<AccessRequest>, StoreError> {
-        self.read(move |c| requests::list(c, &filter)).await
+        self.call(move |c| requests::list(c, &filter)).await
     }
 
     async fn approve(
@@ -171,7 +147,7 @@ impl Store for SqliteStore {
     ) -> Result<ApproveOutcome, StoreError> {
         let approver = approver.to_string();
         let comment = comment.map(str::to_string);
-        self.write(move |c| requests::approve(c, id, &approver, comment.as_deref(), now))
+        self.call(move |c| requests::approve(c, id, &approver, comment.as_deref(), now))
             .await
     }
 
@@ -183,7 +159,7 @@ impl Store for SqliteStore {
         now: UnixTime,
     ) -> Result<AccessRequest, StoreError> {
         let (by, reason) = (by.to_string(), reason.to_string());
-        self.write(move |c| requests::deny(c, id, &by, &reason, now))
+        self.call(move |c| requests::deny(c, id, &by, &reason, now))
             .await
     }
 
@@ -196,37 +172,36 @@ impl Store for SqliteStore {
         now: UnixTime,
     ) -> Result<AccessRequest, StoreError> {
         let (by, reason) = (by.to_string(), reason.to_string());
-        self.write(move |c| requests::revoke(c, id, &by, &reason, flag, now))
+        self.call(move |c| requests::revoke(c, id, &by, &reason, flag, now))
             .await
     }
 
     async fn expire_due(&self, now: UnixTime) -> Result<Vec<AccessRequest>, StoreError> {
-        self.write(move |c| requests::expire_due(c, now)).await
+        self.call(move |c| requests::expire_due(c, now)).await
     }
 
     async fn next_serial(&self) -> Result<u64, StoreError> {
-        self.write(requests::next_serial).await
+        self.call(requests::next_serial).await
     }
 
     async fn record_cert(&self, cert: IssuedCert) -> Result<(), StoreError> {
-        self.write(move |c| records::record_cert(c, cert)).await
+        self.call(move |c| records::record_cert(c, cert)).await
     }
 
     async fn cert_by_serial(&self, serial: u64) -> Result<Option<IssuedCert>, StoreError> {
-        self.read(move |c| records::cert_by_serial(c, serial)).await
+        self.call(move |c| records::cert_by_serial(c, serial)).await
     }
 
     async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent, StoreError> {
-        self.write(move |c| records::append(c, event)).await
+        self.call(move |c| records::append(c, event)).await
     }
 
     async fn audit_events(&self, since: Option<UnixTime>) -> Result<Vec<AuditEvent>, StoreError> {
-        self.read(move |c| records::audit_events(c, since)).await
+        self.call(move |c| records::audit_events(c, since)).await
     }
 
     async fn start_session(&self, session: Session) -> Result<(), StoreError> {
-        self.write(move |c| records::start_session(c, session))
-            .await
+        self.call(move |c| records::start_session(c, session)).await
     }
 
     async fn end_session(
@@ -240,7 +215,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let id = id.to_string();
         let sha = recording_sha256.map(str::to_string);
-        self.write(move |c| {
+        self.call(move |c| {
             records::end_session(
                 c,
                 &id,
@@ -256,21 +231,21 @@ impl Store for SqliteStore {
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         let id = id.to_string();
-        self.read(move |c| records::get_session(c, &id)).await
+        self.call(move |c| records::get_session(c, &id)).await
     }
 
     async fn list_sessions(&self, filter: SessionFilter) -> Result<Vec<Session>, StoreError> {
-        self.read(move |c| records::list_sessions(c, &filter)).await
+        self.call(move |c| records::list_sessions(c, &filter)).await
     }
 
     async fn record_command(&self, cmd: CommandRecord) -> Result<(), StoreError> {
-        self.write(move |c| records::record_command(c, cmd)).await
+        self.call(move |c| records::record_command(c, cmd)).await
     }
 
     async fn list_commands(
         &self,
         filter: CommandFilter,
     ) -> Result<Vec<(CommandRecord, Session)>, StoreError> {
-        self.read(move |c| records::list_commands(c, &filter)).await
+        self.call(move |c| records::list_commands(c, &filter)).await
     }
 }

@@ -156,13 +156,20 @@ pub(super) fn list(
     conn: &Connection,
     filter: &RequestFilter,
 ) -> Result<Vec<AccessRequest>, StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM requests \
-         WHERE (?1 IS NULL OR (state = 'pending' AND pending_until > ?1)) \
-           AND (?2 IS NULL OR requester = ?2) \
-         ORDER BY id DESC LIMIT ?3"
-    ))?;
+    // One statement per filter shape, so that SQLite can pick an index for each.
+    let mut sql = format!("SELECT {COLUMNS} FROM requests WHERE 1");
+    if filter.pending_at.is_some() {
+        sql.push_str(
+            " AND state IN ('pending', 'approved') AND state = 'pending' AND pending_until > ?1",
+        );
+    }
+    if filter.requester.is_some() {
+        sql.push_str(" AND requester = ?2");
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?3");
+    let mut st = conn.prepare_cached(&sql)?;
     let limit = filter.limit.map_or(-1, i64::from);
+    // Numbered parameters: `?3` alone still makes three, so all three always bind.
     let rows = st.query_map(
         params![filter.pending_at, filter.requester, limit],
         from_row,
@@ -292,12 +299,14 @@ pub(super) fn expire_due(
     conn: &Connection,
     now: UnixTime,
 ) -> Result<Vec<AccessRequest>, StoreError> {
-    // The same conditions as `AccessRequest::state_at`.
+    // The same conditions as `AccessRequest::state_at`; the `IN` term lets SQLite use the
+    // partial index of open requests instead of scanning them all.
     let due: Vec<AccessRequest> = {
         let mut st = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM requests \
-             WHERE (state = 'pending' AND pending_until <= ?1) \
-                OR (state = 'approved' AND expires_at <= ?1) \
+             WHERE state IN ('pending', 'approved') \
+               AND ((state = 'pending' AND pending_until <= ?1) \
+                 OR (state = 'approved' AND expires_at <= ?1)) \
              ORDER BY id"
         ))?;
         st.query_map([now], from_row)?.collect::<Result<_, _>>()?

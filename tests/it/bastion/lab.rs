@@ -37,7 +37,7 @@ const POLICY: &str = r#"
 name = "engineer"
 
 [[roles.access]]
-hosts = ["db1", "db2", "gone"]
+hosts = ["db1", "db2", "gone", "mitm"]
 logins = ["root"]
 max_ttl = "2h"
 require_reason = false
@@ -53,7 +53,7 @@ allow_pty = false
 
 impl Lab {
     /// Two targets: db1 with a pinned host key, db2 with a host-CA certificate; `gone` is a
-    /// port nobody listens on.
+    /// port nobody listens on; `mitm` is db2 with db1's key pinned.
     pub async fn start() -> Lab {
         for tool in ["ssh", "ssh-keygen", "sshd"] {
             require_tool(tool);
@@ -93,6 +93,12 @@ address = "127.0.0.1:{p2}"
 [[hosts]]
 name = "gone"
 address = "127.0.0.1:{p3}"
+
+# db2's address with db1's key pinned: the bastion must refuse to log in.
+[[hosts]]
+name = "mitm"
+address = "127.0.0.1:{p2}"
+host_key = "{k1}"
 
 [[users]]
 name = "alice"
@@ -231,8 +237,7 @@ keys = ["{alice}"]
         valid_before: i64,
         record: bool,
     ) {
-        let public =
-            ssh_key::PublicKey::read_openssh_file(&self.key.with_extension("pub")).unwrap();
+        let public = ssh_key::PublicKey::read_openssh_file(self.key.with_extension("pub")).unwrap();
         let serial = self.store.next_serial().await.unwrap();
         let cert = self
             .ca
@@ -282,6 +287,25 @@ keys = ["{alice}"]
         format!("ProxyJump=alice@127.0.0.1:{}", self.port)
     }
 
+    /// The sessions of `request`, once every one of them has ended (waits up to 20 s).
+    pub async fn ended_sessions(&self, request: i64) -> Vec<jitgate::model::Session> {
+        for _ in 0..400 {
+            let sessions = self
+                .store
+                .list_sessions(jitgate::store::SessionFilter {
+                    request_id: Some(request),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if !sessions.is_empty() && sessions.iter().all(|s| s.ended_at.is_some()) {
+                return sessions;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the sessions of request {request} never all ended");
+    }
+
     /// Audit reasons of `bastion.refused` events so far.
     pub async fn refusals(&self) -> Vec<String> {
         self.store
@@ -318,4 +342,74 @@ pub fn text(b: &[u8]) -> String {
 /// Fails (never skips) when a tool is missing.
 pub fn require(tool: &str) {
     require_tool(tool);
+}
+
+impl Lab {
+    /// Starts this lab's bastion in a child process (the test binary running
+    /// `bastion_child_process`); returns it and its port.
+    pub async fn spawn_child(&self) -> (tokio::process::Child, u16) {
+        let port_file = self.path().join("child.port");
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "bastion::transfer::bastion_child_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("JITGATE_BASTION_CHILD", self.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        for _ in 0..600 {
+            if let Ok(p) = std::fs::read_to_string(&port_file)
+                && let Ok(port) = p.trim().parse()
+            {
+                return (child, port);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the child bastion exited: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the child bastion never wrote its port");
+    }
+}
+
+/// The child side of `spawn_child`: the bastion over the lab in `dir`, until stdin closes.
+pub async fn run_child(dir: &Path) {
+    let config_path = dir.join("jitgate.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let config = Arc::new(Config::from_str(&text, &config_path).unwrap());
+    let ca = Arc::new(CaKeys::load(&config.ca_dir()).unwrap());
+    let StoreUrl::Sqlite(db) = &config.store;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ctx = Arc::new(BastionContext {
+        config,
+        ca,
+        store,
+        hub: Hub::new(),
+    });
+    let tmp = dir.join("child.port.tmp");
+    std::fs::write(&tmp, port.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join("child.port")).unwrap();
+    bastion::run(listener, ctx, async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while tokio::io::AsyncReadExt::read(&mut stdin, &mut buf)
+            .await
+            .is_ok_and(|n| n > 0)
+        {}
+    })
+    .await;
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }

@@ -1,0 +1,246 @@
+//! One session channel's records: the store row (start, end, exit status, bytes) and the
+//! asciicast recording, both begun when the channel starts a shell, exec or subsystem.
+//!
+//! Fails closed: a session that cannot be recorded does not start.
+
+use std::sync::Arc;
+
+use super::Shared;
+use super::access::Grant;
+use super::gate::Checked;
+use crate::model::{self, CommandRecord, NewAuditEvent, now};
+use crate::recorder::{Recording, RecordingTap, SessionMeta};
+
+/// What a channel starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start<'a> {
+    Shell,
+    Exec(&'a str),
+    Subsystem(&'a str),
+}
+
+/// The terminal a channel asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtyInfo {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// How a relayed session ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub exit_status: Option<u32>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Set when the bastion closed it (revocation, expiry, shutdown).
+    pub closed_by: Option<String>,
+}
+
+pub struct SessionLog {
+    shared: Arc<Shared>,
+    grant: Grant,
+    id: String,
+    recording: Option<Recording>,
+    started: bool,
+    /// Commands blocked in this session so far.
+    blocks: u32,
+}
+
+fn dim(n: u32) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+impl SessionLog {
+    pub(crate) fn new(shared: Arc<Shared>, grant: Grant, id: String) -> SessionLog {
+        SessionLog {
+            shared,
+            grant,
+            id,
+            recording: None,
+            started: false,
+            blocks: 0,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Starts the recording and the store row; returns the tap the relay feeds. The error is
+    /// one line for the engineer.
+    pub async fn start(
+        &mut self,
+        what: Start<'_>,
+        pty: Option<&PtyInfo>,
+    ) -> Result<RecordingTap, String> {
+        if let Some(r) = &self.recording {
+            return Ok(r.tap());
+        }
+        let recorder = self
+            .shared
+            .recorder
+            .as_ref()
+            .map_err(|e| format!("recording is unavailable: {e}"))?;
+        let g = &self.grant;
+        let started_at = now();
+        let meta = SessionMeta {
+            session_id: self.id.clone(),
+            channel: None,
+            user: g.user.clone(),
+            login: g.request.login.clone(),
+            host: g.host.name.clone(),
+            request_id: g.request.id,
+            width: pty.map_or(0, |p| dim(p.cols)),
+            height: pty.map_or(0, |p| dim(p.rows)),
+            started_at,
+            command: match what {
+                Start::Shell => None,
+                Start::Exec(c) => Some(c.to_string()),
+                Start::Subsystem(name) => Some(format!("subsystem {name}")),
+            },
+            term: pty.map(|p| p.term.clone()),
+            shell: None,
+            record_input: g.rule.record_input,
+        };
+        let recording = recorder.start(meta).map_err(|e| {
+            tracing::error!(session = %self.id, error = %e, "cannot start a recording");
+            "cannot start the session's recording".to_string()
+        })?;
+        let row = model::Session {
+            id: self.id.clone(),
+            request_id: g.request.id,
+            user: g.user.clone(),
+            host: g.host.name.clone(),
+            login: g.request.login.clone(),
+            started_at,
+            ended_at: None,
+            exit_status: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            recording: Some(recording.path().to_string()),
+        };
+        if let Err(e) = self.shared.ctx.store.start_session(row).await {
+            tracing::error!(session = %self.id, error = %e, "cannot record a session start");
+            let _ = recording.finish().await;
+            return Err("cannot record the session".into());
+        }
+        tracing::info!(session = %self.id, user = %g.user, host = %g.host.name, "session started");
+        self.started = true;
+        let tap = recording.tap();
+        self.recording = Some(recording);
+        Ok(tap)
+    }
+
+    /// Indexes checked commands; audits and alerts warnings and blocks. Returns true once the
+    /// rule's `max_blocks` is reached: the request is then revoked and flagged for review.
+    pub async fn commands(&mut self, checked: &[Checked]) -> bool {
+        let shared = &self.shared;
+        let g = &self.grant;
+        for c in checked {
+            let text = match &shared.masker {
+                Ok(m) => m.mask(&c.text),
+                Err(_) => "(masked)".to_string(),
+            };
+            let record = CommandRecord {
+                session_id: self.id.clone(),
+                at: now(),
+                text: text.clone(),
+                verdict: c.verdict.to_string(),
+                rule: c.rule.clone(),
+            };
+            if let Err(e) = shared.ctx.store.record_command(record).await {
+                tracing::error!(session = %self.id, error = %e, "cannot index a command");
+            }
+            let kind = match c.verdict {
+                "blocked" => "guardrail.block",
+                "warned" | "would-block" => "guardrail.warn",
+                _ => continue,
+            };
+            if c.is_blocked() {
+                self.blocks += 1;
+            }
+            let rule = c.rule.clone().unwrap_or_default();
+            tracing::warn!(session = %self.id, user = %g.user, host = %g.host.name, verdict = c.verdict, %rule, "guardrail");
+            let event = NewAuditEvent::new(now(), kind, &g.user)
+                .request(g.request.id)
+                .session(&self.id)
+                .with("command", &text)
+                .with("rule", &rule)
+                .with("verdict", c.verdict)
+                .with("host", &g.host.name);
+            let data = event.data.clone();
+            if let Err(e) = shared.ctx.store.append_audit(event).await {
+                tracing::error!(session = %self.id, error = %e, "cannot audit a guardrail decision");
+            }
+            shared.ctx.hub.emit(kind, Some(g.request.id), data);
+        }
+        let limit = g.rule.max_blocks;
+        if limit == 0 || self.blocks < limit {
+            return false;
+        }
+        let reason = format!("{} commands blocked in session {}", self.blocks, self.id);
+        match shared
+            .ctx
+            .store
+            .revoke(g.request.id, "jitgate", &reason, true, now())
+            .await
+        {
+            Ok(_) => {
+                let mut data = std::collections::BTreeMap::new();
+                data.insert("reason".to_string(), reason);
+                data.insert("session".to_string(), self.id.clone());
+                shared
+                    .ctx
+                    .hub
+                    .emit("request.flagged", Some(g.request.id), data);
+                shared.ctx.hub.end_access(g.request.id);
+            }
+            Err(e) => tracing::error!(request = g.request.id, error = %e, "cannot flag a request"),
+        }
+        true
+    }
+
+    /// Closes the recording and writes the session's end.
+    pub async fn finish(self, outcome: &Outcome) {
+        if !self.started {
+            return;
+        }
+        let sha = match self.recording {
+            Some(r) => match r.finish().await {
+                Ok(f) => Some(f.sha256),
+                Err(e) => {
+                    tracing::error!(session = %self.id, error = %e, "recording failed");
+                    None
+                }
+            },
+            None => None,
+        };
+        tracing::info!(
+            session = %self.id,
+            exit = ?outcome.exit_status,
+            up = outcome.bytes_up,
+            down = outcome.bytes_down,
+            closed_by = ?outcome.closed_by,
+            "session ended"
+        );
+        if let Err(e) = self
+            .shared
+            .ctx
+            .store
+            .end_session(
+                &self.id,
+                now(),
+                outcome
+                    .exit_status
+                    .map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
+                outcome.bytes_up,
+                outcome.bytes_down,
+                sha.as_deref(),
+            )
+            .await
+        {
+            tracing::error!(session = %self.id, error = %e, "cannot record a session end");
+        }
+    }
+}

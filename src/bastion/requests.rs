@@ -1,0 +1,96 @@
+//! Which channel requests a rule lets through. The inner server's replies and the relay's
+//! forwarding both decide with `allows`, so they never disagree.
+
+use crate::config::AccessRule;
+
+/// Variables passed on with `env` requests; others are dropped.
+pub fn env_allowed(name: &str) -> bool {
+    name == "LANG" || name == "TERM" || name.starts_with("LC_")
+}
+
+/// A channel request, as far as the decision to allow it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    Pty,
+    Shell,
+    Exec,
+    Subsystem(&'a str),
+    Env(&'a str),
+    WindowChange,
+    X11,
+    Agent,
+}
+
+/// Whether `rule` lets this request through. The handler's reply and the relay both use it.
+pub fn allows(rule: &AccessRule, req: Request<'_>) -> bool {
+    match req {
+        Request::Pty => rule.allow_pty,
+        Request::Shell | Request::Exec | Request::WindowChange => true,
+        Request::Subsystem(name) => name == "sftp" && rule.allow_sftp,
+        Request::Env(name) => env_allowed(name),
+        // Forwarding X11 and agent channels back to the engineer is not built: refused always.
+        Request::X11 | Request::Agent => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(sftp: bool, pty: bool) -> AccessRule {
+        AccessRule {
+            hosts: crate::config::HostSelector::Names(vec!["*".into()]),
+            logins: vec!["root".into()],
+            max_ttl: std::time::Duration::from_secs(60),
+            approvals: 0,
+            approvers: vec![],
+            guardrails: vec![],
+            require_reason: false,
+            hours: None,
+            allow_sftp: sftp,
+            allow_port_forwarding: false,
+            allow_agent_forwarding: true,
+            allow_x11: true,
+            allow_pty: pty,
+            record_input: false,
+            max_blocks: 3,
+        }
+    }
+
+    #[test]
+    fn allows_table() {
+        let open = rule(true, true);
+        let closed = rule(false, false);
+        for (req, on_open, on_closed) in [
+            (Request::Pty, true, false),
+            (Request::Shell, true, true),
+            (Request::Exec, true, true),
+            (Request::WindowChange, true, true),
+            (Request::Subsystem("sftp"), true, false),
+            (Request::Subsystem("netconf"), false, false),
+            (Request::Env("LANG"), true, true),
+            (Request::Env("LD_PRELOAD"), false, false),
+            // Not built, so refused even where the rule would allow them.
+            (Request::X11, false, false),
+            (Request::Agent, false, false),
+        ] {
+            assert_eq!(allows(&open, req), on_open, "{req:?} open");
+            assert_eq!(allows(&closed, req), on_closed, "{req:?} closed");
+        }
+    }
+
+    #[test]
+    fn env_allow_list() {
+        for (name, ok) in [
+            ("LANG", true),
+            ("LC_ALL", true),
+            ("LC_CTYPE", true),
+            ("TERM", true),
+            ("LD_PRELOAD", false),
+            ("PATH", false),
+            ("lang", false),
+        ] {
+            assert_eq!(env_allowed(name), ok, "{name}");
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! The interactive gate: a session with a pty, checked line by line as the shell shows it.
+//!
+//! [`PtyGuard`] keeps a terminal emulation (`vt100`) of what the target printed and follows
+//! what the engineer types. When Enter is pressed it reads the command line from the screen —
+//! from where the cursor stood when this line's first key was typed, to the end of the
+//! logical (possibly wrapped) line — so history recall, tab completion and line editing are
+//! seen as the shell shows them. The typed bytes are checked too (they run ahead of the echo);
+//! the stricter verdict wins. A blocked Enter is replaced upstream by Ctrl-C.
+//!
+//! The start is kept as an offset in cells from the start of its logical line, not as a screen
+//! row, so it survives the screen scrolling while a long line wraps; a bracketed paste of
+//! several lines moves it to column 0 (the shell shows continuation lines there).
+//!
+//! Full-screen programs (alternate screen: vi, less, top) are not line-checked. A bracketed
+//! paste (`ESC[200~ … ESC[201~`) is held back until it ends, each of its lines checked, and
+//! forwarded whole or not at all. Limits: a paste over `MAX_PASTE` bytes is refused; the typed
+//! model keeps at most `MAX_TYPED` bytes of a line (the screen still shows all of it).
+
+use super::clamp::CsiClamp;
+use super::engine::{Checker, Verdict, synthetic_block};
+use super::keys::{Key, KeyDecoder, PASTE_END, PASTE_START, Step};
+use super::typed::TypedLine;
+
+/// Largest bracketed paste checked; a larger one is refused whole.
+pub const MAX_PASTE: usize = 1 << 20;
+/// Bytes of one typed line the typed model keeps.
+pub const MAX_TYPED: usize = 4096;
+/// Terminal sizes are clamped to this range (the emulation allocates rows × cols cells).
+const MIN_SIZE: u16 = 2;
+const MAX_ROWS: u16 = 200;
+const MAX_COLS: u16 = 512;
+
+/// Where a checked command's text came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The target's screen at Enter.
+    Screen,
+    /// The keys typed since the line began (it was stricter than the screen).
+    Typed,
+    /// One line of a bracketed paste.
+    Paste,
+    /// One input line of a session without a pty.
+    Line,
+}
+
+/// A command that was checked, for the audit index and the recording's markers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedCommand {
+    pub text: String,
+    pub verdict: Verdict,
+    pub source: Source,
+}
+
+/// What to do when a command was blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// Always a [`Verdict::Block`].
+    pub verdict: Verdict,
+    /// Write this to the engineer (not upstream): with a pty, to the terminal, as
+    /// `\r\njitgate: blocked by guardrail "<set>/<rule>": <message>\r\n`; without one, to
+    /// stderr, as that line ending in `\n`.
+    pub notice: String,
+    /// Whether Ctrl-C (`\x03`) was put in the forwarded bytes to cancel the line upstream.
+    pub cancelled: bool,
+}
+
+impl Blocked {
+    /// For a pty: the notice starts on a fresh line and ends with CR LF.
+    pub(crate) fn new(verdict: Verdict, cancelled: bool) -> Blocked {
+        let notice = format!("\r\n{verdict}\r\n");
+        Blocked {
+            verdict,
+            notice,
+            cancelled,
+        }
+    }
+
+    /// Without a pty: the notice is one stderr line.
+    pub(crate) fn for_stderr(verdict: Verdict) -> Blocked {
+        let notice = format!("{verdict}\n");
+        Blocked {
+            verdict,
+            notice,
+            cancelled: false,
+        }
+    }
+}
+
+/// The result of [`PtyGuard::feed_input`]; the bytes to forward went into the caller's buffer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InputReport {
+    /// Every command checked while handling these bytes, in order (blocked ones included).
+    pub checked: Vec<CheckedCommand>,
+    /// Set when a command was blocked; input after it in the same call was dropped.
+    pub blocked: Option<Blocked>,
+}
+
+#[derive(Debug)]
+struct Paste {
+    /// Start-marker bytes not yet forwarded (some may have gone up at an earlier call's end).
+    marker: Vec<u8>,
+    content: Vec<u8>,
+    /// Too large: the rest is dropped until the end marker.
+    refused: bool,
+    /// The last bytes seen, to find the end marker while dropping.
+    tail: [u8; 6],
+}
+
+/// The interactive line gate of one session channel with a pty.
+pub struct PtyGuard {
+    checker: Checker,
+    parser: vt100::Parser,
+    clamp: CsiClamp,
+    keys: KeyDecoder,
+    typed: TypedLine,
+    /// Cells from the start of the logical line to where this line's input began.
+    anchor: Option<usize>,
+    paste: Option<Paste>,
+}
+
+impl std::fmt::Debug for PtyGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No screen contents: they may hold secrets.
+        f.debug_struct("PtyGuard")
+            .field("size", &self.parser.screen().size())
+            .field("anchor", &self.anchor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PtyGuard {
+    /// A gate for a pty of `rows` × `cols` (from the pty request).
+    pub fn new(checker: Checker, rows: u16, cols: u16) -> PtyGuard {
+        let (rows, cols) = clamp_size(rows, cols);
+        PtyGuard {
+            checker,
+            parser: vt100::Parser::new(rows, cols, 0),
+            clamp: CsiClamp::default(),
+            keys: KeyDecoder::default(),
+            typed: TypedLine::new(MAX_TYPED),
+            anchor: None,
+            paste: None,
+        }
+    }
+
+    /// The client's window changed size.
+    pub fn resize(&mut self, rows: u16, cols: u16) {
+        let (rows, cols) = clamp_size(rows, cols);
+        self.parser.screen_mut().set_size(rows, cols);
+    }
+
+    /// Bytes the target sent towards the client (feed them as they are relayed).
+    pub fn feed_output(&mut self, bytes: &[u8]) {
+        let (rows, cols) = self.parser.screen().size();
+        let parser = &mut self.parser;
+        self.clamp
+            .feed(bytes, rows, cols, &mut |b: &[u8]| parser.process(b));
+    }
+
+    /// Whether a full-screen program holds the terminal (input is then not line-checked).
+    pub fn alternate_screen(&self) -> bool {
+        self.parser.screen().alternate_screen()
+    }
+
+    /// Bytes the client typed. Appends what must go upstream now to `up` (usually `bytes`
+    /// unchanged) and reports what was checked. On a block, `up` ends with Ctrl-C (or, for a
+    /// paste, holds nothing of it) and the rest of `bytes` is dropped.
+    pub fn feed_input(&mut self, bytes: &[u8], up: &mut Vec<u8>) -> InputReport {
+        let mut report = InputReport::default();
+        for &b in bytes {
+            if self.paste.is_some() {
+                self.paste_byte(b, up, &mut report);
+            } else if let Step::Key(key) = self.keys.push(b) {
+                self.key(key, up, &mut report);
+            }
+            // A blocked Enter drops the rest; a refused paste does not (its end must be seen).
+            if report.blocked.as_ref().is_some_and(|b| b.cancelled) {
+                self.keys.reset();
+                return report;
+            }
+        }
+        // Hand on a partial sequence now (a lone Esc must reach vi at once), unless it may
+        // still become a paste marker.
+        if self.keys.in_sequence() && (self.alternate_screen() || !self.keys.holding_paste_prefix())
+        {
+            up.extend_from_slice(self.keys.take_unsent());
+        }
+        report
+    }
+
+    fn key(&mut self, key: Key, up: &mut Vec<u8>, report: &mut InputReport) {
+        if self.alternate_screen() {
+            up.extend_from_slice(self.keys.take_unsent());
+            if matches!(key, Key::Enter | Key::Interrupt) {
+                self.reset_line();
+            }
+            return;
+        }
+        match key {
+            Key::Enter => {
+                let (verdict, checked) = self.check_line();
+                if let Some(c) = checked {
+                    report.checked.push(c);
+                }
+                if verdict.is_blocked() {
+                    up.push(0x03);
+                    report.blocked = Some(Blocked::new(verdict, true));
+                } else {
+                    up.extend_from_slice(self.keys.take_unsent());
+                }
+                self.reset_line();
+            }
+            Key::Interrupt => {
+                up.extend_from_slice(self.keys.take_unsent());
+                self.reset_line();
+            }
+            Key::PasteStart => {
+                self.paste = Some(Paste {
+                    marker: self.keys.take_unsent().to_vec(),
+                    content: Vec::new(),
+                    refused: false,
+                    tail: [0; 6],
+                });
+            }
+            key => {
+                if self.anchor.is_none() {
+                    self.anchor = Some(self.cursor_offset());
+                }
+                self.typed.key(key);
+                up.extend_from_slice(self.keys.take_unsent());
+            }
+        }
+    }
+
+    fn reset_line(&mut self) {
+        self.anchor = None;
+        self.typed.clear();
+    }
+
+    /// Checks the line at Enter: the screen from the anchor, and the typed text.
+    fn check_line(&mut self) -> (Verdict, Option<CheckedCommand>) {
+        let anchor = match self.anchor {
+            Some(a) => a,
+            None => self.cursor_offset(),
+        };
+        let screen = self.screen_line(anchor);
+        let typed = self.typed.text();
+        let screen_verdict = if screen.is_empty() {
+            Verdict::Allow
+        } else {
+            self.checker.check(&screen)
+        };
+        let typed_trimmed = typed.trim();
+        if typed_trimmed.is_empty() || typed_trimmed == screen {
+            if screen.is_empty() {
+                return (Verdict::Allow, None);
+            }
+            let c = CheckedCommand {
+                text: screen,
+                verdict: screen_verdict.clone(),
+                source: Source::Screen,
+            };
+            return (screen_verdict, Some(c));
+        }
+        let typed_verdict = self.checker.check(&typed);
+        if typed_verdict.rank() > screen_verdict.rank() {
+            let c = CheckedCommand {
+                text: typed_trimmed.to_string(),
+                verdict: typed_verdict.clone(),
+                source: Source::Typed,
+            };
+            (typed_verdict, Some(c))
+        } else if screen.is_empty() {
+            // Nothing echoed (a password prompt, or the echo is still on its way): the typed
+            // text is not recorded unless a rule matched it.
+            (screen_verdict, None)
+        } else {
+            let c = CheckedCommand {
+                text: screen,
+                verdict: screen_verdict.clone(),
+                source: Source::Screen,
+            };
+            (screen_verdict, Some(c))
+        }
+    }
+
+    fn paste_byte(&mut self, b: u8, up: &mut Vec<u8>, report: &mut InputReport) {
+        let Some(paste) = self.paste.as_mut() else {
+            return;
+        };
+        paste.tail.rotate_left(1);
+        paste.tail[5] = b;
+        let ended = paste.tail == PASTE_END;
+        if !paste.refused {
+            if paste.content.len() < MAX_PASTE + PASTE_END.len() {
+                paste.content.push(b);
+            } else {
+                paste.refused = true;
+                paste.content = Vec::new();
+                let verdict = synthetic_block(
+                    "paste-too-large",
+                    &format!("a paste over {MAX_PASTE} bytes cannot be checked"),
+                );
+                report.blocked = Some(Blocked::new(verdict, false));
+            }
+        }
+        if !ended {
+            return;
+        }
+        let Some(mut paste) = self.paste.take() else {
+            return;
+        };
+        if paste.refused {
+            // The shell may have seen part of the start marker: close an empty paste.
+            if paste.marker.len() < PASTE_START.len() {
+                up.extend_from_slice(&paste.marker);
+                up.extend_from_slice(PASTE_END);
+            }
+            return;
+        }
+        let body_len = paste.content.len().saturating_sub(PASTE_END.len());
+        paste.content.truncate(body_len);
+        self.finish_paste(paste, up, report);
+    }
+
+    fn finish_paste(&mut self, paste: Paste, up: &mut Vec<u8>, report: &mut InputReport) {
+        let text = String::from_utf8_lossy(&paste.content);
+        let mut worst = Verdict::Allow;
+        let mut segments = split_lines(&text).peekable();
+        let mut first = true;
+        let mut multi_line = false;
+        while let Some(seg) = segments.next() {
+            if segments.peek().is_some() {
+                multi_line = true;
+            }
+            // The first line joins what is already on the shell's line.
+            let (line, verdict) = if first {
+                let anchor = self.anchor.unwrap_or_else(|| self.cursor_offset());
+                let on_screen = format!("{}{seg}", self.screen_line(anchor));
+                let typed = format!("{}{seg}", self.typed.text());
+                let (a, b) = (self.checker.check(&on_screen), self.checker.check(&typed));
+                if b.rank() > a.rank() {
+                    (typed, b)
+                } else {
+                    (on_screen, a)
+                }
+            } else {
+                (seg.to_string(), self.checker.check(seg))
+            };
+            first = false;
+            let line = line.trim().to_string();
+            if line.is_empty() {
+                continue;
+            }
+            worst = worst.max(verdict.clone());
+            report.checked.push(CheckedCommand {
+                text: line,
+                verdict,
+                source: Source::Paste,
+            });
+        }
+        if worst.is_blocked() {
+            if paste.marker.len() < PASTE_START.len() {
+                up.extend_from_slice(&paste.marker);
+                up.extend_from_slice(PASTE_END);
+            }
+            report.blocked = Some(Blocked::new(worst, false));
+            return;
+        }
+        if self.anchor.is_none() {
+            self.anchor = Some(self.cursor_offset());
+        }
+        up.extend_from_slice(&paste.marker);
+        up.extend_from_slice(&paste.content);
+        up.extend_from_slice(PASTE_END);
+        let last = text.rsplit(['\r', '\n']).next().unwrap_or_default();
+        if multi_line {
+            // The shell shows the continuation lines from column 0.
+            self.typed.clear();
+            self.anchor = Some(0);
+        }
+        self.typed.insert_str(last.as_bytes());
+    }
+
+    /// Bytes held in the guard's own buffers (tests check they stay bounded).
+    #[cfg(test)]
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.typed.len()
+            + self
+                .paste
+                .as_ref()
+                .map_or(0, |p| p.content.len() + p.marker.len())
+    }
+
+    /// Cells from the start of the cursor's logical line to the cursor.
+    fn cursor_offset(&self) -> usize {
+        let screen = self.parser.screen();
+        let (_, cols) = screen.size();
+        let (row, col) = screen.cursor_position();
+        let start = logical_start(screen, row);
+        usize::from(row - start) * usize::from(cols) + usize::from(col.min(cols))
+    }
+
+    /// The cursor's logical line from `offset` cells on, trimmed.
+    fn screen_line(&self, offset: usize) -> String {
+        let screen = self.parser.screen();
+        let (rows, cols) = screen.size();
+        let (row, _) = screen.cursor_position();
+        let start = logical_start(screen, row);
+        let mut end = start;
+        while end + 1 < rows && screen.row_wrapped(end) {
+            end += 1;
+        }
+        let cols_n = usize::from(cols.max(1));
+        let first = usize::from(start) + offset / cols_n;
+        let (Ok(first), Ok(col)) = (u16::try_from(first), u16::try_from(offset % cols_n)) else {
+            return String::new();
+        };
+        if first > end {
+            return String::new();
+        }
+        let text = if first == end {
+            screen
+                .rows(col, cols - col)
+                .nth(usize::from(first))
+                .unwrap_or_default()
+        } else {
+            screen.contents_between(first, col, end, cols)
+        };
+        text.trim().to_string()
+    }
+}
+
+/// The first row of the logical line that `row` is part of.
+fn logical_start(screen: &vt100::Screen, mut row: u16) -> u16 {
+    while row > 0 && screen.row_wrapped(row - 1) {
+        row -= 1;
+    }
+    row
+}
+
+/// Lines of a paste: split at `\r\n`, `\r` or `\n`.
+fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n').flat_map(|l| l.split('\r'))
+}
+
+fn clamp_size(rows: u16, cols: u16) -> (u16, u16) {
+    (
+        rows.clamp(MIN_SIZE, MAX_ROWS),
+        cols.clamp(MIN_SIZE, MAX_COLS),
+    )
+}

@@ -1,0 +1,73 @@
+//! The no-pty gate: lines before a blocked one are forwarded, it and later ones are not.
+
+use crate::guardrail::{LineGate, Source};
+
+use super::destructive;
+
+#[test]
+fn forwards_lines_until_one_is_blocked() {
+    let mut gate = LineGate::new(destructive());
+    let mut up = Vec::new();
+    let r = gate.feed(b"echo one\nmkdir -p /tmp/x\nrm -rf /\necho two\n", &mut up);
+    assert_eq!(up, b"echo one\nmkdir -p /tmp/x\n");
+    let texts: Vec<&str> = r.checked.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts, ["echo one", "mkdir -p /tmp/x", "rm -rf /"]);
+    assert!(r.checked.iter().all(|c| c.source == Source::Line));
+    let b = r.blocked.expect("blocked");
+    assert_eq!(
+        b.notice,
+        "jitgate: blocked by guardrail \"destructive/rm-recursive-system\": \
+         recursive delete of / or a system directory\n"
+    );
+    assert!(gate.is_closed());
+    let r = gate.feed(b"echo three\n", &mut up);
+    assert_eq!(r.checked.len(), 0);
+    assert_eq!(
+        up, b"echo one\nmkdir -p /tmp/x\n",
+        "nothing after the block"
+    );
+    assert_eq!(gate.finish(&mut up).blocked, None);
+}
+
+#[test]
+fn lines_split_across_reads_are_checked_whole() {
+    let mut gate = LineGate::new(destructive());
+    let mut up = Vec::new();
+    assert_eq!(gate.feed(b"ls -l", &mut up).checked.len(), 0);
+    assert!(up.is_empty(), "a partial line waits");
+    gate.feed(b"a\r\nrm -r", &mut up);
+    assert_eq!(up, b"ls -la\r\n");
+    let r = gate.feed(b"f /etc\n", &mut up);
+    assert!(r.blocked.is_some());
+    assert_eq!(up, b"ls -la\r\n");
+}
+
+#[test]
+fn the_last_line_without_newline_is_checked_at_eof() {
+    let mut gate = LineGate::new(destructive());
+    let mut up = Vec::new();
+    gate.feed(b"uptime\nreboot", &mut up);
+    assert_eq!(up, b"uptime\n");
+    let r = gate.finish(&mut up);
+    assert!(r.blocked.is_some());
+    assert_eq!(up, b"uptime\n");
+
+    let mut gate = LineGate::new(destructive());
+    let mut up = Vec::new();
+    gate.feed(b"uptime", &mut up);
+    assert_eq!(gate.finish(&mut up).blocked, None);
+    assert_eq!(up, b"uptime");
+}
+
+#[test]
+fn blank_lines_pass_unrecorded_and_overlong_lines_block() {
+    let mut gate = LineGate::with_max_line(destructive(), 16);
+    let mut up = Vec::new();
+    let r = gate.feed(b"\n  \nls\n", &mut up);
+    assert_eq!(up, b"\n  \nls\n");
+    assert_eq!(r.checked.len(), 1);
+    let r = gate.feed(b"echo 0123456789abcdef", &mut up);
+    let rule = r.blocked.and_then(|b| b.verdict.rule_id());
+    assert_eq!(rule.as_deref(), Some("jitgate/line-too-long"));
+    assert_eq!(up, b"\n  \nls\n");
+}
