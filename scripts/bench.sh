@@ -11,12 +11,13 @@
 # (keystroke samples per path, 2000), BENCH_CARGO=0 to skip the criterion benches,
 # BENCH_OUT (directory for results.json and results.md, default target/bench), BENCH_KEX
 # (one key exchange algorithm for both paths; default: what each server negotiates),
-# BENCH_CIPHERS (the ciphers the ssh client asks for on every hop it makes).
+# BENCH_CIPHERS (the ciphers the ssh client asks for on every hop it makes),
+# BENCH_GUARDRAILS=0 (no guardrail set on the rule; by default the shipped `destructive`).
 #
 # The criterion benches it runs afterwards (each also runs alone, e.g. for its full
 # criterion report): `cargo bench --bench certificates` (prints certificates_per_second N),
 # `cargo bench --bench store`, and `cargo bench --bench guardrail` when benches/guardrail.rs
-# exists (its p99 reaches the table when it prints `guardrail_p99_ns N`).
+# exists (its p99 reaches the table from its "guardrail check, … p99 X" line).
 #
 # Set up in a temp dir: CA keys (jitgate init), a target sshd trusting the target CA, three
 # `jitgate serve` (recording as configured by default, recording uncapped, recording capped
@@ -203,6 +204,7 @@ start_jitgate() { # name max_exec_recording
   mkdir -p "$dir/data" "$dir/home"
   cp -r "$ca_dir" "$dir/data/ca"
   cat > "$dir/jitgate.toml" <<TOML
+$guardrail_include
 [server]
 data_dir = "data"
 recordings_dir = "recordings"
@@ -227,6 +229,7 @@ logins = ["$login"]
 max_ttl = "12h"
 approvals = 0
 require_reason = false
+$guardrail_rule
 TOML
   "$JITGATE" check-config --config "$dir/jitgate.toml" >/dev/null
   "$JITGATE" serve --config "$dir/jitgate.toml" >"$dir/serve.out" 2>"$dir/serve.log" &
@@ -245,6 +248,13 @@ TOML
   sed "s#-F $cfg#-F $dir/client.conf#" <<<"$cmd" > "$dir/ssh_cmd"
 }
 
+# The shipped guardrail set on the rule, as in the sample configs (BENCH_GUARDRAILS=0: none).
+guardrail_include="" guardrail_rule=""
+if [[ ${BENCH_GUARDRAILS:-1} != 0 ]]; then
+  [[ -f $root/config/guardrails/destructive.toml ]] || die "config/guardrails/destructive.toml is missing"
+  guardrail_include="include = [\"$root/config/guardrails/destructive.toml\"]"
+  guardrail_rule='guardrails = ["destructive"]'
+fi
 say "jitgate serve ×3 (recording: default cap, uncapped, capped at 0)"
 start_jitgate jitgate "64MiB"
 start_jitgate jitgate-full "4GiB"

@@ -143,6 +143,7 @@ def main():
         "quick": os.environ.get("BENCH_QUICK", "0") == "1",
         "nproc": os.cpu_count(),
         "commands": {"jitgate": a.jitgate, "openssh": a.openssh},
+        "guardrails": "none" if os.environ.get("BENCH_GUARDRAILS", "1") == "0" else "destructive",
         "ssh_info": {name: ssh_info(argv) for name, argv in pair.items()},
         "load": {"start": loadavg()},
     }

@@ -42,6 +42,10 @@ def cargo_figures(path):
         m = re.fullmatch(r"([a-z][a-z0-9_]*) (-?[0-9][0-9.]*)", s)
         m2 = re.fullmatch(r"bench_failed (\S+)", s)
         m3 = re.match(r"(\S+)\s+time:\s+\[(.*)\]", s)
+        g = re.search(r"guardrail check,.* p99 ([0-9.]+)(ns|µs|us|ms|s)\b", s)
+        if g:
+            scale = {"ns": 1, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}[g.group(2)]
+            plain["guardrail_p99_ns"] = float(g.group(1)) * scale
         if m:
             plain[m.group(1)] = float(m.group(2))
         elif m2:
@@ -162,6 +166,8 @@ def notes(ssh, seconds):
     n.append(f"Machine: {ssh.get('nproc')} CPUs; load average (1, 5, 15 min) at start "
              f"{load.get('start')}, at end {load.get('end')}. Run took {seconds // 60} min "
              f"{seconds % 60} s.")
+    n.append(f"jitgate's rule carries the guardrail set: {ssh.get('guardrails', '?')} "
+             "(BENCH_GUARDRAILS=0 for none).")
     b, r = ssh.get("bulk"), ssh.get("recording")
     if b:
         n.append(f"Bulk: {b['jitgate']['bytes']} bytes of text (`yes` lines) per run, "
