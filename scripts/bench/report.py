@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""The summary of scripts/bench.sh: figures against the DESIGN.md budgets.
+
+Reads the ssh measurements (measure.py's JSON) and the criterion benches' output, writes
+results.json (every figure) and results.md (the table for README.md), prints the table.
+A missed budget says "no"; a figure not measured says so. Standard library only.
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def ssh_version():
+    r = subprocess.run(["ssh", "-V"], capture_output=True, text=True)
+    return (r.stderr or r.stdout).strip()
+
+
+def cargo_figures(path):
+    """`name value` lines the benches print for scripts (e.g. certificates_per_second 1234),
+    and criterion's `time: [low mid high]` lines with the benchmark they belong to."""
+    plain, times, failed, prev = {}, {}, [], ""
+    try:
+        text = open(path).read()
+    except OSError:
+        return plain, times, failed
+    for line in text.splitlines():
+        s = line.strip()
+        if not s:
+            continue
+        m = re.fullmatch(r"([a-z][a-z0-9_]*) (-?[0-9][0-9.]*)", s)
+        m2 = re.fullmatch(r"bench_failed (\S+)", s)
+        m3 = re.match(r"(\S+)\s+time:\s+\[(.*)\]", s)
+        g = re.search(r"guardrail check,.* p99 ([0-9.]+)(ns|µs|us|ms|s)\b", s)
+        if g:
+            scale = {"ns": 1, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}[g.group(2)]
+            plain["guardrail_p99_ns"] = float(g.group(1)) * scale
+        if m:
+            plain[m.group(1)] = float(m.group(2))
+        elif m2:
+            failed.append(m2.group(1))
+        elif m3 and m3.group(1) != "change:":
+            times[m3.group(1)] = m3.group(2)
+        elif s.startswith("time:") and " " not in prev and not prev.endswith(":"):
+            # A long benchmark name stands on its own line, its figures on the next.
+            times[prev] = s.split("[", 1)[-1].rstrip("]")
+        prev = s
+    return plain, times, failed
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    return f"{v:,.{digits}f}"
+
+
+def yes_no(ok):
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def recording_written(section, name):
+    """Whether the runs of section[name] left a recording of (nearly) all their output."""
+    if not section or name not in section:
+        return False
+    runs = section[name]["runs"]
+    return all(x.get("recording", {}).get("file_bytes", 0) > 0 for x in runs)
+
+
+def dropped_share(section):
+    """Share of the output the recorder reported as not recorded, over all runs."""
+    runs = section["runs"]
+    dropped = sum(x.get("recording", {}).get("dropped_bytes", 0) for x in runs)
+    return dropped / sum(x["bytes"] for x in runs)
+
+
+def rows(ssh, plain, failed):
+    out = []
+
+    def row(what, j, o, ratio, budget, ok, unit=""):
+        out.append({"what": what, "jitgate": j, "openssh": o, "ratio": ratio,
+                    "budget": budget, "within": ok, "unit": unit})
+
+    s = ssh.get("setup")
+    if s:
+        j, o = s["jitgate"]["median"], s["openssh"]["median"]
+        row("session setup, `ssh -J … true`, median (ms)", j, o, j / o, "≤ 0.8×", j / o <= 0.8)
+        jp, op = s["jitgate"]["p90"], s["openssh"]["p90"]
+        row("session setup, p90 (ms)", jp, op, jp / op, "", None)
+    b = ssh.get("bulk")
+    r = ssh.get("recording")
+    recorded = recording_written(b, "jitgate") and recording_written(r, "recorded")
+    if b:
+        j, o = b["jitgate"]["median"], b["openssh"]["median"]
+        mib = b["jitgate"]["bytes"] / 2**20
+        what = (f"bulk output {mib:.0f} MiB, recorded (default 64 MiB exec cap), median MB/s"
+                if recording_written(b, "jitgate") else
+                f"bulk output {mib:.0f} MiB, median MB/s (NO recording was written)")
+        row(what, j, o, j / o, "≥ 0.9×", j / o >= 0.9)
+    if r and b and recording_written(r, "recorded"):
+        j, o = r["recorded"]["median"], b["openssh"]["median"]
+        lost = dropped_share(r["recorded"])
+        row("bulk output, recorded in full (cap raised), median MB/s"
+            + (f" — but {lost:.0%} of the output was NOT recorded (writer fell behind)"
+               if lost else ""), j, o, j / o, "≥ 0.9×", j / o >= 0.9 and not lost)
+    if r and recorded:
+        rec, unrec = r["recorded"]["median"], r["unrecorded"]["median"]
+        lost = dropped_share(r["recorded"])
+        row("recording overhead: recorded in full vs unrecorded (cap 0), MB/s"
+            + (f" — {lost:.0%} NOT recorded" if lost else ""),
+            f"{rec:,.1f} vs {unrec:,.1f}", None, rec / unrec, "≥ 0.9×",
+            rec / unrec >= 0.9 and not lost)
+    elif r:
+        row("recording overhead: recorded vs unrecorded", "not measured: no recording was "
+            "written", None, None, "≥ 0.9×", None)
+    m = ssh.get("memory")
+    if m:
+        j = m["jitgate"]["rss_kib_per_session"]
+        o = m["openssh"]["pss_kib_per_session"]
+        n = m["jitgate"]["sessions"]
+        row(f"memory per idle interactive session at {n} (KiB; OpenSSH: PSS of the jump "
+            "sshd's processes)", j, o, j / o if o else None, "< 512 KiB", j < 512)
+    k = ssh.get("keystroke")
+    if k:
+        j, o = k["jitgate"]["p50"] / 1000, k["openssh"]["p50"] / 1000
+        row("keystroke round trip p50 (ms)", j, o, j / o, "", None)
+        j, o = k["jitgate"]["p99"] / 1000, k["openssh"]["p99"] / 1000
+        row("keystroke round trip p99 (ms)", j, o, j / o, "≤ 1.2×", j / o <= 1.2)
+        row("keystroke p99 added by the bastion (ms)", j - o, None, None, "≤ 1 ms", j - o <= 1)
+    cps = plain.get("certificates_per_second")
+    if cps is not None:
+        row("certificates through the API, SQLite (per second)", cps, None, None, "≥ 1,000",
+            cps >= 1000)
+    elif "certificates" in failed:
+        row("certificates through the API, SQLite (per second)", "bench failed", None, None,
+            "≥ 1,000", False)
+    else:
+        row("certificates through the API, SQLite (per second)", "not measured", None, None,
+            "≥ 1,000", None)
+    for name in ("guardrail_p99_ns", "guardrail_p99_us"):
+        if name in plain:
+            us = plain[name] / (1000 if name.endswith("ns") else 1)
+            row("guardrail check, 200 chars, 1,000 rules, p99 (µs)", us, None, None, "< 20 µs",
+                us < 20)
+    return out
+
+
+def table(rs):
+    head = "| what | jitgate | OpenSSH | ratio | budget | within budget |\n"
+    head += "| --- | ---: | ---: | ---: | --- | --- |\n"
+    lines = []
+    for r in rs:
+        nums = [abs(v) for v in (r["jitgate"], r["openssh"]) if isinstance(v, (int, float))]
+        digits = 0 if nums and max(nums) >= 100 else 2
+        lines.append(f"| {r['what']} | {fmt(r['jitgate'], digits)} | {fmt(r['openssh'], digits)} | "
+                     f"{fmt(r['ratio'], 2) + '×' if r['ratio'] is not None else '—'} | "
+                     f"{r['budget'] or '—'} | {yes_no(r['within'])} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def notes(ssh, seconds):
+    load = ssh.get("load", {})
+    n = []
+    if ssh.get("quick"):
+        n.append("BENCH_QUICK=1: small sizes, figures for trying the script only.")
+    n.append(f"Machine: {ssh.get('nproc')} CPUs; load average (1, 5, 15 min) at start "
+             f"{load.get('start')}, at end {load.get('end')}. Run took {seconds // 60} min "
+             f"{seconds % 60} s.")
+    n.append(f"jitgate's rule carries the guardrail set: {ssh.get('guardrails', '?')} "
+             "(BENCH_GUARDRAILS=0 for none).")
+    b, r = ssh.get("bulk"), ssh.get("recording")
+    if b:
+        n.append(f"Bulk: {b['jitgate']['bytes']} bytes of text (`yes` lines) per run, "
+                 f"{b['jitgate']['n']} runs per path, alternating. Server CPU seconds per GiB: "
+                 f"jitgate {fmt(b['jitgate']['server_cpu_seconds_per_gib'], 2)}, OpenSSH jump "
+                 f"sshd {fmt(b['openssh']['server_cpu_seconds_per_gib'], 2)}.")
+    info = ssh.get("ssh_info", {})
+    kex = {name: sorted({line.split("kex: algorithm:")[1].strip() for line in lines
+                         if "kex: algorithm:" in line}) for name, lines in info.items()}
+    ciphers = {name: sorted({line.split("server->client cipher:")[1].split()[0]
+                             for line in lines if "server->client cipher:" in line})
+               for name, lines in info.items()}
+    if kex:
+        n.append("Key exchange: " + "; ".join(f"{k}: {', '.join(v) or '?'}"
+                                              for k, v in kex.items())
+                 + " (BENCH_KEX=curve25519-sha256 makes them one). Client ciphers: "
+                 + "; ".join(f"{k}: {', '.join(v) or '?'}" for k, v in ciphers.items())
+                 + " (BENCH_CIPHERS sets them; the bastion's hop to the target is russh's "
+                 "choice).")
+        if len({tuple(v) for v in kex.values()}) > 1:
+            n.append("**The paths negotiated different key exchanges, so the session setup "
+                     "ratio also measures the key exchange; run with "
+                     "BENCH_KEX=curve25519-sha256 for the bastion alone.**")
+    if b and not recording_written(b, "jitgate"):
+        n.append("**No recording (.cast file) was written for the bulk runs through jitgate: "
+                 "the bastion did not record, so no figure here includes recording.**")
+    if r and recording_written(r, "recorded"):
+        dropped = sum(x["recording"]["dropped_bytes"] for x in r["recorded"]["runs"])
+        files = [x["recording"]["file_bytes"] for x in r["recorded"]["runs"]]
+        n.append(f"Full recording: cast files of {', '.join(str(f) for f in files)} bytes; "
+                 f"{dropped} bytes reported not recorded (disk too slow)."
+                 + (" **Recording dropped output: the recorded figure flatters jitgate.**"
+                    if dropped else ""))
+    m = ssh.get("memory")
+    if m:
+        j, o = m["jitgate"], m["openssh"]
+        n.append(f"Memory: jitgate RSS {j['before']['rss_kib']} KiB before, "
+                 f"{j['after']['rss_kib']} KiB with {j['sessions']} sessions (slope over the "
+                 f"second half {j.get('rss_kib_per_session_slope')} KiB/session); OpenSSH jump "
+                 f"sshd processes: RSS {o['rss_kib_per_session']} KiB, PSS "
+                 f"{o['pss_kib_per_session']} KiB per session.")
+    k = ssh.get("keystroke")
+    if k:
+        n.append(f"Keystrokes: {k['jitgate']['n']} samples per path after warm-up, a remote "
+                 f"`cat` on a raw pty; p99.9 jitgate {k['jitgate']['p999'] / 1000:.2f} ms, "
+                 f"OpenSSH {k['openssh']['p999'] / 1000:.2f} ms.")
+    return n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ssh", required=True)
+    ap.add_argument("--cargo", required=True)
+    ap.add_argument("--seconds", type=int, default=0)
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--markdown", required=True)
+    a = ap.parse_args()
+    ssh = json.load(open(a.ssh))
+    plain, times, failed = cargo_figures(a.cargo)
+    rs = rows(ssh, plain, failed)
+    ns = notes(ssh, a.seconds)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result = {"date": stamp, "commit": git_commit(), "openssh": ssh_version(),
+              "seconds": a.seconds, "summary": rs, "notes": ns, "ssh": ssh,
+              "cargo_bench": {"figures": plain, "criterion_times": times, "failed": failed}}
+    with open(a.json, "w") as f:
+        json.dump(result, f, indent=2, ensure_ascii=False)
+    md = (f"Benchmarks ({stamp}, commit {result['commit']}, {result['openssh']}, "
+          f"`scripts/bench.sh`):\n\n" + table(rs) + "\n" + "\n".join(f"- {x}" for x in ns) + "\n")
+    if times:
+        md += "\nCriterion (time per iteration, [low mid high]):\n\n"
+        md += "\n".join(f"- `{k}`: {v}" for k, v in times.items()) + "\n"
+    with open(a.markdown, "w") as f:
+        f.write(md)
+    print(md)
+    print(f"figures: {a.json}\ntable:   {a.markdown}")
+    missed = [r["what"] for r in rs if r["within"] is False]
+    if missed:
+        print("budgets missed:\n" + "\n".join(f"  - {w}" for w in missed), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
