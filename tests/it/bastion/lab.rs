@@ -45,6 +45,12 @@ action = "block"
 message = "no recursive deletes from /"
 
 [[guardrails.rules]]
+name = "drop-table"
+pattern = '(?i)\bdrop\s+table\b'
+action = "block"
+message = "no DROP TABLE"
+
+[[guardrails.rules]]
 name = "reboot"
 pattern = '^reboot\b'
 action = "warn"

@@ -1,7 +1,7 @@
 //! The pty gate through the real ssh client to a real bash on a real sshd: the command line
 //! is read as the shell shows it (history, completion, line editing), pastes are checked
 //! before any of them runs, REPL lines are checked, full-screen programs are not, and a
-//! prompt is never mistaken for a command. The lab's set blocks `rm\s+-rf\s+/`.
+//! prompt is never mistaken for a command. The lab's set blocks `rm\s+-rf\s+/` and DROP TABLE.
 
 use super::lab::{self, Lab};
 use super::pty::{pane_shows, pane_shows_n, tmux};
@@ -56,8 +56,31 @@ fn key(sock: &std::path::Path, k: &str) {
     tmux(sock, &["send-keys", "-t", "t", k]);
 }
 
-/// Types `text` and Enter, then waits for `want` to show.
+/// Waits until the screen's last line is a bare prompt (bash's, python's: they end in '>'),
+/// as a person would before typing: a line typed ahead of its prompt starts before the
+/// prompt, and a risky-looking prompt would then count against it.
+fn ready(sock: &std::path::Path) {
+    for _ in 0..600 {
+        let screen = tmux(sock, &["capture-pane", "-p", "-t", "t"]);
+        if screen
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .is_some_and(|l| l.trim_end().ends_with('>'))
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "no prompt:\n{}",
+        tmux(sock, &["capture-pane", "-p", "-t", "t"])
+    );
+}
+
+/// At a fresh prompt, types `text` and Enter, then waits for `want` to show.
 fn line(sock: &std::path::Path, text: &str, want: &str) {
+    ready(sock);
     literal(sock, text);
     key(sock, "Enter");
     pane_shows(sock, want);
@@ -80,6 +103,7 @@ async fn history_editing_and_line_editing_are_seen_as_the_shell_shows_them() {
         line(&sock, "echo plain-$((2+3))", "plain-5");
         // A harmless line from history, edited into a blocked one: Up, Ctrl-A, Ctrl-D ×2, "rm".
         line(&sock, &format!("xx -rf {path}"), "xx: command not found");
+        ready(&sock);
         key(&sock, "Up");
         key(&sock, "C-a");
         key(&sock, "C-d");
@@ -88,19 +112,24 @@ async fn history_editing_and_line_editing_are_seen_as_the_shell_shows_them() {
         key(&sock, "Enter");
         pane_shows_n(&sock, BLOCKED, 1);
         // Ctrl-U clears a risky line; what runs is what was typed after it.
+        ready(&sock);
         literal(&sock, "rm -rf /nonexistent-u");
         key(&sock, "C-u");
         line(&sock, "echo cleared-$((1+1))", "cleared-2");
         // Ctrl-W removes words: "echo words rm -rf /x" → "echo words rm".
+        ready(&sock);
         literal(&sock, "echo words-$((3+3)) rm -rf /nonexistent-w");
         key(&sock, "C-w");
         key(&sock, "C-w");
         key(&sock, "Enter");
         pane_shows(&sock, "words-6 rm");
         // Backspace: the slash is gone before Enter.
+        ready(&sock);
         literal(&sock, "echo bs rm -rf /");
         key(&sock, "BSpace");
-        line(&sock, "gone", "bs rm -rf gone");
+        literal(&sock, "gone");
+        key(&sock, "Enter");
+        pane_shows(&sock, "bs rm -rf gone");
         // Still exactly one block, and the shell still works.
         let screen = pane_shows(&sock, "bs rm -rf gone");
         assert_eq!(screen.matches(BLOCKED).count(), 1, "{screen}");
@@ -122,9 +151,11 @@ async fn tab_completion_and_pastes_are_checked_before_anything_runs() {
     let path = v.display().to_string();
     tokio::task::spawn_blocking(move || {
         // What is typed has no "rm -rf /": only the completion (direxpand) makes it one.
+        ready(&sock);
         literal(&sock, &format!("shopt -s direxpand; cd {parent}"));
         key(&sock, "Enter");
         pane_shows_n(&sock, PROMPT, 2);
+        ready(&sock);
         literal(&sock, "rm -rf $PWD/victim-t");
         key(&sock, "Tab");
         pane_shows(&sock, &format!("rm -rf {path}/"));
@@ -132,10 +163,13 @@ async fn tab_completion_and_pastes_are_checked_before_anything_runs() {
         pane_shows_n(&sock, BLOCKED, 1);
         // A multi-line paste with one bad line: none of it runs.
         let paste = format!("echo first-$((10+1))\nrm -rf {path}\necho third-$((10+3))\n");
+        ready(&sock);
         tmux(&sock, &["set-buffer", "-b", "p", &paste]);
         tmux(&sock, &["paste-buffer", "-p", "-b", "p", "-t", "t"]);
         pane_shows_n(&sock, BLOCKED, 2);
-        line(&sock, "echo after-$((4+4))", "after-8");
+        // Nothing of the paste went upstream, so bash prints no new prompt: type on.
+        literal(&sock, "echo after-$((4+4))");
+        key(&sock, "Enter");
         let screen = pane_shows(&sock, "after-8");
         assert!(
             !screen.contains("first-11") && !screen.contains("third-13"),
@@ -161,12 +195,33 @@ async fn repl_lines_are_checked_and_full_screen_editors_are_not() {
         // A REPL's line is checked like a shell's.
         line(&sock, "/usr/bin/python3 -q", ">>>");
         line(&sock, "import os", ">>>");
+        ready(&sock);
         literal(&sock, &format!("os.system('rm -rf {path}')"));
         key(&sock, "Enter");
         pane_shows_n(&sock, BLOCKED, 1);
+        // DROP TABLE at a REPL prompt, as a DBA would type it into a client library.
+        line(
+            &sock,
+            "import sqlite3; db = sqlite3.connect(':memory:'); db.execute('create table t (x)')",
+            ">>>",
+        );
+        ready(&sock);
+        literal(&sock, "db.execute('DROP TABLE t')");
+        key(&sock, "Enter");
+        pane_shows_n(&sock, BLOCKED, 2);
+        line(
+            &sock,
+            "print('still', db.execute('select count(*) from t').fetchone())",
+            "still (0,)",
+        );
         line(&sock, "print('repl-ok', 6*7)", "repl-ok 42");
+        // Wait for bash's prompt before typing on: a line typed ahead of its prompt starts
+        // before the prompt, so a risky-looking prompt would count (a false block).
+        let prompts = pane_shows(&sock, PROMPT).matches(PROMPT).count();
+        ready(&sock);
         literal(&sock, "exit()");
         key(&sock, "Enter");
+        pane_shows_n(&sock, PROMPT, prompts + 1);
         // vi on a file that contains "rm -rf /": Enter inside it is not line-checked.
         let prompts = pane_shows(&sock, PROMPT).matches(PROMPT).count();
         line(&sock, &format!("vi {notes}"), "never run");
@@ -178,7 +233,7 @@ async fn repl_lines_are_checked_and_full_screen_editors_are_not() {
         pane_shows_n(&sock, PROMPT, prompts + 1);
         line(&sock, "echo after-vi-$((5+5))", "after-vi-10");
         let screen = pane_shows(&sock, "after-vi-10");
-        assert_eq!(screen.matches(BLOCKED).count(), 1, "{screen}");
+        assert_eq!(screen.matches(BLOCKED).count(), 2, "{screen}");
     })
     .await
     .unwrap();
