@@ -15,6 +15,8 @@ fn lab() -> (Setup, Server, Sshd) {
     jitgate(&["init", "--config", bootstrap.to_str().unwrap()]).ok();
     let target_ca = std::fs::read_to_string(setup.path().join("data/ca/target_ca.pub")).unwrap();
     let sshd = Sshd::start(&setup.path().join("sshd"), target_ca.trim(), None);
+    let destructive =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/guardrails/destructive.toml");
     let policy = format!(
         r#"
 [[hosts]]
@@ -31,11 +33,20 @@ logins = ["root"]
 max_ttl = "15m"
 approvals = 1
 approvers = ["sre-lead"]
+guardrails = ["destructive"]
 "#,
         port = sshd.port,
         host_key = sshd.host_key
     );
-    let server = Server::start(&setup.config(&policy));
+    let config = setup.config(&policy);
+    // `include` is a top-level key: it goes before the first table.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("include = [\"{}\"]\n{text}", destructive.display()),
+    )
+    .unwrap();
+    let server = Server::start(&config);
     (setup, server, sshd)
 }
 
@@ -335,4 +346,66 @@ fn prune_removes_expired_recordings_and_verify_stays_green() {
     assert!(!path.exists());
     let run = jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:#?}");
+}
+
+#[test]
+fn blocked_commands_are_indexed_audited_and_never_run() {
+    let (setup, server, _sshd) = lab();
+    server
+        .cli(
+            &setup.alice,
+            &[
+                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-6",
+            ],
+        )
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    let command = login_command(&setup, &server, "1");
+    // Harmless if it ever ran: no repository here. The guardrails stop it before the target.
+    let run = run_printed(&command, "git push --force origin main; echo ran-anyway");
+    assert_eq!(run.code, 126, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("jitgate: blocked by guardrail \"destructive/git-push-force\""),
+        "{run:#?}"
+    );
+    assert!(!run.stdout.contains("ran-anyway"), "{run:#?}");
+    run_printed(&command, "echo fine").ok();
+
+    // What ran where, and what was stopped.
+    let list = server.cli(&setup.dave, &["commands", "--json"]).ok().json();
+    let list = list.as_array().unwrap();
+    let blocked = list
+        .iter()
+        .find(|c| c["verdict"] == "blocked")
+        .expect("the block is indexed");
+    assert_eq!(blocked["rule"], "destructive/git-push-force");
+    assert_eq!(
+        (blocked["user"].as_str(), blocked["host"].as_str()),
+        (Some("alice"), Some("db1"))
+    );
+    assert!(
+        list.iter()
+            .any(|c| c["verdict"] == "allowed" && c["text"] == "echo fine"),
+        "{list:?}"
+    );
+    let grep = server
+        .cli(
+            &setup.dave,
+            &["commands", "--grep", "push", "--host", "db1"],
+        )
+        .ok();
+    assert!(
+        grep.stdout.contains("destructive/git-push-force") && !grep.stdout.contains("echo fine"),
+        "{grep:#?}"
+    );
+    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "guardrail.block"),
+        "{events:?}"
+    );
 }
