@@ -11,6 +11,8 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v rsync >/dev/null || need+=(rsync)
 command -v openssl >/dev/null || need+=(openssl)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v vi >/dev/null || need+=(vim-tiny)
+[[ -x /usr/bin/python3 ]] || need+=(python3)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   if [[ $(id -u) -ne 0 ]]; then
