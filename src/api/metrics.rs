@@ -32,9 +32,10 @@ impl Metrics {
     }
 
     pub fn observe(&self, took: Duration) {
-        let ms = took.as_millis() as u64;
+        // Prometheus buckets are cumulative: an observation counts in every `le` it is under.
+        let micros = took.as_micros();
         for (i, le) in BUCKETS_MS.iter().enumerate() {
-            if ms < *le || (ms == *le && took.subsec_micros().is_multiple_of(1000)) {
+            if micros <= u128::from(*le) * 1000 {
                 self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
             }
         }

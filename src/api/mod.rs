@@ -209,15 +209,9 @@ pub async fn expire_loop(state: Arc<AppState>) {
                 for r in expired {
                     state.hub.end_access(r.id);
                     state.metrics.request("expired");
-                    let data = [
-                        ("requester", r.requester.clone()),
-                        ("host", r.host.clone()),
-                        ("login", r.login.clone()),
-                    ]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect();
-                    state.hub.emit("request.expired", Some(r.id), data);
+                    state
+                        .hub
+                        .emit("request.expired", Some(r.id), routes::request_data(&r));
                 }
             }
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),

@@ -452,7 +452,10 @@ fn decider_error(req: &crate::model::AccessRequest, now: i64, reason: String) ->
     }
 }
 
-fn request_data(r: &crate::model::AccessRequest) -> std::collections::BTreeMap<String, String> {
+/// The fields every `request.*` webhook event carries.
+pub(super) fn request_data(
+    r: &crate::model::AccessRequest,
+) -> std::collections::BTreeMap<String, String> {
     [
         ("requester", r.requester.clone()),
         ("host", r.host.clone()),
