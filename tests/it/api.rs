@@ -90,31 +90,16 @@ fn bad_signatures_replays_and_skew_are_refused_and_audited() {
 
     // A good call works once; the same signed call again is a replay.
     let nonce = auth::new_nonce();
-    let (status, text) = raw_call(
-        &server.url,
-        &setup.alice,
-        &Call {
-            method: "POST",
-            path: "/v1/requests",
-            body,
-            timestamp: now,
-            nonce: &nonce,
-        },
-        None,
-    );
+    let call = Call {
+        method: "POST",
+        path: "/v1/requests",
+        body,
+        timestamp: now,
+        nonce: &nonce,
+    };
+    let (status, text) = raw_call(&server.url, &setup.alice, &call, None);
     assert_eq!(status, 201, "{text}");
-    let (status, text) = raw_call(
-        &server.url,
-        &setup.alice,
-        &Call {
-            method: "POST",
-            path: "/v1/requests",
-            body,
-            timestamp: now,
-            nonce: &nonce,
-        },
-        None,
-    );
+    let (status, text) = raw_call(&server.url, &setup.alice, &call, None);
     assert_eq!(status, 401, "{text}");
     assert!(text.contains("nonce was already used"), "{text}");
 
@@ -215,23 +200,12 @@ fn webhooks_are_delivered_and_retried() {
     );
     let server = Server::start(&setup.config(&policy));
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason",
-                "INC-7",
-            ],
-        )
+        .request(&setup.alice, "db1", "postgres", "5m", "INC-7")
         .ok();
     server.cli(&setup.bob, &["approve", "1"]).ok();
     server.cli(&setup.bob, &["revoke", "1"]).ok();
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
-            ],
-        )
+        .request(&setup.alice, "db1", "postgres", "5m", "x")
         .ok();
     server
         .cli(&setup.carol, &["deny", "2", "--reason", "no"])
@@ -283,13 +257,7 @@ fn webhooks_never_block_the_api() {
     let server = Server::start(&setup.config(&policy));
     for _ in 0..3 {
         server
-            .cli(
-                &setup.alice,
-                &[
-                    "request", "--host", "web1", "--login", "deploy", "--ttl", "5m", "--reason",
-                    "x",
-                ],
-            )
+            .request(&setup.alice, "web1", "deploy", "5m", "x")
             .ok();
     }
     assert_eq!(
@@ -327,12 +295,7 @@ hours = "{hours}"
     );
     let server = Server::start(&setup.config(&policy));
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
-            ],
-        )
+        .request(&setup.alice, "db1", "postgres", "5m", "x")
         .refused(&format!("allowed only {hours}"));
 }
 
@@ -450,12 +413,7 @@ fn expiry_reaches_webhooks() {
     let config = setup.config_with("pending_ttl = \"1s\"", &policy);
     let server = Server::start(&config);
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
-            ],
-        )
+        .request(&setup.alice, "db1", "postgres", "5m", "x")
         .ok();
     let event = rx
         .recv_timeout(Duration::from_secs(20))

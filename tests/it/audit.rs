@@ -24,13 +24,7 @@ fn history() -> (Setup, std::path::PathBuf, std::path::PathBuf) {
     {
         let server = Server::start(&config);
         server
-            .cli(
-                &setup.alice,
-                &[
-                    "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason",
-                    "x",
-                ],
-            )
+            .request(&setup.alice, "db1", "postgres", "5m", "x")
             .ok();
         server.cli(&setup.bob, &["approve", "1"]).ok();
         server.cli(&setup.alice, &["login", "1"]).ok();

@@ -26,13 +26,7 @@ fn audit_kinds(server: &Server, setup: &Setup) -> Vec<String> {
 fn auto_approved_request_to_certificate() {
     let (setup, server) = standard();
     let run = server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "web1", "--login", "deploy", "--ttl", "30m", "--reason",
-                "INC-1",
-            ],
-        )
+        .request(&setup.alice, "web1", "deploy", "30m", "INC-1")
         .ok();
     assert!(run.stdout.contains("request 1 approved"), "{run:#?}");
     let run = server.cli(&setup.alice, &["login", "1"]).ok();
@@ -102,12 +96,7 @@ fn auto_approved_request_to_certificate() {
 fn certificate_validity_is_skew_to_end_of_access() {
     let (setup, server) = standard();
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "web1", "--login", "deploy", "--ttl", "20m", "--reason", "x",
-            ],
-        )
+        .request(&setup.alice, "web1", "deploy", "20m", "x")
         .ok();
     let cert = server
         .cli(&setup.alice, &["login", "1", "--json"])
@@ -132,13 +121,7 @@ fn certificate_validity_is_skew_to_end_of_access() {
 fn one_approval_from_an_approver() {
     let (setup, server) = standard();
     let run = server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "postgres", "--ttl", "15m", "--reason",
-                "INC-2",
-            ],
-        )
+        .request(&setup.alice, "db1", "postgres", "15m", "INC-2")
         .ok();
     assert!(run.stdout.contains("request 1 pending"), "{run:#?}");
     server
@@ -167,12 +150,7 @@ fn one_approval_from_an_approver() {
 fn break_glass_needs_two_distinct_approvers() {
     let (setup, server) = standard();
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "root", "--ttl", "30m", "--reason", "sev1",
-            ],
-        )
+        .request(&setup.alice, "db1", "root", "30m", "sev1")
         .ok();
     let run = server.cli(&setup.bob, &["approve", "1"]).ok();
     assert!(run.stdout.contains("1 of 2"), "{run:#?}");
@@ -201,12 +179,7 @@ fn break_glass_needs_two_distinct_approvers() {
 fn two_approvers_at_once_count_as_two() {
     let (setup, server) = standard();
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "root", "--ttl", "30m", "--reason", "sev1",
-            ],
-        )
+        .request(&setup.alice, "db1", "root", "30m", "sev1")
         .ok();
     let (b, c) = std::thread::scope(|s| {
         let b = s.spawn(|| server.cli(&setup.bob, &["approve", "1"]));
@@ -274,12 +247,7 @@ fn refusals_are_clear_audited_and_change_nothing() {
 
     // Self-approval and non-approvers.
     server
-        .cli(
-            &setup.bob,
-            &[
-                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
-            ],
-        )
+        .request(&setup.bob, "db1", "postgres", "5m", "x")
         .ok();
     server
         .cli(&setup.bob, &["approve", "1"])
@@ -316,12 +284,7 @@ fn refusals_are_clear_audited_and_change_nothing() {
 fn revoked_stays_revoked() {
     let (setup, server) = standard();
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
-            ],
-        )
+        .request(&setup.alice, "db1", "postgres", "5m", "x")
         .ok();
     server.cli(&setup.bob, &["approve", "1"]).ok();
     server.cli(&setup.alice, &["login", "1"]).ok();
@@ -353,21 +316,11 @@ fn undecided_request_expires_and_access_ends() {
     let config = setup.config_with("pending_ttl = \"1s\"", Setup::standard_policy());
     let server = Server::start(&config);
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "postgres", "--ttl", "5m", "--reason", "x",
-            ],
-        )
+        .request(&setup.alice, "db1", "postgres", "5m", "x")
         .ok();
     // Access that ends one second after approval.
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "web1", "--login", "deploy", "--ttl", "1s", "--reason", "x",
-            ],
-        )
+        .request(&setup.alice, "web1", "deploy", "1s", "x")
         .ok();
     std::thread::sleep(std::time::Duration::from_millis(2200));
     server
@@ -557,12 +510,7 @@ fn ssh_agent_signs_when_it_holds_the_key() {
 fn healthz_and_metrics_are_unsigned() {
     let (setup, server) = standard();
     server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "web1", "--login", "deploy", "--ttl", "5m", "--reason", "x",
-            ],
-        )
+        .request(&setup.alice, "web1", "deploy", "5m", "x")
         .ok();
     server.cli(&setup.alice, &["login", "1"]).ok();
     let body = http_get(&format!("{}/metrics", server.url));

@@ -1,7 +1,7 @@
 //! The whole product as an engineer and an approver use it: the real `jitgate serve`
 //! (API and bastion), the real CLI, stock OpenSSH, and a real sshd target.
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::sshd::Sshd;
@@ -62,6 +62,26 @@ fn login_command(setup: &Setup, server: &Server, id: &str) -> String {
         .to_string()
 }
 
+/// Request 1 (db1 as root) by alice, approved by bob; the ssh command `login` printed.
+fn approved_command(setup: &Setup, server: &Server, reason: &str) -> String {
+    server
+        .request(&setup.alice, "db1", "root", "10m", reason)
+        .ok();
+    server.cli(&setup.bob, &["approve", "1"]).ok();
+    login_command(setup, server, "1")
+}
+
+/// Starts the `ssh …` command `login` printed, running `remote`, in the background.
+fn spawn_printed(command: &str, remote: &str, out: Stdio, err: Stdio) -> Child {
+    Command::new("ssh")
+        .args(command.split_whitespace().skip(1))
+        .args(["-o", "BatchMode=yes", remote])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
 /// Runs the `ssh …` command `login` printed, with `remote` appended.
 fn run_printed(command: &str, remote: &str) -> Run {
     let mut words = command.split_whitespace();
@@ -78,16 +98,7 @@ fn run_printed(command: &str, remote: &str) -> Run {
 #[test]
 fn request_approve_login_ssh_revoke() {
     let (setup, server, _sshd) = lab();
-    server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-1",
-            ],
-        )
-        .ok();
-    server.cli(&setup.bob, &["approve", "1"]).ok();
-    let command = login_command(&setup, &server, "1");
+    let command = approved_command(&setup, &server, "INC-1");
     assert!(command.contains(" -J alice@127.0.0.1:"), "{command}");
 
     // The exact printed command reaches the target through the bastion.
@@ -130,24 +141,8 @@ fn request_approve_login_ssh_revoke() {
 #[test]
 fn revoke_closes_a_live_session() {
     let (setup, server, _sshd) = lab();
-    server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-2",
-            ],
-        )
-        .ok();
-    server.cli(&setup.bob, &["approve", "1"]).ok();
-    let command = login_command(&setup, &server, "1");
-    let mut words = command.split_whitespace().skip(1);
-    let mut child = Command::new("ssh")
-        .args(&mut words)
-        .args(["-o", "BatchMode=yes", "sleep 300"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let command = approved_command(&setup, &server, "INC-2");
+    let mut child = spawn_printed(&command, "sleep 300", Stdio::piped(), Stdio::piped());
     // Wait until the bastion has the session on record, then revoke.
     wait_for(Duration::from_secs(15), || {
         let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
@@ -188,28 +183,9 @@ fn demo_script_walks_through_and_cleans_up() {
 #[test]
 fn recording_survives_kill_9_of_the_server() {
     let (setup, mut server, _sshd) = lab();
-    server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-3",
-            ],
-        )
-        .ok();
-    server.cli(&setup.bob, &["approve", "1"]).ok();
-    let command = login_command(&setup, &server, "1");
-    let mut words = command.split_whitespace().skip(1);
-    let mut child = Command::new("ssh")
-        .args(&mut words)
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "for i in $(seq 1 400); do echo line-$i; sleep 0.01; done; sleep 60",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let command = approved_command(&setup, &server, "INC-3");
+    let output = "for i in $(seq 1 400); do echo line-$i; sleep 0.01; done; sleep 60";
+    let mut child = spawn_printed(&command, output, Stdio::null(), Stdio::null());
     let recording = wait_for(Duration::from_secs(15), || {
         let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
         list.as_array()
@@ -245,16 +221,7 @@ fn recording_survives_kill_9_of_the_server() {
 
 /// One recorded exec session through the real server; returns the recording's path.
 fn recorded_session(setup: &Setup, server: &Server) -> (String, std::path::PathBuf) {
-    server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-5",
-            ],
-        )
-        .ok();
-    server.cli(&setup.bob, &["approve", "1"]).ok();
-    let command = login_command(setup, server, "1");
+    let command = approved_command(setup, server, "INC-5");
     let run = run_printed(&command, "echo recorded-output-42");
     assert_eq!(run.code, 0, "{run:#?}");
     let session = wait_for(Duration::from_secs(10), || {
@@ -351,16 +318,7 @@ fn prune_removes_expired_recordings_and_verify_stays_green() {
 #[test]
 fn blocked_commands_are_indexed_audited_and_never_run() {
     let (setup, server, _sshd) = lab();
-    server
-        .cli(
-            &setup.alice,
-            &[
-                "request", "--host", "db1", "--login", "root", "--ttl", "10m", "--reason", "INC-6",
-            ],
-        )
-        .ok();
-    server.cli(&setup.bob, &["approve", "1"]).ok();
-    let command = login_command(&setup, &server, "1");
+    let command = approved_command(&setup, &server, "INC-6");
     // Harmless if it ever ran: no repository here. The guardrails stop it before the target.
     let run = run_printed(&command, "git push --force origin main; echo ran-anyway");
     assert_eq!(run.code, 126, "{run:#?}");

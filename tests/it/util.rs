@@ -234,6 +234,16 @@ impl Server {
         }
     }
 
+    /// `jitgate request --host … --login … --ttl … --reason …` as the owner of `key`.
+    pub fn request(&self, key: &Key, host: &str, login: &str, ttl: &str, reason: &str) -> Run {
+        self.cli(
+            key,
+            &[
+                "request", "--host", host, "--login", login, "--ttl", ttl, "--reason", reason,
+            ],
+        )
+    }
+
     /// Runs the CLI as the owner of `key` against this server.
     pub fn cli(&self, key: &Key, args: &[&str]) -> Run {
         let out = Command::new(jitgate_bin())
