@@ -653,16 +653,19 @@ impl Validator {
             });
         }
         // One key, one person: otherwise a signature could not say who made it.
-        for (i, a) in users.iter().enumerate() {
-            for b in &users[i + 1..] {
-                for (j, k) in b.keys.iter().enumerate() {
-                    if a.keys.iter().any(|ak| ak.key_data() == k.key_data()) {
-                        let idx = users.iter().position(|u| std::ptr::eq(u, b)).unwrap_or(0);
-                        self.error(
-                            &format!("users[{idx}].keys[{j}]"),
-                            format!("this key is already enrolled for {:?}; each key belongs to one user", a.name),
-                        );
-                    }
+        for (i, user) in users.iter().enumerate() {
+            for (j, key) in user.keys.iter().enumerate() {
+                let owner = users[..i]
+                    .iter()
+                    .find(|earlier| earlier.keys.iter().any(|k| k.key_data() == key.key_data()));
+                if let Some(owner) = owner {
+                    self.error(
+                        &format!("users[{i}].keys[{j}]"),
+                        format!(
+                            "this key is already enrolled for {:?}; each key belongs to one user",
+                            owner.name
+                        ),
+                    );
                 }
             }
         }
