@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use russh::keys::PublicKeyOrCertificate;
-use russh::{Channel, ChannelOpenFailure, client, server};
+use russh::{Channel, ChannelOpenFailure, Preferred, client, server};
 use ssh_key::PublicKey;
 use tokio::sync::watch;
 
 use super::Shared;
-use super::keys::random_serial;
+use super::keys::{CLIENT_CIPHERS, random_serial};
 use crate::ca::{CaKeys, generate_ed25519};
 use crate::config::{Config, Host};
 
@@ -130,7 +130,7 @@ impl client::Handler for TargetKey {
                     reply.accept().await;
                     let mut a = channel.into_stream();
                     let mut b = theirs.into_stream();
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    super::relay::pump(&mut a, &mut b).await;
                 }
                 Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
             }
@@ -196,6 +196,10 @@ impl ClientConfigs {
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 3,
             nodelay: true,
+            preferred: Preferred {
+                cipher: CLIENT_CIPHERS.into(),
+                ..Preferred::DEFAULT
+            },
             ..Default::default()
         };
         let mut certified = base();
