@@ -257,7 +257,7 @@ async fn forward_channel(
             reply.accept().await;
             let mut a = channel.into_stream();
             let mut b = target.into_stream();
-            let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+            relay::pump(&mut a, &mut b).await;
         }
         Err(e) => reply.reject(failure(2, format!("jitgate: {e}"))).await,
     }

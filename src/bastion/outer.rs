@@ -14,7 +14,7 @@ use ssh_key::Certificate;
 
 use super::access::{self, CertFacts, Grant, Refusal};
 use super::sessions::{ControlHandle, Registration};
-use super::{BastionError, Shared, inner};
+use super::{BastionError, Shared, inner, relay};
 use crate::config::Host;
 use crate::model::{format_time, now};
 use crate::store::RequestFilter;
@@ -256,7 +256,7 @@ impl server::Handler for Outer {
             let (ours, mut theirs) = tokio::io::duplex(inner::PIPE);
             let mut stream = channel.into_stream();
             let pump = tokio::spawn(async move {
-                let _ = tokio::io::copy_bidirectional(&mut stream, &mut theirs).await;
+                relay::pump(&mut stream, &mut theirs).await;
             });
             inner::serve(ours, conn).await;
             pump.abort();
