@@ -39,9 +39,86 @@ impl Header {
 
 /// One event line, newline included. `t` is written with microsecond precision.
 pub fn event_line(t: f64, code: char, data: &str) -> String {
+    let mut line = Vec::with_capacity(data.len() + 32);
+    push_event_line(&mut line, t, code, data);
+    // Built from a `&str`, `char`s and ASCII only.
+    String::from_utf8(line).unwrap_or_default()
+}
+
+/// Appends one event line to `out`: what `event_line` returns, without a `String` of its own.
+///
+/// The recorder's hot path: terminal output is dense with `\r\n` and escape sequences, and a
+/// general JSON serialiser spends most of its time on them, so each byte is escaped here
+/// from a table, the same way `serde_json` writes strings.
+pub fn push_event_line(out: &mut Vec<u8>, t: f64, code: char, data: &str) {
+    use std::io::Write;
     let t = if t.is_finite() && t > 0.0 { t } else { 0.0 };
-    let data = serde_json::to_string(data).unwrap_or_else(|_| "\"\"".into());
-    format!("[{t:.6}, \"{code}\", {data}]\n")
+    // Writing into a `Vec` cannot fail.
+    let _ = write!(out, "[{t:.6}, \"{code}\", \"");
+    push_json_escaped(out, data.as_bytes());
+    out.extend_from_slice(b"\"]\n");
+}
+
+/// How each byte is written inside a JSON string: 0 as is, `u` as `\u00XX`, else `\` and it.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+fn push_json_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Most output needs no more than this; `push` grows the rest.
+    out.reserve(bytes.len() + bytes.len() / 4);
+    let mut words = bytes.chunks(8);
+    for word in &mut words {
+        // Eight bytes at once while none of them needs escaping (the usual case in text).
+        if let Ok(w) = <[u8; 8]>::try_from(word)
+            && !needs_escape(u64::from_le_bytes(w))
+        {
+            out.extend_from_slice(word);
+            continue;
+        }
+        for &b in word {
+            match ESCAPE[b as usize] {
+                0 => out.push(b),
+                b'u' => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]),
+                e => out.extend_from_slice(&[b'\\', e]),
+            }
+        }
+    }
+}
+
+/// Whether any of the eight bytes in `w` is a control character, `"` or `\\`.
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte's high bit survives these only where the byte is below the constant (or equal
+    // to it, after the xor): the classic "has a zero byte" test.
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = w ^ (ONES * b'"' as u64);
+    let backslash = w ^ (ONES * b'\\' as u64);
+    let is_quote = quote.wrapping_sub(ONES) & !quote;
+    let is_backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (below_space | is_quote | is_backslash) & HIGH != 0
 }
 
 /// One parsed event.
@@ -260,6 +337,38 @@ mod tests {
         assert!(err.starts_with("line 3:"), "{err}");
         assert!(validate_cast(HEADER).is_err(), "no final newline");
         assert!(validate_cast("").is_err());
+    }
+
+    #[test]
+    fn escapes_strings_exactly_as_serde_json_does() {
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        let mut cases: Vec<String> = [
+            every_ascii.as_str(),
+            "",
+            "plain",
+            "\r\n\u{1b}[1;31mred\u{1b}[0m\t\\\"",
+            "été ✓ 𝄞 \u{7f}\u{80}\u{2028}",
+        ]
+        .map(String::from)
+        .to_vec();
+        // Every character at every offset of a word, so that both the eight-byte path and
+        // the byte path meet it.
+        for c in (0u8..0x80).map(char::from).chain(['é', '✓']) {
+            for at in 0..17 {
+                let mut s = "abcdefghijklmnopq".to_string();
+                s.insert(at, c);
+                cases.push(s);
+            }
+        }
+        for data in &cases {
+            let mut ours = Vec::new();
+            push_event_line(&mut ours, 0.5, 'o', data);
+            let theirs = format!(
+                "[0.500000, \"o\", {}]\n",
+                serde_json::to_string(data).unwrap()
+            );
+            assert_eq!(String::from_utf8(ours).unwrap(), theirs, "{data:?}");
+        }
     }
 
     #[test]
