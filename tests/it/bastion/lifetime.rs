@@ -1,4 +1,5 @@
-//! A session's lifetime: revocation, certificate expiry and shutdown close it after a notice.
+//! A session's lifetime: how the remote command ends it (exit signal), and revocation,
+//! certificate or request expiry and shutdown closing it after a notice.
 
 use jitgate::store::SessionFilter;
 
@@ -148,4 +149,48 @@ async fn jitgate_serve_on_sigterm_gives_notice_and_grace_then_stops() {
     assert!(status.success(), "jitgate serve exits cleanly: {status}");
     let sessions = lab.ended_sessions(id).await;
     assert_eq!(sessions.len(), 1);
+}
+
+/// What `ssh -v` says about how the remote command ended: the channel request that carried
+/// it (`exit-status` or `exit-signal`) and the exit status it made of that.
+fn end_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            (l.contains("client_input_channel_req") && l.contains("rtype exit-"))
+                || l.starts_with("debug1: Exit status")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_killed_by_a_signal_ends_the_client_as_directly() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    // The shell kills itself: sshd reports exit-signal TERM, not an exit status.
+    let command = "echo before; kill -TERM $$; echo after";
+    let direct = output(lab.direct_ssh(0, &["-v", "root@127.0.0.1", command]), 60).await;
+    let via = output(lab.ssh(&["-v", "root@db1", command]), 60).await;
+    let (direct_err, via_err) = (text(&direct.stderr), text(&via.stderr));
+    assert_eq!(text(&direct.stdout), "before\n", "{direct_err}");
+    assert_eq!(text(&via.stdout), "before\n", "{via_err}");
+    // OpenSSH's ssh exits 255 when the command died of a signal.
+    assert_eq!(direct.status.code(), Some(255), "{direct_err}");
+    assert_eq!(via.status.code(), Some(255), "{via_err}");
+    let direct_end = end_lines(&direct_err);
+    assert_eq!(
+        direct_end,
+        [
+            "debug1: client_input_channel_req: channel 0 rtype exit-signal reply 0",
+            "debug1: Exit status -1",
+        ],
+        "{direct_err}"
+    );
+    assert_eq!(end_lines(&via_err), direct_end, "{via_err}");
+    // The store has no column for a signal: the session ends with no exit status.
+    let sessions = lab.ended_sessions(id).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].exit_status, None, "{sessions:?}");
+    assert_eq!(sessions[0].bytes_down, 7, "{sessions:?}");
 }
