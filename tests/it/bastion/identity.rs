@@ -84,3 +84,80 @@ async fn host_certificate_names_the_configured_hostname_and_listen_address() {
     assert!(err.contains("Host key verification failed."), "{err}");
     assert!(err.contains("name is not a listed principal"), "{err}");
 }
+
+/// The ciphers `ssh -v` reports for one connection, both directions.
+fn ciphers(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter_map(|l| l.split_once("debug1: kex: ")?.1.split_once(" cipher: "))
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or(""))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_hops_negotiate_aes_gcm_and_refuse_a_chacha_only_client() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    const OFFER: &str = "Their offer: aes128-gcm@openssh.com,aes256-gcm@openssh.com";
+
+    // ProxyJump passes -v on: the jump's log comes first, then the target hop's.
+    let out = output(lab.ssh(&["-v", "root@db1", "echo gcm"]), 60).await;
+    let err = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "gcm\n", "{err}");
+    let (jump, target) = err
+        .split_once("Authenticating to db1:22 as 'root'")
+        .unwrap_or_else(|| panic!("no target hop in {err}"));
+    assert!(jump.contains("as 'alice'"), "{err}");
+    // OpenSSH's first AES-GCM pick, in both directions of both hops.
+    assert_eq!(ciphers(jump), ["aes128-gcm@openssh.com"; 2], "{err}");
+    assert_eq!(ciphers(target), ["aes128-gcm@openssh.com"; 2], "{err}");
+
+    // The other offered cipher works when the client asks only for it.
+    let out = output(
+        lab.ssh(&[
+            "-v",
+            "-o",
+            "Ciphers=aes256-gcm@openssh.com",
+            "root@db1",
+            "echo gcm256",
+        ]),
+        60,
+    )
+    .await;
+    let err = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "gcm256\n", "{err}");
+    let (_, target) = err.split_once("Authenticating to db1:22").unwrap();
+    assert_eq!(ciphers(target), ["aes256-gcm@openssh.com"; 2], "{err}");
+
+    // A client that speaks only ChaCha20-Poly1305 is refused at the jump...
+    let mut direct = tokio::process::Command::new("ssh");
+    direct
+        .arg("-F")
+        .arg(&lab.ssh_config)
+        .args(["-o", "Ciphers=chacha20-poly1305@openssh.com"])
+        .args(["-p", &lab.port.to_string(), "alice@127.0.0.1", "true"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = output(direct, 60).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(err.contains("no matching cipher found"), "{err}");
+    assert!(err.contains(OFFER), "{err}");
+    assert!(!err.contains("jump host"), "{err}");
+
+    // ...and at the target hop inside it (-o reaches only the outer ssh, not the jump).
+    let out = output(
+        lab.ssh(&[
+            "-o",
+            "Ciphers=chacha20-poly1305@openssh.com",
+            "root@db1",
+            "echo no",
+        ]),
+        60,
+    )
+    .await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert_eq!(text(&out.stdout), "", "{err}");
+    assert!(err.contains("no matching cipher found"), "{err}");
+    assert!(err.contains(OFFER), "{err}");
+}
