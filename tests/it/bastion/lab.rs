@@ -345,24 +345,20 @@ keys = ["{alice}"]
         }
         let mut c = tokio::process::Command::new("ssh");
         c.args(["-F", "/dev/null", "-p", &target.port.to_string()])
-            .arg("-o")
             .arg(format!(
-                "UserKnownHostsFile={}",
+                "-oUserKnownHostsFile={}",
                 dir.join("known_hosts").display()
             ))
             .args([
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "UpdateHostKeys=no",
-                "-i",
+                "-oGlobalKnownHostsFile=/dev/null",
+                "-oStrictHostKeyChecking=yes",
             ])
+            .args([
+                "-oIdentitiesOnly=yes",
+                "-oBatchMode=yes",
+                "-oUpdateHostKeys=no",
+            ])
+            .arg("-i")
             .arg(dir.join("root"))
             .args(args)
             .stdin(std::process::Stdio::null())
