@@ -7,7 +7,8 @@
 #   BENCH_QUICK=1 scripts/bench.sh    small sizes, for trying the script out
 #
 # Knobs (environment): BENCH_SETUP_N (ssh … true runs per path, 30), BENCH_BULK_BYTES
-# (536870912), BENCH_BULK_RUNS (5), BENCH_SESSIONS (idle sessions, 200: sshbench waits on them with select(), which stops at descriptor 1024; 500 as in DESIGN.md needs poll there),
+# (536870912), BENCH_BULK_RUNS (5), BENCH_SESSIONS (idle sessions, 200: DESIGN.md says
+# 500, but sshbench waits on sessions with select(), which fails past descriptor 1024),
 # BENCH_KEYS (keystroke samples per path, 2000), BENCH_CARGO=0 to skip the criterion benches,
 # BENCH_OUT (directory for results.json and results.md, default target/bench),
 # BENCH_GUARDRAILS=0 (no guardrail set on the rule; by default the shipped `destructive`).
