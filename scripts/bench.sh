@@ -7,12 +7,15 @@
 #   BENCH_QUICK=1 scripts/bench.sh    small sizes, for trying the script out
 #
 # Knobs (environment): BENCH_SETUP_N (ssh … true runs per path, 30), BENCH_BULK_BYTES
-# (536870912), BENCH_BULK_RUNS (5), BENCH_SESSIONS (idle sessions, 200), BENCH_KEYS
-# (keystroke samples per path, 2000), BENCH_CARGO=0 to skip the criterion benches,
-# BENCH_OUT (directory for results.json and results.md, default target/bench), BENCH_KEX
-# (one key exchange algorithm for both paths; default: what each server negotiates),
-# BENCH_CIPHERS (the ciphers the ssh client asks for on every hop it makes),
+# (536870912), BENCH_BULK_RUNS (5), BENCH_SESSIONS (idle sessions, 200: DESIGN.md says
+# 500, but sshbench waits on sessions with select(), which fails past descriptor 1024),
+# BENCH_KEYS (keystroke samples per path, 2000), BENCH_CARGO=0 to skip the criterion benches,
+# BENCH_OUT (directory for results.json and results.md, default target/bench),
 # BENCH_GUARDRAILS=0 (no guardrail set on the rule; by default the shipped `destructive`).
+# BENCH_KEX and BENCH_CIPHERS are gone: every run now measures both views itself — each
+# side's defaults, and the same algorithms on both paths (setup with curve25519-sha256 on
+# both; bulk against OpenSSH with aes128-gcm@openssh.com on both of its hops, the cipher
+# the bastion's hops use) — through extra ssh config files written below.
 #
 # The criterion benches it runs afterwards (each also runs alone, e.g. for its full
 # criterion report): `cargo bench --bench certificates` (prints certificates_per_second N),
@@ -97,6 +100,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# 500 idle sessions hold some 1,500 descriptors in measure.py (a pipe each way and a log
+# file per ssh): raise the soft limit towards the hard one when it is lower than that needs.
+if (( $(ulimit -n) < 4 * BENCH_SESSIONS + 256 )); then
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  (( $(ulimit -n) >= 3 * BENCH_SESSIONS + 64 )) ||
+    die "ulimit -n is $(ulimit -n): too low for BENCH_SESSIONS=$BENCH_SESSIONS"
+fi
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 login=$(id -un)
 [[ $(id -u) -eq 0 ]] && mkdir -p /run/sshd
@@ -161,14 +172,16 @@ ControlPath none
 LogLevel ERROR
 ServerAliveInterval 0
 Compression no"
-# BENCH_KEX=curve25519-sha256 makes both paths use one key exchange (OpenSSH's default,
-# sntrup761x25519-sha512, costs more CPU than what jitgate offers).
-if [[ -n ${BENCH_KEX:-} ]]; then common+=$'\n'"KexAlgorithms $BENCH_KEX"; fi
-# BENCH_CIPHERS=aes256-gcm@openssh.com: the engineer's side of both paths uses it (the
-# bastion's own hop to the target keeps russh's choice).
-if [[ -n ${BENCH_CIPHERS:-} ]]; then common+=$'\n'"Ciphers $BENCH_CIPHERS"; fi
-cat > "$work/client/openssh.conf" <<CONF
-$common
+# The same algorithms on both paths, prepended to a config (ssh takes the first value it
+# reads, and these stand before any Host block, so they apply to every hop, the ProxyJump
+# hop included: ssh hands its -F to the jump ssh it starts).
+# Same key exchange: OpenSSH's default, sntrup761x25519-sha512, costs more CPU than what
+# jitgate offers, so the default setup ratio also measures the key exchange.
+same_kex="KexAlgorithms curve25519-sha256"
+# Same cipher: the bastion offers engineers only AES-GCM and asks targets for it, while
+# OpenSSH's client picks chacha20-poly1305; this makes both OpenSSH hops use AES-GCM too.
+same_cipher="Ciphers aes128-gcm@openssh.com"
+openssh_hosts=$(cat <<CONF
 Host bench-jump
     HostName 127.0.0.1
     Port $jump_port
@@ -188,6 +201,10 @@ Host bench-target
     StrictHostKeyChecking yes
     ProxyJump bench-jump
 CONF
+)
+printf '%s\n%s\n' "$common" "$openssh_hosts" > "$work/client/openssh.conf"
+printf '%s\n%s\n%s\n' "$common" "$same_kex" "$openssh_hosts" > "$work/client/openssh-kex.conf"
+printf '%s\n%s\n%s\n' "$common" "$same_cipher" "$openssh_hosts" > "$work/client/openssh-gcm.conf"
 
 for _ in $(seq 50); do
   [[ -s $work/target/sshd.pid && -s $work/jump/sshd.pid ]] && break
@@ -242,10 +259,13 @@ TOML
     "$JITGATE" request --host target --login "$login" --ttl 12h --reason bench >/dev/null
   out=$(HOME=$dir/home JITGATE_URL=$url JITGATE_IDENTITY=$work/client/key "$JITGATE" login 1)
   cmd=$(grep -E '^\s+ssh ' <<<"$out" | sed 's/^ *//') || die "no ssh command in: $out"
-  # The printed command with our own -F: the common options, then jitgate's config.
+  # The printed command with our own -F: the common options, then jitgate's config; and a
+  # variant with the same key exchange as OpenSSH's same-kex config.
   cfg=$(awk '{for (i = 1; i < NF; i++) if ($i == "-F") print $(i + 1)}' <<<"$cmd")
   printf '%s\nInclude %s\n' "$common" "$cfg" > "$dir/client.conf"
+  printf '%s\n%s\nInclude %s\n' "$common" "$same_kex" "$cfg" > "$dir/client-kex.conf"
   sed "s#-F $cfg#-F $dir/client.conf#" <<<"$cmd" > "$dir/ssh_cmd"
+  sed "s#-F $cfg#-F $dir/client-kex.conf#" <<<"$cmd" > "$dir/ssh_cmd_kex"
 }
 
 # The shipped guardrail set on the rule, as in the sample configs (BENCH_GUARDRAILS=0: none).
@@ -270,7 +290,10 @@ python3 "$root/scripts/bench/measure.py" \
   --jitgate-full-recordings "$work/jitgate-full/recordings" \
   --jitgate-off "$(cat "$work/jitgate-off/ssh_cmd")" --jitgate-off-pid "$(cat "$work/jitgate-off/serve.pid")" \
   --jitgate-recordings "$work/jitgate/recordings" \
+  --jitgate-kex "$(cat "$work/jitgate/ssh_cmd_kex")" \
   --openssh "ssh -F $work/client/openssh.conf bench-target" --jump-pid "$jump_pid" \
+  --openssh-kex "ssh -F $work/client/openssh-kex.conf bench-target" \
+  --openssh-gcm "ssh -F $work/client/openssh-gcm.conf bench-target" \
   --out "$out_dir/ssh.json" &
 # In the background so that a signal to this script stops the run at once (bash runs traps
 # only between commands, and `wait` is one it interrupts).

@@ -15,8 +15,10 @@ import re
 import time
 
 from sshbench import (
+    TICK,
+    _stat,
     bulk_run,
-    cpu_seconds,
+    descendants,
     idle_sessions,
     keystrokes,
     loadavg,
@@ -62,19 +64,61 @@ def measure_setup(paths, n):
     return {name: {**summary(v), "unit": "ms"} for name, v in times.items()}
 
 
+def tree_cpu(pid):
+    """CPU seconds of a process and of everything it forked: its own utime+stime, the
+    cutime+cstime of children it reaped (each of which holds its own reaped children), and
+    the own and reaped time of descendants still running. Exact only while no descendant
+    is being reaped between the reads, so read it when the tree is quiet (see settle)."""
+    f = _stat(pid)
+    total = sum(int(x) for x in f[11:15])
+    for c in descendants(pid):
+        try:
+            total += sum(int(x) for x in _stat(c)[11:15])
+        except (OSError, IndexError):
+            continue
+    return total / TICK
+
+
+def settle(pid, before, timeout=10.0):
+    """Waits until pid's descendants are those it had before a run: the per-connection
+    sshd processes have exited and the listener has reaped them, so their CPU time sits in
+    the listener's cutime+cstime (while they are zombies it shows in neither place)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if set(descendants(pid)) <= before:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def server_cpu(pid, tree):
+    """A reading of server CPU seconds: pid alone (jitgate, one process) or its tree (an
+    sshd listener whose per-connection children do the work)."""
+    if not tree:
+        f = _stat(pid)
+        return (int(f[11]) + int(f[12])) / TICK
+    return tree_cpu(pid)
+
+
 def measure_bulk(paths, pids, nbytes, runs, recordings=None):
-    """(b), (e): nbytes of text output read to nothing; MB/s from first to last byte."""
+    """(b), (e): nbytes of text output read to nothing; MB/s from first to last byte, and
+    the server's CPU seconds for the run."""
     out = {name: [] for name in paths}
     for i in range(runs):
         order = list(paths) if i % 2 == 0 else list(reversed(paths))
         for name in order:
-            pid, children = pids[name]
-            cpu0 = cpu_seconds(pid, children)
+            pid, tree = pids[name]
+            before = set(descendants(pid)) if tree else set()
+            cpu0 = server_cpu(pid, tree)
             r = bulk_run(paths[name], nbytes)
-            r["cpu_seconds"] = round(cpu_seconds(pid, children) - cpu0, 3)
+            if tree and not settle(pid, before):
+                log(f"bulk {name}: the server's per-connection processes did not exit; "
+                    "its CPU figure may be short")
+            r["cpu_seconds"] = round(server_cpu(pid, tree) - cpu0, 3)
             if recordings and name in recordings:
                 r["recording"] = recordings[name]()
-            log(f"bulk {name} run {i + 1}: {r['mb_per_s']:.1f} MB/s")
+            log(f"bulk {name} run {i + 1}: {r['mb_per_s']:.1f} MB/s, "
+                f"server CPU {r['cpu_seconds']:.2f} s")
             out[name].append(r)
     result = {}
     for name, rs in out.items():
@@ -129,7 +173,10 @@ def main():
         ap.add_argument(f"--{name}-pid", type=int, required=True)
     ap.add_argument("--jitgate-recordings", required=True)
     ap.add_argument("--jitgate-full-recordings", required=True)
+    ap.add_argument("--jitgate-kex", required=True)
     ap.add_argument("--openssh", required=True)
+    ap.add_argument("--openssh-kex", required=True)
+    ap.add_argument("--openssh-gcm", required=True)
     ap.add_argument("--jump-pid", type=int, required=True)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -137,14 +184,19 @@ def main():
     jg = shlex.split(a.jitgate)
     os_ = shlex.split(a.openssh)
     pair = {"jitgate": jg, "openssh": os_}
-    pids = {"jitgate": (a.jitgate_pid, False), "openssh": (a.jump_pid, True)}
+    # Every ssh command the run uses, by the name its figures go under: each side's
+    # defaults, both with curve25519-sha256 (setup), OpenSSH with AES-GCM (bulk).
+    variants = {**pair, "jitgate-kex": shlex.split(a.jitgate_kex),
+                "openssh-kex": shlex.split(a.openssh_kex),
+                "openssh-gcm": shlex.split(a.openssh_gcm)}
     res = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": os.environ.get("BENCH_QUICK", "0") == "1",
         "nproc": os.cpu_count(),
-        "commands": {"jitgate": a.jitgate, "openssh": a.openssh},
+        "commands": {"jitgate": a.jitgate, "openssh": a.openssh, "jitgate-kex": a.jitgate_kex,
+                     "openssh-kex": a.openssh_kex, "openssh-gcm": a.openssh_gcm},
         "guardrails": "none" if os.environ.get("BENCH_GUARDRAILS", "1") == "0" else "destructive",
-        "ssh_info": {name: ssh_info(argv) for name, argv in pair.items()},
+        "ssh_info": {name: ssh_info(argv) for name, argv in variants.items()},
         "load": {"start": loadavg()},
     }
 
@@ -157,8 +209,10 @@ def main():
     res["load"]["after_memory"] = loadavg()
 
     n = env_int("BENCH_SETUP_N", 30)
-    log(f"(a) session setup: ssh … true, {n} times through each path")
-    res["setup"] = measure_setup(pair, n)
+    log(f"(a) session setup: ssh … true, {n} times through each path, with each side's "
+        "defaults and with curve25519-sha256 on both")
+    setup_paths = {k: variants[k] for k in ("jitgate", "openssh", "jitgate-kex", "openssh-kex")}
+    res["setup"] = measure_setup(setup_paths, n)
     res["load"]["after_setup"] = loadavg()
 
     k = env_int("BENCH_KEYS", 2000)
@@ -168,18 +222,22 @@ def main():
 
     nbytes = env_int("BENCH_BULK_BYTES", 512 << 20)
     runs = env_int("BENCH_BULK_RUNS", 5)
-    log(f"(b), (e) bulk output: {nbytes} bytes, {runs} runs through each path, and through "
-        "jitgate recording everything and nothing")
-    # One loop over all four, so that (b) and (e) see the same load.
-    paths = {**pair, "recorded": shlex.split(a.jitgate_full),
+    log(f"(b), (e) bulk output: {nbytes} bytes, {runs} runs through each path: jitgate "
+        "recording as configured, in full and not at all; OpenSSH with its defaults and "
+        "with AES-GCM")
+    # One loop over all five, so that (b) and (e) see the same load.
+    paths = {**pair, "openssh-gcm": variants["openssh-gcm"],
+             "recorded": shlex.split(a.jitgate_full),
              "unrecorded": shlex.split(a.jitgate_off)}
-    all_pids = {**pids, "recorded": (a.jitgate_full_pid, False),
+    all_pids = {"jitgate": (a.jitgate_pid, False), "openssh": (a.jump_pid, True),
+                "openssh-gcm": (a.jump_pid, True),
+                "recorded": (a.jitgate_full_pid, False),
                 "unrecorded": (a.jitgate_off_pid, False)}
     bulk = measure_bulk(paths, all_pids, nbytes, runs, {
         "jitgate": newest_cast(a.jitgate_recordings),
         "recorded": newest_cast(a.jitgate_full_recordings),
     })
-    res["bulk"] = {k: bulk[k] for k in ("jitgate", "openssh")}
+    res["bulk"] = {k: bulk[k] for k in ("jitgate", "openssh", "openssh-gcm")}
     res["recording"] = {k: bulk[k] for k in ("recorded", "unrecorded")}
     res["load"]["end"] = loadavg()
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -86,6 +86,28 @@ def dropped_share(section):
     return dropped / sum(x["bytes"] for x in runs)
 
 
+def negotiated(ssh):
+    """Per ssh command name: the key exchanges and the server->client ciphers its hops
+    negotiated, as `ssh -v` reported them (every hop the client itself makes)."""
+    info = ssh.get("ssh_info", {})
+    kex = {name: sorted({line.split("kex: algorithm:")[1].strip() for line in lines
+                         if "kex: algorithm:" in line}) for name, lines in info.items()}
+    ciphers = {name: sorted({line.split("server->client cipher:")[1].split()[0]
+                             for line in lines if "server->client cipher:" in line})
+               for name, lines in info.items()}
+    return kex, ciphers
+
+
+def algs(d, name):
+    return ", ".join(d.get(name) or ["?"])
+
+
+def verdict(ratios, budget_ok, worst):
+    """The budget judged on the less favourable comparison: worst picks it from ratios."""
+    w = worst(ratios, key=lambda kv: kv[1])
+    return w[0], budget_ok(w[1])
+
+
 def rows(ssh, plain, failed):
     out = []
 
@@ -93,28 +115,68 @@ def rows(ssh, plain, failed):
         out.append({"what": what, "jitgate": j, "openssh": o, "ratio": ratio,
                     "budget": budget, "within": ok, "unit": unit})
 
+    kex, ciphers = negotiated(ssh)
     s = ssh.get("setup")
     if s:
-        j, o = s["jitgate"]["median"], s["openssh"]["median"]
-        row("session setup, `ssh -J … true`, median (ms)", j, o, j / o, "≤ 0.8×", j / o <= 0.8)
-        jp, op = s["jitgate"]["p90"], s["openssh"]["p90"]
-        row("session setup, p90 (ms)", jp, op, jp / op, "", None)
+        comps = [("defaults", "jitgate", "openssh",
+                  f"each side's defaults (kex jitgate {algs(kex, 'jitgate')}; OpenSSH "
+                  f"{algs(kex, 'openssh')})")]
+        if "jitgate-kex" in s:
+            comps.append(("same kex", "jitgate-kex", "openssh-kex",
+                          f"same kex (jitgate {algs(kex, 'jitgate-kex')}; OpenSSH "
+                          f"{algs(kex, 'openssh-kex')})"))
+        ratios = [(c[0], s[c[1]]["median"] / s[c[2]]["median"]) for c in comps]
+        # Setup must be quick enough in both views: the larger ratio decides.
+        which, ok = verdict(ratios, lambda x: x <= 0.8, max)
+        for label, jn, on, text in comps:
+            j, o = s[jn]["median"], s[on]["median"]
+            row(f"session setup, `ssh -J … true`, {text}, median (ms)", j, o, j / o,
+                "≤ 0.8×" + (" ← less favourable, decides" if label == which else ""), ok)
+        for label, jn, on, _ in comps:
+            jp, op = s[jn]["p90"], s[on]["p90"]
+            row(f"session setup, {label}, p90 (ms)", jp, op, jp / op, "", None)
     b = ssh.get("bulk")
     r = ssh.get("recording")
     recorded = recording_written(b, "jitgate") and recording_written(r, "recorded")
     if b:
-        j, o = b["jitgate"]["median"], b["openssh"]["median"]
+        j = b["jitgate"]["median"]
         mib = b["jitgate"]["bytes"] / 2**20
-        what = (f"bulk output {mib:.0f} MiB, recorded (default 64 MiB exec cap), median MB/s"
+        head = (f"bulk output {mib:.0f} MiB, recorded (default 64 MiB exec cap)"
                 if recording_written(b, "jitgate") else
-                f"bulk output {mib:.0f} MiB, median MB/s (NO recording was written)")
-        row(what, j, o, j / o, "≥ 0.9×", j / o >= 0.9)
-    if r and b and recording_written(r, "recorded"):
-        j, o = r["recorded"]["median"], b["openssh"]["median"]
-        lost = dropped_share(r["recorded"])
-        row("bulk output, recorded in full (cap raised), median MB/s"
-            + (f" — but {lost:.0%} of the output was NOT recorded (writer fell behind)"
-               if lost else ""), j, o, j / o, "≥ 0.9×", j / o >= 0.9 and not lost)
+                f"bulk output {mib:.0f} MiB (NO recording was written)")
+        comps = [("openssh", f"vs OpenSSH defaults (jitgate {algs(ciphers, 'jitgate')}; "
+                             f"OpenSSH {algs(ciphers, 'openssh')})")]
+        if "openssh-gcm" in b:
+            comps.append(("openssh-gcm", f"vs OpenSSH same cipher (jitgate "
+                                         f"{algs(ciphers, 'jitgate')}; OpenSSH "
+                                         f"{algs(ciphers, 'openssh-gcm')} on both hops)"))
+        ratios = [(on, j / b[on]["median"]) for on, _ in comps]
+        # Throughput must hold against both: the smaller ratio decides.
+        which, ok = verdict(ratios, lambda x: x >= 0.9, min)
+        for on, text in comps:
+            o = b[on]["median"]
+            row(f"{head}, {text}, median MB/s", j, o, j / o,
+                "≥ 0.9×" + (" ← less favourable, decides" if on == which else ""), ok)
+        # The faster OpenSSH figure, for the rows below: the less favourable comparison.
+        best = max((on for on, _ in comps), key=lambda on: b[on]["median"])
+        best_text = "OpenSSH defaults" if best == "openssh" else "OpenSSH same cipher"
+        if r and recording_written(r, "recorded"):
+            j, o = r["recorded"]["median"], b[best]["median"]
+            lost = dropped_share(r["recorded"])
+            row(f"bulk output, recorded in full (cap raised), vs {best_text} (the faster), "
+                "median MB/s"
+                + (f" — but {lost:.0%} of the output was NOT recorded (writer fell behind)"
+                   if lost else ""), j, o, j / o, "≥ 0.9×", j / o >= 0.9 and not lost)
+        if r:
+            j, o = r["unrecorded"]["median"], b[best]["median"]
+            row(f"bulk output, unrecorded (cap 0), vs {best_text} (the faster), median MB/s",
+                j, o, j / o, "", None)
+        for on, text in comps:
+            jc = b["jitgate"]["server_cpu_seconds_per_gib"]
+            oc = b[on]["server_cpu_seconds_per_gib"]
+            row(f"server CPU seconds per GiB of bulk output, {text.split(' (')[0]} (jitgate "
+                "process; OpenSSH: jump sshd and its per-connection processes)", jc, oc,
+                jc / oc if oc else None, "", None)
     if r and recorded:
         rec, unrec = r["recorded"]["median"], r["unrecorded"]["median"]
         lost = dropped_share(r["recorded"])
@@ -182,27 +244,21 @@ def notes(ssh, seconds):
              "(BENCH_GUARDRAILS=0 for none).")
     b, r = ssh.get("bulk"), ssh.get("recording")
     if b:
+        cpu = {k: fmt(v["server_cpu_seconds_per_gib"], 2) for k, v in {**b, **(r or {})}.items()}
         n.append(f"Bulk: {b['jitgate']['bytes']} bytes of text (`yes` lines) per run, "
-                 f"{b['jitgate']['n']} runs per path, alternating. Server CPU seconds per GiB: "
-                 f"jitgate {fmt(b['jitgate']['server_cpu_seconds_per_gib'], 2)}, OpenSSH jump "
-                 f"sshd {fmt(b['openssh']['server_cpu_seconds_per_gib'], 2)}.")
-    info = ssh.get("ssh_info", {})
-    kex = {name: sorted({line.split("kex: algorithm:")[1].strip() for line in lines
-                         if "kex: algorithm:" in line}) for name, lines in info.items()}
-    ciphers = {name: sorted({line.split("server->client cipher:")[1].split()[0]
-                             for line in lines if "server->client cipher:" in line})
-               for name, lines in info.items()}
+                 f"{b['jitgate']['n']} runs per path, the paths interleaved. Server CPU seconds "
+                 "per GiB (jitgate: the serve process; OpenSSH: the jump sshd listener and "
+                 "every per-connection process it forked, counted once they are reaped): "
+                 + ", ".join(f"{k} {v}" for k, v in cpu.items()) + ".")
+    kex, ciphers = negotiated(ssh)
     if kex:
-        n.append("Key exchange: " + "; ".join(f"{k}: {', '.join(v) or '?'}"
-                                              for k, v in kex.items())
-                 + " (BENCH_KEX=curve25519-sha256 makes them one). Client ciphers: "
-                 + "; ".join(f"{k}: {', '.join(v) or '?'}" for k, v in ciphers.items())
-                 + " (BENCH_CIPHERS sets them; the bastion's hop to the target is russh's "
-                 "choice).")
-        if len({tuple(v) for v in kex.values()}) > 1:
-            n.append("**The paths negotiated different key exchanges, so the session setup "
-                     "ratio also measures the key exchange; run with "
-                     "BENCH_KEX=curve25519-sha256 for the bastion alone.**")
+        n.append("Negotiated, as `ssh -v` reports every hop the client makes (kex / "
+                 "server->client cipher): "
+                 + "; ".join(f"{name}: {algs(kex, name)} / {algs(ciphers, name)}"
+                             for name in kex)
+                 + ". The bastion's own hop to the target is not visible to the client; the "
+                 "bastion asks targets for AES-GCM first. The within-budget verdicts for setup "
+                 "and for throughput are judged on the less favourable of the two comparisons.")
     if b and not recording_written(b, "jitgate"):
         n.append("**No recording (.cast file) was written for the bulk runs through jitgate: "
                  "the bastion did not record, so no figure here includes recording.**")

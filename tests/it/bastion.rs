@@ -3,6 +3,7 @@
 
 mod forwarding;
 mod guardrails;
+mod identity;
 mod lab;
 mod lifetime;
 mod pty;

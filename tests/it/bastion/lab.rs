@@ -88,6 +88,11 @@ impl Lab {
     /// Two targets: db1 with a pinned host key, db2 with a host-CA certificate; `gone` is a
     /// port nobody listens on; `mitm` is db2 with db1's key pinned.
     pub async fn start() -> Lab {
+        Lab::start_named("bastion.test").await
+    }
+
+    /// Like `start`, with `server.hostname = hostname`.
+    pub async fn start_named(hostname: &str) -> Lab {
         for tool in ["ssh", "ssh-keygen", "sshd"] {
             require_tool(tool);
         }
@@ -111,7 +116,7 @@ impl Lab {
             r#"
 [server]
 data_dir = "data"
-hostname = "bastion.test"
+hostname = "{hostname}"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
 shutdown_grace = "2s"
@@ -311,6 +316,50 @@ keys = ["{alice}"]
             .arg(&self.ssh_config)
             .arg("-J")
             .arg(format!("alice@127.0.0.1:{}", self.port))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// `ssh` straight to target `index` (no bastion), logged in as root with a certificate
+    /// from the target CA, its host key pinned: the reference for what the bastion relays.
+    pub fn direct_ssh(&self, index: usize, args: &[&str]) -> tokio::process::Command {
+        let target = &self.targets[index];
+        let dir = self.path().join(format!("direct{index}"));
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let key = keygen(&dir, "root");
+            let public = ssh_key::PublicKey::from_openssh(&key.public).unwrap();
+            let t = now() as u64;
+            let cert = self
+                .ca
+                .sign_target(&public, "root", "direct", 1, t - 60, t + 3600)
+                .unwrap();
+            std::fs::write(dir.join("root-cert.pub"), cert.to_openssh().unwrap() + "\n").unwrap();
+            std::fs::write(
+                dir.join("known_hosts"),
+                format!("[127.0.0.1]:{} {}\n", target.port, target.host_key),
+            )
+            .unwrap();
+        }
+        let mut c = tokio::process::Command::new("ssh");
+        c.args(["-F", "/dev/null", "-p", &target.port.to_string()])
+            .arg(format!(
+                "-oUserKnownHostsFile={}",
+                dir.join("known_hosts").display()
+            ))
+            .args([
+                "-oGlobalKnownHostsFile=/dev/null",
+                "-oStrictHostKeyChecking=yes",
+            ])
+            .args([
+                "-oIdentitiesOnly=yes",
+                "-oBatchMode=yes",
+                "-oUpdateHostKeys=no",
+            ])
+            .arg("-i")
+            .arg(dir.join("root"))
             .args(args)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);

@@ -1,4 +1,5 @@
-//! A session's lifetime: revocation, certificate expiry and shutdown close it after a notice.
+//! A session's lifetime: how the remote command ends it (exit signal), and revocation,
+//! certificate or request expiry and shutdown closing it after a notice.
 
 use jitgate::store::SessionFilter;
 
@@ -148,4 +149,106 @@ async fn jitgate_serve_on_sigterm_gives_notice_and_grace_then_stops() {
     assert!(status.success(), "jitgate serve exits cleanly: {status}");
     let sessions = lab.ended_sessions(id).await;
     assert_eq!(sessions.len(), 1);
+}
+
+/// What `ssh -v` says about how the remote command ended: the channel request that carried
+/// it (`exit-status` or `exit-signal`) and the exit status it made of that.
+fn end_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            (l.contains("client_input_channel_req") && l.contains("rtype exit-"))
+                || l.starts_with("debug1: Exit status")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_killed_by_a_signal_ends_the_client_as_directly() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    // The shell kills itself: sshd reports exit-signal TERM, not an exit status.
+    let command = "echo before; kill -TERM $$; echo after";
+    let direct = output(lab.direct_ssh(0, &["-v", "root@127.0.0.1", command]), 60).await;
+    let via = output(lab.ssh(&["-v", "root@db1", command]), 60).await;
+    let (direct_err, via_err) = (text(&direct.stderr), text(&via.stderr));
+    assert_eq!(text(&direct.stdout), "before\n", "{direct_err}");
+    assert_eq!(text(&via.stdout), "before\n", "{via_err}");
+    // OpenSSH's ssh exits 255 when the command died of a signal.
+    assert_eq!(direct.status.code(), Some(255), "{direct_err}");
+    assert_eq!(via.status.code(), Some(255), "{via_err}");
+    let direct_end = end_lines(&direct_err);
+    assert_eq!(
+        direct_end,
+        [
+            "debug1: client_input_channel_req: channel 0 rtype exit-signal reply 0",
+            "debug1: Exit status -1",
+        ],
+        "{direct_err}"
+    );
+    assert_eq!(end_lines(&via_err), direct_end, "{via_err}");
+    // The store has no column for a signal: the session ends with no exit status.
+    let sessions = lab.ended_sessions(id).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].exit_status, None, "{sessions:?}");
+    assert_eq!(sessions[0].bytes_down, 7, "{sessions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_expiry_closes_the_session_while_the_certificate_is_valid() {
+    let lab = Lab::start().await;
+    // Approved now for 8 s; the certificate stays valid for an hour.
+    let id = lab.grant("db1", "root", 0, 8, 0).await;
+    let t = jitgate::model::now();
+    lab.certify(id, t - 60, t + 3600).await;
+    let request = lab.store.get_request(id).await.unwrap().unwrap();
+    let expires_at = request.expires_at.expect("an approved request expires");
+    assert!(expires_at <= t + 8, "{request:?}");
+    let mut cmd = lab.ssh(&["root@db1", "echo started; sleep 60"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
+    )
+    .await
+    .expect("session starts")
+    .unwrap();
+    assert_eq!(&first, b"started\n");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(40), child.wait_with_output())
+        .await
+        .expect("the client exits when the request expires, long before sleep 60 ends")
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    let notice = format!(
+        "access through request {id} ended at {}; closing",
+        jitgate::model::format_time(expires_at)
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.contains(&notice)).count(),
+        1,
+        "one notice line: {err}"
+    );
+    // Closed for the request, not the certificate: it was still valid.
+    assert!(jitgate::model::now() < t + 3600);
+    let sessions = lab.ended_sessions(id).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let ended = sessions[0].ended_at.expect("an end");
+    assert!(ended >= expires_at, "{sessions:?}");
+    // And the expired request no longer opens anything.
+    let out = output(lab.ssh(&["root@db1", "true"]), 60).await;
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(
+        lab.refusals()
+            .await
+            .iter()
+            .any(|r| r.contains(&format!("request {id} is expired"))),
+        "{:?}",
+        lab.refusals().await
+    );
 }
