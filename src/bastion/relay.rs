@@ -22,8 +22,8 @@
 //! before it is forwarded, every output chunk before it is shown, and resizes.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -74,7 +74,7 @@ struct Shared<'a> {
     bytes_down: AtomicU64,
     exit_status: Mutex<Option<u32>>,
     pty: Mutex<Option<PtyInfo>>,
-    rec: OnceLock<RecordingTap>,
+    rec: Mutex<Option<RecordingTap>>,
 }
 
 impl Shared<'_> {
@@ -84,13 +84,18 @@ impl Shared<'_> {
     fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
+    /// Feeds the recording, once the session has started one.
+    fn rec(&self, f: impl FnOnce(&RecordingTap)) {
+        if let Some(tap) = self.rec.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f(tap);
+        }
+    }
     /// Starts the session's records; on failure tells the engineer and returns false.
     async fn start(&self, log: &mut SessionLog, what: Start<'_>, c_tx: &ClientTx) -> bool {
         let pty = self.pty.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match log.start(what, pty.as_ref()).await {
             Ok(tap) => {
-                // A repeated start hands back the same recording, already set here.
-                let _ = self.rec.set(tap);
+                *self.rec.lock().unwrap_or_else(|e| e.into_inner()) = Some(tap);
                 true
             }
             Err(msg) => {
@@ -132,7 +137,7 @@ pub async fn relay(
         bytes_down: AtomicU64::new(0),
         exit_status: Mutex::new(None),
         pty: Mutex::new(None),
-        rec: OnceLock::new(),
+        rec: Mutex::new(None),
     };
     let mut closed_by = None;
     tokio::select! {
@@ -143,9 +148,7 @@ pub async fn relay(
             let _ = c_tx.close().await;
         }
         reason = notices(&mut control, &c_tx) => {
-            if let Some(r) = shared.rec.get() {
-                r.marker(&reason).await;
-            }
+            shared.rec(|r| r.marker(&reason));
             let _ = c_tx.extended_data_bytes(1, line(&reason)).await;
             let _ = c_tx.eof().await;
             let _ = c_tx.close().await;
@@ -201,9 +204,7 @@ async fn up(
         let sent = match msg {
             ChannelMsg::Data { data } => {
                 s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
-                if let Some(r) = s.rec.get() {
-                    r.input(&data).await;
-                }
+                s.rec(|r| r.input(&data));
                 let gate = s.tap().input(&data);
                 match gate {
                     InputGate::Forward => t_tx.data_bytes(data).await,
@@ -305,9 +306,7 @@ async fn up(
                 pix_height,
             } => {
                 s.tap().resize(col_width, row_height);
-                if let Some(r) = s.rec.get() {
-                    r.resize(dim(col_width), dim(row_height)).await;
-                }
+                s.rec(|r| r.resize(dim(col_width), dim(row_height)));
                 t_tx.window_change(col_width, row_height, pix_width, pix_height)
                     .await
             }
@@ -328,10 +327,7 @@ async fn up(
 async fn report(s: &Shared<'_>, log: &mut SessionLog, checked: &[super::gate::Checked]) -> bool {
     for c in checked.iter().filter(|c| c.verdict != "allowed") {
         let rule = c.rule.as_deref().unwrap_or("-");
-        if let Some(r) = s.rec.get() {
-            r.marker(&format!("jitgate: {} by {rule}: {}", c.verdict, c.text))
-                .await;
-        }
+        s.rec(|r| r.marker(&format!("jitgate: {} by {rule}: {}", c.verdict, c.text)));
     }
     log.commands(checked).await
 }
@@ -446,17 +442,13 @@ async fn forward_down(
         ChannelMsg::Data { data } => {
             s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
             s.tap().output(&data, false);
-            if let Some(r) = s.rec.get() {
-                r.output(&data).await;
-            }
+            s.rec(|r| r.output(&data));
             c_tx.data_bytes(data).await
         }
         ChannelMsg::ExtendedData { data, ext } => {
             s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
             s.tap().output(&data, ext == 1);
-            if let Some(r) = s.rec.get() {
-                r.output(&data).await;
-            }
+            s.rec(|r| r.output(&data));
             c_tx.extended_data_bytes(ext, data).await
         }
         ChannelMsg::Eof => c_tx.eof().await,

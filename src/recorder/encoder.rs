@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::cast::push_event_line;
+use super::cast::event_line;
 use super::mask::{MaskStream, Masker, Piece};
 use super::utf8::Utf8Stream;
 
@@ -19,6 +19,8 @@ pub(crate) enum Event {
     Input(Vec<u8>),
     Resize(u16, u16),
     Marker(String),
+    /// This many bytes of events were dropped because the disk did not keep up.
+    Dropped(u64),
 }
 
 pub(crate) struct Encoder {
@@ -84,6 +86,11 @@ impl Encoder {
                 self.ready(seq, t, 'r', format!("{w}x{h}"));
             }
             Event::Marker(text) => {
+                self.ready(seq, t, 'm', text);
+            }
+            Event::Dropped(n) => {
+                let text =
+                    format!("jitgate: {n} bytes of this session were not recorded (disk too slow)");
                 self.ready(seq, t, 'm', text);
             }
         }
@@ -181,24 +188,23 @@ impl Encoder {
         }
         let t = now_or(t, self.last_t);
         self.last_t = t;
-        let before = self.pending.len();
-        push_event_line(&mut self.pending, t, code, data);
-        let len = (self.pending.len() - before) as u64;
+        let line = event_line(t, code, data);
         if let Some(cap) = self.cap
-            && self.written + len > cap
+            && self.written + line.len() as u64 > cap
         {
-            self.pending.truncate(before);
             let note =
                 format!("jitgate: recording capped at {cap} bytes; the session goes on unrecorded");
-            push_event_line(&mut self.pending, t, 'm', &note);
-            self.written += (self.pending.len() - before) as u64;
+            let line = event_line(t, 'm', &note);
+            self.written += line.len() as u64;
+            self.pending.extend_from_slice(line.as_bytes());
             self.capped = true;
             self.ready.clear();
             self.out_mask = MaskStream::default();
             self.in_mask = MaskStream::default();
             return;
         }
-        self.written += len;
+        self.written += line.len() as u64;
+        self.pending.extend_from_slice(line.as_bytes());
     }
 }
 

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::RecorderError;
@@ -16,14 +16,14 @@ use super::cast::Header;
 use super::encoder::{Encoder, Event};
 use super::mask::Masker;
 
-/// Bytes of events that may wait for one recording's writer before the session waits too.
+/// Bytes of events that may wait for one recording's writer before events are dropped.
 pub const MAX_IN_FLIGHT: usize = 4 << 20;
 /// Bytes of events that may wait for all of one `Recorder`'s writers together.
 pub const MAX_IN_FLIGHT_TOTAL: usize = 256 << 20;
 /// Lines are written at the latest this long after they were formed.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Lines are written at once when this many bytes are buffered.
-const FLUSH_BYTES: usize = 256 * 1024;
+const FLUSH_BYTES: usize = 64 * 1024;
 /// What one message costs the in-flight budget beyond its data.
 const MSG_COST: usize = 64;
 
@@ -38,38 +38,16 @@ pub struct Finished {
 }
 
 enum Msg {
-    Event { t: f64, event: Event, cost: u32 },
+    Event { t: f64, event: Event, cost: usize },
     Finish,
 }
 
 struct Shared {
-    /// Bytes this recording's events may still take before the writer catches up.
-    budget: Semaphore,
-    /// The same for all of a recorder's recordings together.
-    total: Arc<Semaphore>,
+    in_flight: AtomicUsize,
+    /// The recorder-wide count, shared by all its recordings.
+    total: Arc<AtomicUsize>,
+    dropped: AtomicU64,
     capped: AtomicBool,
-}
-
-impl Shared {
-    fn new(total: Arc<Semaphore>) -> Shared {
-        Shared {
-            budget: Semaphore::new(MAX_IN_FLIGHT),
-            total,
-            capped: AtomicBool::new(false),
-        }
-    }
-
-    /// The writer is done with an event of this cost.
-    fn release(&self, cost: u32) {
-        self.budget.add_permits(cost as usize);
-        self.total.add_permits(cost as usize);
-    }
-}
-
-/// The permits an event of `len` bytes takes: its bytes and its message, never more than a
-/// whole budget (so a huge chunk waits for an empty queue instead of forever).
-fn cost_of(len: usize) -> u32 {
-    u32::try_from((len + MSG_COST).min(MAX_IN_FLIGHT)).unwrap_or(u32::MAX)
 }
 
 /// Feeds events into a recording; clone it for each task that sees the channel's data.
@@ -89,52 +67,56 @@ impl std::fmt::Debug for RecordingTap {
 
 impl RecordingTap {
     /// Output from the target (stdout and stderr): an `o` event.
-    pub async fn output(&self, data: &[u8]) {
+    pub fn output(&self, data: &[u8]) {
         if !data.is_empty() {
-            self.send(Event::Output(data.to_vec()), data.len()).await;
+            self.send(Event::Output(data.to_vec()), data.len());
         }
     }
 
     /// What the engineer typed: an `i` event, only when the rule records input.
-    pub async fn input(&self, data: &[u8]) {
+    pub fn input(&self, data: &[u8]) {
         if self.record_input && !data.is_empty() {
-            self.send(Event::Input(data.to_vec()), data.len()).await;
+            self.send(Event::Input(data.to_vec()), data.len());
         }
     }
 
     /// The terminal was resized: an `r` event.
-    pub async fn resize(&self, width: u16, height: u16) {
-        self.send(Event::Resize(width, height), 0).await;
+    pub fn resize(&self, width: u16, height: u16) {
+        self.send(Event::Resize(width, height), 0);
     }
 
     /// A guardrail decision or bastion notice: an `m` event.
-    pub async fn marker(&self, text: &str) {
-        self.send(Event::Marker(text.to_string()), text.len()).await;
+    pub fn marker(&self, text: &str) {
+        self.send(Event::Marker(text.to_string()), text.len());
     }
 
-    /// Queues one event, first waiting while the writer is `MAX_IN_FLIGHT` bytes behind (or
-    /// all writers `MAX_IN_FLIGHT_TOTAL`): a session outrunning the disk slows to its pace
-    /// rather than leave a gap in its recording. Past the exec cap nothing waits.
-    async fn send(&self, event: Event, len: usize) {
+    fn send(&self, event: Event, len: usize) {
         let s = &self.shared;
         if s.capped.load(Ordering::Relaxed) {
             return;
         }
-        // The event's time is when it passed, not when the writer had room for it.
         let t = self.start.elapsed().as_secs_f64();
-        let cost = cost_of(len);
-        // Neither semaphore is ever closed.
-        let (Ok(own), Ok(all)) = (
-            s.budget.acquire_many(cost).await,
-            s.total.acquire_many(cost).await,
-        ) else {
+        let cost = len + MSG_COST;
+        if s.in_flight.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT
+            || s.total.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT_TOTAL
+        {
+            s.dropped.fetch_add(len as u64, Ordering::Relaxed);
             return;
-        };
-        own.forget();
-        all.forget();
+        }
+        let dropped = s.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            self.push(t, Event::Dropped(dropped), MSG_COST);
+        }
+        self.push(t, event, cost);
+    }
+
+    fn push(&self, t: f64, event: Event, cost: usize) {
+        self.shared.in_flight.fetch_add(cost, Ordering::Relaxed);
+        self.shared.total.fetch_add(cost, Ordering::Relaxed);
         // A closed channel means the recording is finished: late events go nowhere.
         if self.tx.send(Msg::Event { t, event, cost }).is_err() {
-            s.release(cost);
+            self.shared.in_flight.fetch_sub(cost, Ordering::Relaxed);
+            self.shared.total.fetch_sub(cost, Ordering::Relaxed);
         }
     }
 }
@@ -158,20 +140,20 @@ impl Recording {
         self.tap.clone()
     }
 
-    pub async fn output(&self, data: &[u8]) {
-        self.tap.output(data).await;
+    pub fn output(&self, data: &[u8]) {
+        self.tap.output(data);
     }
 
-    pub async fn input(&self, data: &[u8]) {
-        self.tap.input(data).await;
+    pub fn input(&self, data: &[u8]) {
+        self.tap.input(data);
     }
 
-    pub async fn resize(&self, width: u16, height: u16) {
-        self.tap.resize(width, height).await;
+    pub fn resize(&self, width: u16, height: u16) {
+        self.tap.resize(width, height);
     }
 
-    pub async fn marker(&self, text: &str) {
-        self.tap.marker(text).await;
+    pub fn marker(&self, text: &str) {
+        self.tap.marker(text);
     }
 
     /// Writes what is held, fsyncs, and returns the path, SHA-256 and size. Events sent
@@ -192,7 +174,7 @@ pub(crate) fn start(
     cap: Option<u64>,
     record_input: bool,
     masker: Arc<Masker>,
-    total: Arc<Semaphore>,
+    total: Arc<AtomicUsize>,
 ) -> Result<Recording, RecorderError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?;
     let full = root.join(&rel);
@@ -219,7 +201,12 @@ pub(crate) fn start(
     let mut hash = Sha256::new();
     hash.update(head.as_bytes());
     let (tx, rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::new(total));
+    let shared = Arc::new(Shared {
+        in_flight: AtomicUsize::new(0),
+        total,
+        dropped: AtomicU64::new(0),
+        capped: AtomicBool::new(false),
+    });
     let task = Task {
         file: Arc::new(file),
         full,
@@ -280,8 +267,9 @@ impl Task {
                 biased;
                 msg = rx.recv() => match msg {
                     Some(Msg::Event { t, event, cost }) => {
+                        self.shared.in_flight.fetch_sub(cost, Ordering::Relaxed);
+                        self.shared.total.fetch_sub(cost, Ordering::Relaxed);
                         self.enc.push(t, event);
-                        self.shared.release(cost);
                         if self.enc.capped() {
                             self.shared.capped.store(true, Ordering::Relaxed);
                         }
@@ -300,11 +288,11 @@ impl Task {
                 flush_at = Some(now + FLUSH_EVERY);
             }
         }
-        // Late events are not recorded, but their bytes go back to the recorder-wide budget.
+        // Late events are not recorded, but their bytes leave the recorder-wide count.
         rx.close();
         while let Ok(msg) = rx.try_recv() {
             if let Msg::Event { cost, .. } = msg {
-                self.shared.release(cost);
+                self.shared.total.fetch_sub(cost, Ordering::Relaxed);
             }
         }
         self.enc.finish();
@@ -369,67 +357,61 @@ mod tests {
         let tap = RecordingTap {
             tx,
             start: Instant::now(),
-            shared: Arc::new(Shared::new(Arc::new(Semaphore::new(MAX_IN_FLIGHT_TOTAL)))),
+            shared: Arc::new(Shared {
+                in_flight: AtomicUsize::new(0),
+                total: Arc::new(AtomicUsize::new(0)),
+                dropped: AtomicU64::new(0),
+                capped: AtomicBool::new(false),
+            }),
             record_input,
         };
         (tap, rx)
     }
 
-    fn events(rx: &mut mpsc::UnboundedReceiver<Msg>) -> Vec<(Event, u32)> {
+    fn events(rx: &mut mpsc::UnboundedReceiver<Msg>) -> Vec<Event> {
         let mut v = Vec::new();
-        while let Ok(Msg::Event { event, cost, .. }) = rx.try_recv() {
-            v.push((event, cost));
+        while let Ok(Msg::Event { event, .. }) = rx.try_recv() {
+            v.push(event);
         }
         v
     }
 
     #[tokio::test]
-    async fn a_writer_that_falls_behind_holds_the_session_back_and_loses_nothing() {
+    async fn a_writer_that_falls_behind_loses_events_not_memory() {
         let (tap, mut rx) = tap(true);
         let chunk = vec![b'x'; 64 * 1024];
-        let fits = MAX_IN_FLIGHT / (chunk.len() + MSG_COST);
-        // Nobody drains the channel: sends complete until the budget is used up...
-        for _ in 0..fits {
-            tap.output(&chunk).await;
+        // Nobody drains the channel: it fills to the budget, then events are counted and dropped.
+        for _ in 0..100 {
+            tap.output(&chunk);
         }
-        let mut next = Box::pin(tap.output(&chunk));
-        tokio::select! {
-            biased;
-            () = &mut next => panic!("the next send must wait for the writer"),
-            () = std::future::ready(()) => {}
-        }
-        // ...and the waiting one goes through once the writer has taken one event.
-        let taken = events(&mut rx);
-        assert_eq!(taken.len(), fits);
-        tap.shared.release(taken[0].1);
-        next.await;
-        let (last, _) = events(&mut rx).pop().expect("the waiting event was queued");
-        assert_eq!(last, Event::Output(chunk.clone()));
-        assert!(
-            taken
-                .iter()
-                .all(|(e, _)| *e == Event::Output(chunk.clone()))
+        let queued = tap.shared.in_flight.load(Ordering::Relaxed);
+        assert!(queued <= MAX_IN_FLIGHT, "{queued}");
+        let dropped = tap.shared.dropped.load(Ordering::Relaxed);
+        assert_eq!(
+            dropped as usize + (queued / (chunk.len() + MSG_COST)) * chunk.len(),
+            100 * chunk.len()
         );
-    }
-
-    #[tokio::test]
-    async fn a_chunk_larger_than_the_budget_waits_for_an_empty_queue_not_forever() {
-        let (tap, mut rx) = tap(false);
-        tap.output(&vec![b'x'; MAX_IN_FLIGHT * 2]).await;
-        let taken = events(&mut rx);
-        assert_eq!(taken.len(), 1);
-        assert_eq!(taken[0].1 as usize, MAX_IN_FLIGHT);
+        assert!(dropped > 0);
+        // The writer catches up; the next event is preceded by a note of what was lost.
+        let sent = events(&mut rx);
+        tap.shared.in_flight.store(0, Ordering::Relaxed);
+        tap.marker("after");
+        assert_eq!(
+            events(&mut rx),
+            vec![Event::Dropped(dropped), Event::Marker("after".into())]
+        );
+        assert_eq!(sent.len() * (chunk.len() + MSG_COST), queued);
     }
 
     #[tokio::test]
     async fn input_is_sent_only_when_recorded_and_nothing_after_the_cap() {
         let (tap, mut rx) = tap(false);
-        tap.input(b"secret").await;
-        tap.output(b"").await;
+        tap.input(b"secret");
+        tap.output(b"");
         assert!(events(&mut rx).is_empty());
         tap.shared.capped.store(true, Ordering::Relaxed);
-        tap.output(b"more").await;
-        tap.resize(1, 1).await;
+        tap.output(b"more");
+        tap.resize(1, 1);
         assert!(events(&mut rx).is_empty());
     }
 }
