@@ -13,10 +13,11 @@
 //! russh hands a channel's data over by blocking its session loop on a bounded queue, and
 //! grants window as data arrives rather than as it is consumed. With data flowing both ways,
 //! the nested and upstream session loops could then wait on each other (each one's window
-//! adjustment sits unread behind data the other must take first). Target output therefore
-//! drains into a queue bounded at `DOWN_BUFFER` bytes, more than the window the target can
-//! fill, so the upstream loop always reaches the target's next adjustment; the nested server
-//! likewise reads its channel through a bounded pipe (`inner::PIPE`).
+//! adjustment sits unread behind data the other must take first; `flow` walks through the
+//! circle). Target output drains into a queue bounded at `DOWN_BUFFER` bytes; the engineer's
+//! input drains into `flow::UpQueue`, which reads past its bound while output to the
+//! engineer is stalled, so the nested loop always reaches the engineer's next adjustment; the
+//! nested server reads its channel through a bounded pipe (`inner::PIPE`).
 //!
 //! Hook points (`Tap`): the exec command before anything goes upstream, every input chunk
 //! before it is forwarded, every output chunk before it is shown, and resizes.
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::flow::{Stuck, UpQueue};
 use super::gate::{ExecGate, Gated, InputGate, Tap};
 use super::record::{Outcome, PtyInfo, SessionLog, Start};
 use super::requests::{Request, allows};
@@ -75,6 +77,7 @@ struct Shared<'a> {
     exit_status: Mutex<Option<u32>>,
     pty: Mutex<Option<PtyInfo>>,
     rec: Mutex<Option<RecordingTap>>,
+    input: UpQueue,
 }
 
 impl Shared<'_> {
@@ -138,6 +141,7 @@ pub async fn relay(
         exit_status: Mutex::new(None),
         pty: Mutex::new(None),
         rec: Mutex::new(None),
+        input: UpQueue::default(),
     };
     let mut closed_by = None;
     tokio::select! {
@@ -192,7 +196,8 @@ async fn notices(control: &mut watch::Receiver<Control>, c_tx: &ClientTx) -> Str
     }
 }
 
-/// Engineer → target: requests and input.
+/// Engineer → target: requests and input, read into `s.input` (see `flow`) and forwarded
+/// from there in order.
 async fn up(
     s: &Shared<'_>,
     log: &mut SessionLog,
@@ -200,127 +205,172 @@ async fn up(
     c_tx: &ClientTx,
     t_tx: &TargetTx,
 ) {
-    while let Some(msg) = c_rx.wait().await {
-        let sent = match msg {
-            ChannelMsg::Data { data } => {
-                s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
-                s.rec(|r| r.input(&data));
-                let gate = s.tap().input(&data);
-                match gate {
-                    InputGate::Forward => t_tx.data_bytes(data).await,
-                    InputGate::Gated(g) => match act(s, log, g, c_tx, t_tx).await {
-                        Ok(true) => Ok(()),
-                        Ok(false) | Err(_) => return,
-                    },
-                }
+    let (q_tx, mut q_rx) = mpsc::unbounded_channel();
+    let read = async {
+        let stuck = loop {
+            if let Err(stuck) = s.input.room().await {
+                break Some(stuck);
             }
-            ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
-            ChannelMsg::Eof => {
-                let held = s.tap().eof();
-                if let Some(g) = held {
-                    match act(s, log, g, c_tx, t_tx).await {
-                        Ok(true) => {}
-                        Ok(false) | Err(_) => return,
-                    }
-                }
-                t_tx.eof().await
+            let Some(msg) = c_rx.wait().await else {
+                break None;
+            };
+            let cost = s.input.add(match &msg {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+                _ => 0,
+            });
+            if q_tx.send((msg, cost)).is_err() {
+                break None;
             }
-            ChannelMsg::Close => return,
-            ChannelMsg::RequestPty {
-                term,
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-                terminal_modes,
-                ..
-            } if allows(s.rule, Request::Pty) => {
-                s.tap().pty(&term, col_width, row_height);
-                *s.pty.lock().unwrap_or_else(|e| e.into_inner()) = Some(PtyInfo {
-                    term: term.clone(),
-                    cols: col_width,
-                    rows: row_height,
-                });
-                s.pending().push_back(Pending::Pty);
-                t_tx.request_pty(
-                    true,
-                    &term,
-                    col_width,
-                    row_height,
-                    pix_width,
-                    pix_height,
-                    &terminal_modes,
-                )
-                .await
-            }
-            ChannelMsg::RequestShell { .. } => {
-                if !s.start(log, Start::Shell, c_tx).await {
-                    return;
-                }
-                s.tap().shell();
-                s.pending().push_back(Pending::Start);
-                t_tx.request_shell(true).await
-            }
-            ChannelMsg::Exec { command, .. } => {
-                let text = String::from_utf8_lossy(&command).into_owned();
-                if !s.start(log, Start::Exec(&text), c_tx).await {
-                    return;
-                }
-                let gate = s.tap().exec(&text);
-                match gate {
-                    ExecGate::Allow(checked) => {
-                        if report(s, log, &checked).await {
-                            end(s, c_tx, "too many blocked commands").await;
-                            return;
-                        }
-                        s.pending().push_back(Pending::Start);
-                        t_tx.exec(true, command).await
-                    }
-                    ExecGate::Block { checked, notice } => {
-                        report(s, log, &checked).await;
-                        end(s, c_tx, &notice).await;
-                        return;
-                    }
-                }
-            }
-            ChannelMsg::RequestSubsystem { name, .. }
-                if allows(s.rule, Request::Subsystem(&name)) =>
-            {
-                if !s.start(log, Start::Subsystem(&name), c_tx).await {
-                    return;
-                }
-                s.pending().push_back(Pending::Start);
-                t_tx.request_subsystem(true, name).await
-            }
-            ChannelMsg::SetEnv {
-                variable_name,
-                variable_value,
-                ..
-            } if allows(s.rule, Request::Env(&variable_name)) => {
-                t_tx.set_env(false, variable_name, variable_value).await
-            }
-            ChannelMsg::WindowChange {
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-            } => {
-                s.tap().resize(col_width, row_height);
-                s.rec(|r| r.resize(dim(col_width), dim(row_height)));
-                t_tx.window_change(col_width, row_height, pix_width, pix_height)
-                    .await
-            }
-            ChannelMsg::Signal { signal } => t_tx.signal(signal).await,
-            ChannelMsg::AgentForward { .. } if allows(s.rule, Request::Agent) => {
-                t_tx.agent_forward(false).await
-            }
-            // Refused requests (already answered with failure) and anything else.
-            _ => Ok(()),
         };
-        if sent.is_err() {
-            return;
+        // The forwarding side finishes what is queued, then ends.
+        drop(q_tx);
+        stuck
+    };
+    let forward = async {
+        while let Some((msg, cost)) = q_rx.recv().await {
+            s.input.taken(cost);
+            if !forward_up(s, log, msg, c_tx, t_tx).await {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = forward => {}
+        Some(Stuck(queued)) = read => {
+            let text = format!(
+                "closing: {} MiB of your input are waiting while your ssh reads none of the output",
+                queued >> 20
+            );
+            let _ = c_tx.extended_data_bytes(1, line(&text)).await;
+            let _ = c_tx.eof().await;
+            let _ = c_tx.close().await;
         }
     }
+}
+
+/// Forwards one message from the engineer; false when the channel is done.
+async fn forward_up(
+    s: &Shared<'_>,
+    log: &mut SessionLog,
+    msg: ChannelMsg,
+    c_tx: &ClientTx,
+    t_tx: &TargetTx,
+) -> bool {
+    let sent = match msg {
+        ChannelMsg::Data { data } => {
+            s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
+            s.rec(|r| r.input(&data));
+            let gate = s.tap().input(&data);
+            match gate {
+                InputGate::Forward => t_tx.data_bytes(data).await,
+                InputGate::Gated(g) => match act(s, log, g, c_tx, t_tx).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) | Err(_) => return false,
+                },
+            }
+        }
+        ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
+        ChannelMsg::Eof => {
+            let held = s.tap().eof();
+            if let Some(g) = held {
+                match act(s, log, g, c_tx, t_tx).await {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => return false,
+                }
+            }
+            t_tx.eof().await
+        }
+        ChannelMsg::Close => return false,
+        ChannelMsg::RequestPty {
+            term,
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+            terminal_modes,
+            ..
+        } if allows(s.rule, Request::Pty) => {
+            s.tap().pty(&term, col_width, row_height);
+            *s.pty.lock().unwrap_or_else(|e| e.into_inner()) = Some(PtyInfo {
+                term: term.clone(),
+                cols: col_width,
+                rows: row_height,
+            });
+            s.pending().push_back(Pending::Pty);
+            t_tx.request_pty(
+                true,
+                &term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                &terminal_modes,
+            )
+            .await
+        }
+        ChannelMsg::RequestShell { .. } => {
+            if !s.start(log, Start::Shell, c_tx).await {
+                return false;
+            }
+            s.tap().shell();
+            s.pending().push_back(Pending::Start);
+            t_tx.request_shell(true).await
+        }
+        ChannelMsg::Exec { command, .. } => {
+            let text = String::from_utf8_lossy(&command).into_owned();
+            if !s.start(log, Start::Exec(&text), c_tx).await {
+                return false;
+            }
+            let gate = s.tap().exec(&text);
+            match gate {
+                ExecGate::Allow(checked) => {
+                    if report(s, log, &checked).await {
+                        end(s, c_tx, "too many blocked commands").await;
+                        return false;
+                    }
+                    s.pending().push_back(Pending::Start);
+                    t_tx.exec(true, command).await
+                }
+                ExecGate::Block { checked, notice } => {
+                    report(s, log, &checked).await;
+                    end(s, c_tx, &notice).await;
+                    return false;
+                }
+            }
+        }
+        ChannelMsg::RequestSubsystem { name, .. } if allows(s.rule, Request::Subsystem(&name)) => {
+            if !s.start(log, Start::Subsystem(&name), c_tx).await {
+                return false;
+            }
+            s.pending().push_back(Pending::Start);
+            t_tx.request_subsystem(true, name).await
+        }
+        ChannelMsg::SetEnv {
+            variable_name,
+            variable_value,
+            ..
+        } if allows(s.rule, Request::Env(&variable_name)) => {
+            t_tx.set_env(false, variable_name, variable_value).await
+        }
+        ChannelMsg::WindowChange {
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+        } => {
+            s.tap().resize(col_width, row_height);
+            s.rec(|r| r.resize(dim(col_width), dim(row_height)));
+            t_tx.window_change(col_width, row_height, pix_width, pix_height)
+                .await
+        }
+        ChannelMsg::Signal { signal } => t_tx.signal(signal).await,
+        ChannelMsg::AgentForward { .. } if allows(s.rule, Request::Agent) => {
+            t_tx.agent_forward(false).await
+        }
+        // Refused requests (already answered with failure) and anything else.
+        _ => Ok(()),
+    };
+    sent.is_ok()
 }
 
 /// Indexes, audits and marks what a gate checked; true once the rule's block limit is hit.
@@ -368,9 +418,11 @@ async fn act(
     if let Some(n) = g.notice {
         let bytes = n.text.into_bytes();
         if n.stderr {
-            c_tx.extended_data_bytes(1, bytes).await?;
+            s.input
+                .to_engineer(c_tx.extended_data_bytes(1, bytes))
+                .await?;
         } else {
-            c_tx.data_bytes(bytes).await?;
+            s.input.to_engineer(c_tx.data_bytes(bytes)).await?;
         }
     }
     if over {
@@ -443,13 +495,15 @@ async fn forward_down(
             s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
             s.tap().output(&data, false);
             s.rec(|r| r.output(&data));
-            c_tx.data_bytes(data).await
+            s.input.to_engineer(c_tx.data_bytes(data)).await
         }
         ChannelMsg::ExtendedData { data, ext } => {
             s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
             s.tap().output(&data, ext == 1);
             s.rec(|r| r.output(&data));
-            c_tx.extended_data_bytes(ext, data).await
+            s.input
+                .to_engineer(c_tx.extended_data_bytes(ext, data))
+                .await
         }
         ChannelMsg::Eof => c_tx.eof().await,
         ChannelMsg::Close => return false,

@@ -209,3 +209,33 @@ async fn bulk_both_ways_at_once_through_cat() {
     assert_eq!(got, 32 << 20);
     assert_eq!(sha256_file(&echoed), sha256_file(&input));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_pauses_reading_while_it_sends_is_not_stuck() {
+    use tokio::io::AsyncReadExt;
+    // `ssh db1 cat < big | less`: the engineer keeps sending while reading nothing. Both
+    // directions fill their buffers; once the reader resumes, everything must flow again.
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let input = lab.path().join("in.bin");
+    let mut data = vec![0u8; 32 << 20];
+    getrandom::fill(&mut data).unwrap();
+    std::fs::write(&input, &data).unwrap();
+    let mut cmd = lab.ssh(&["root@db1", "cat"]);
+    cmd.stdin(std::fs::File::open(&input).unwrap())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let mut echoed = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        stdout.read_to_end(&mut echoed),
+    )
+    .await
+    .expect("the output flows again once the client reads")
+    .unwrap();
+    assert!(child.wait().await.unwrap().success());
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "the echo differs from the input");
+}

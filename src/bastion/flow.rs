@@ -1,0 +1,154 @@
+//! Flow control for one relayed channel's input, around a limit of russh 0.65.
+//!
+//! russh grants a peer more window as soon as data arrives, and hands each message to its
+//! channel by blocking its session loop on a bounded queue. A loop that blocks there also stops
+//! reading everything behind that message, including the peer's window adjustments. With data
+//! flowing both ways through the bastion, four waits can then close a circle:
+//!
+//! 1. the relay waits for the engineer's window to send output;
+//! 2. the engineer's window adjustment sits in the nested session behind input nobody reads;
+//! 3. the input is not read because the relay waits for the target's window to forward it;
+//! 4. the target's window adjustment sits in the upstream session behind output the relay
+//!    does not take, because its output buffer is full, because of (1).
+//!
+//! An engineer who stops reading for a moment while sending (`ssh db1 cat < big | less`)
+//! closed that circle for good. `UpQueue` breaks it at (2)/(3): the engineer's input is read
+//! into a queue of its own, bounded at `UP_BUFFER` bytes, except while output to the engineer
+//! has waited for window longer than `STALL` — then input is read past the bound so the
+//! adjustment behind it is reached. A queue that still grows to `UP_LIMIT` means the engineer
+//! sends without ever reading; the relay then closes the channel with a notice rather than
+//! hold more memory.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Bytes of the engineer's input queued for the target before reading pauses.
+pub const UP_BUFFER: usize = 2 << 20;
+/// Bytes of queued input at which the channel is closed instead.
+pub const UP_LIMIT: usize = 64 << 20;
+/// How long output may wait for the engineer's window before input is read past the bound.
+pub const STALL: Duration = Duration::from_millis(50);
+/// What a message other than data counts for.
+const MSG_COST: usize = 64;
+
+/// The engineer's input between reading it and forwarding it, and the output-side stall flag.
+#[derive(Debug, Default)]
+pub struct UpQueue {
+    queued: AtomicUsize,
+    stalled: AtomicBool,
+    wake: Notify,
+}
+
+/// The queue reached `UP_LIMIT` bytes: the engineer sends and does not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stuck(pub usize);
+
+impl UpQueue {
+    /// Waits until another message may be read: the queue is under `UP_BUFFER`, or output
+    /// to the engineer is stalled.
+    pub async fn room(&self) -> Result<(), Stuck> {
+        loop {
+            let queued = self.queued.load(Ordering::Acquire);
+            if queued >= UP_LIMIT {
+                return Err(Stuck(queued));
+            }
+            if queued < UP_BUFFER || self.stalled.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            // `notify_one` keeps a permit when nobody waits yet, so no wake-up is lost
+            // between the checks above and this wait.
+            self.wake.notified().await;
+        }
+    }
+
+    /// A message of `len` data bytes was queued; returns what it counts for.
+    pub fn add(&self, len: usize) -> usize {
+        let cost = len.max(MSG_COST);
+        self.queued.fetch_add(cost, Ordering::AcqRel);
+        cost
+    }
+
+    /// A message that counted `cost` left the queue.
+    pub fn taken(&self, cost: usize) {
+        self.queued.fetch_sub(cost, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    /// Runs one send to the engineer; if it waits for window longer than `STALL`, marks
+    /// output as stalled until it completes, so that input is read past the bound meanwhile.
+    pub async fn to_engineer<F: Future>(&self, send: F) -> F::Output {
+        let mut send = std::pin::pin!(send);
+        tokio::select! {
+            biased;
+            out = &mut send => return out,
+            () = tokio::time::sleep(STALL) => {}
+        }
+        self.stalled.store(true, Ordering::Release);
+        self.wake.notify_one();
+        let out = send.await;
+        self.stalled.store(false, Ordering::Release);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `room` completes at once.
+    async fn has_room(q: &UpQueue) -> Option<Result<(), Stuck>> {
+        tokio::select! {
+            biased;
+            r = q.room() => Some(r),
+            () = std::future::ready(()) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn reading_pauses_at_the_bound_and_resumes_as_input_leaves() {
+        let q = UpQueue::default();
+        let a = q.add(UP_BUFFER - 1);
+        assert_eq!(has_room(&q).await, Some(Ok(())));
+        let b = q.add(32 * 1024);
+        assert_eq!(has_room(&q).await, None, "over the bound, reading waits");
+        let waiting = q.room();
+        q.taken(b);
+        assert_eq!(waiting.await, Ok(()));
+        q.taken(a);
+        assert_eq!(q.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_engineer_lets_input_past_the_bound_until_the_limit() {
+        let q = UpQueue::default();
+        q.add(UP_BUFFER);
+        assert_eq!(has_room(&q).await, None);
+        // Output that waits for window longer than STALL opens the bound...
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let sending = q.to_engineer(rx);
+        let reader = async {
+            assert_eq!(q.room().await, Ok(()));
+            // ...up to the limit, where the channel is given up.
+            q.add(UP_LIMIT);
+            assert_eq!(q.room().await, Err(Stuck(UP_LIMIT + UP_BUFFER)));
+            tx.send(()).unwrap();
+        };
+        let (sent, ()) = tokio::join!(sending, reader);
+        assert!(sent.is_ok());
+        assert!(
+            !q.stalled.load(Ordering::Relaxed),
+            "the stall ends with the send"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_send_that_completes_in_time_is_no_stall() {
+        let q = UpQueue::default();
+        q.add(UP_BUFFER);
+        assert_eq!(q.to_engineer(async { 7 }).await, 7);
+        assert_eq!(has_room(&q).await, None);
+    }
+}
