@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::cast::event_line;
+use super::cast::push_event_line;
 use super::mask::{MaskStream, Masker, Piece};
 use super::utf8::Utf8Stream;
 
@@ -188,23 +188,24 @@ impl Encoder {
         }
         let t = now_or(t, self.last_t);
         self.last_t = t;
-        let line = event_line(t, code, data);
+        let before = self.pending.len();
+        push_event_line(&mut self.pending, t, code, data);
+        let len = (self.pending.len() - before) as u64;
         if let Some(cap) = self.cap
-            && self.written + line.len() as u64 > cap
+            && self.written + len > cap
         {
+            self.pending.truncate(before);
             let note =
                 format!("jitgate: recording capped at {cap} bytes; the session goes on unrecorded");
-            let line = event_line(t, 'm', &note);
-            self.written += line.len() as u64;
-            self.pending.extend_from_slice(line.as_bytes());
+            push_event_line(&mut self.pending, t, 'm', &note);
+            self.written += (self.pending.len() - before) as u64;
             self.capped = true;
             self.ready.clear();
             self.out_mask = MaskStream::default();
             self.in_mask = MaskStream::default();
             return;
         }
-        self.written += line.len() as u64;
-        self.pending.extend_from_slice(line.as_bytes());
+        self.written += len;
     }
 }
 

@@ -42,7 +42,7 @@
 //! stalls only that task; the buffer is freed after each write, so an idle recording holds
 //! almost nothing):
 //!
-//! - when 64 KiB are buffered, or
+//! - when 256 KiB are buffered, or
 //! - 250 ms after the first line entered an empty buffer (a timer armed only while something
 //!   is buffered, so an idle session costs no wake-ups), and
 //! - at `finish`, followed by `fsync`.

@@ -23,7 +23,7 @@ pub const MAX_IN_FLIGHT_TOTAL: usize = 256 << 20;
 /// Lines are written at the latest this long after they were formed.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Lines are written at once when this many bytes are buffered.
-const FLUSH_BYTES: usize = 64 * 1024;
+const FLUSH_BYTES: usize = 256 * 1024;
 /// What one message costs the in-flight budget beyond its data.
 const MSG_COST: usize = 64;
 
