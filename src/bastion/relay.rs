@@ -23,8 +23,8 @@
 //! before it is forwarded, every output chunk before it is shown, and resizes.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -76,7 +76,7 @@ struct Shared<'a> {
     bytes_down: AtomicU64,
     exit_status: Mutex<Option<u32>>,
     pty: Mutex<Option<PtyInfo>>,
-    rec: Mutex<Option<RecordingTap>>,
+    rec: OnceLock<RecordingTap>,
     input: UpQueue,
 }
 
@@ -87,18 +87,13 @@ impl Shared<'_> {
     fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
-    /// Feeds the recording, once the session has started one.
-    fn rec(&self, f: impl FnOnce(&RecordingTap)) {
-        if let Some(tap) = self.rec.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            f(tap);
-        }
-    }
     /// Starts the session's records; on failure tells the engineer and returns false.
     async fn start(&self, log: &mut SessionLog, what: Start<'_>, c_tx: &ClientTx) -> bool {
         let pty = self.pty.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match log.start(what, pty.as_ref()).await {
             Ok(tap) => {
-                *self.rec.lock().unwrap_or_else(|e| e.into_inner()) = Some(tap);
+                // A repeated start hands back the same recording, already set here.
+                let _ = self.rec.set(tap);
                 true
             }
             Err(msg) => {
@@ -140,7 +135,7 @@ pub async fn relay(
         bytes_down: AtomicU64::new(0),
         exit_status: Mutex::new(None),
         pty: Mutex::new(None),
-        rec: Mutex::new(None),
+        rec: OnceLock::new(),
         input: UpQueue::default(),
     };
     let mut closed_by = None;
@@ -152,7 +147,9 @@ pub async fn relay(
             let _ = c_tx.close().await;
         }
         reason = notices(&mut control, &c_tx) => {
-            shared.rec(|r| r.marker(&reason));
+            if let Some(r) = shared.rec.get() {
+                r.marker(&reason).await;
+            }
             let _ = c_tx.extended_data_bytes(1, line(&reason)).await;
             let _ = c_tx.eof().await;
             let _ = c_tx.close().await;
@@ -259,7 +256,9 @@ async fn forward_up(
     let sent = match msg {
         ChannelMsg::Data { data } => {
             s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
-            s.rec(|r| r.input(&data));
+            if let Some(r) = s.rec.get() {
+                r.input(&data).await;
+            }
             let gate = s.tap().input(&data);
             match gate {
                 InputGate::Forward => t_tx.data_bytes(data).await,
@@ -359,7 +358,9 @@ async fn forward_up(
             pix_height,
         } => {
             s.tap().resize(col_width, row_height);
-            s.rec(|r| r.resize(dim(col_width), dim(row_height)));
+            if let Some(r) = s.rec.get() {
+                r.resize(dim(col_width), dim(row_height)).await;
+            }
             t_tx.window_change(col_width, row_height, pix_width, pix_height)
                 .await
         }
@@ -377,7 +378,10 @@ async fn forward_up(
 async fn report(s: &Shared<'_>, log: &mut SessionLog, checked: &[super::gate::Checked]) -> bool {
     for c in checked.iter().filter(|c| c.verdict != "allowed") {
         let rule = c.rule.as_deref().unwrap_or("-");
-        s.rec(|r| r.marker(&format!("jitgate: {} by {rule}: {}", c.verdict, c.text)));
+        if let Some(r) = s.rec.get() {
+            r.marker(&format!("jitgate: {} by {rule}: {}", c.verdict, c.text))
+                .await;
+        }
     }
     log.commands(checked).await
 }
@@ -494,13 +498,17 @@ async fn forward_down(
         ChannelMsg::Data { data } => {
             s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
             s.tap().output(&data, false);
-            s.rec(|r| r.output(&data));
+            if let Some(r) = s.rec.get() {
+                r.output(&data).await;
+            }
             s.input.to_engineer(c_tx.data_bytes(data)).await
         }
         ChannelMsg::ExtendedData { data, ext } => {
             s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
             s.tap().output(&data, ext == 1);
-            s.rec(|r| r.output(&data));
+            if let Some(r) = s.rec.get() {
+                r.output(&data).await;
+            }
             s.input
                 .to_engineer(c_tx.extended_data_bytes(ext, data))
                 .await

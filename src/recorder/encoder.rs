@@ -19,8 +19,6 @@ pub(crate) enum Event {
     Input(Vec<u8>),
     Resize(u16, u16),
     Marker(String),
-    /// This many bytes of events were dropped because the disk did not keep up.
-    Dropped(u64),
 }
 
 pub(crate) struct Encoder {
@@ -86,11 +84,6 @@ impl Encoder {
                 self.ready(seq, t, 'r', format!("{w}x{h}"));
             }
             Event::Marker(text) => {
-                self.ready(seq, t, 'm', text);
-            }
-            Event::Dropped(n) => {
-                let text =
-                    format!("jitgate: {n} bytes of this session were not recorded (disk too slow)");
                 self.ready(seq, t, 'm', text);
             }
         }

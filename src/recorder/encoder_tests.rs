@@ -108,14 +108,6 @@ fn an_exec_recording_stops_at_the_cap_with_a_marker() {
 }
 
 #[test]
-fn dropped_bytes_leave_a_marker() {
-    let mut e = encoder(false, None);
-    e.push(0.0, Event::Dropped(4096));
-    let (_, s) = finished(e);
-    assert!(s.markers[0].contains("4096 bytes"));
-}
-
-#[test]
 fn an_idle_session_holds_nothing_after_the_deadline() {
     let mut e = encoder(true, None);
     e.push(3.0, Event::Output(b"prompt$ ".to_vec()));

@@ -25,19 +25,19 @@
 //!     record_input: false,
 //! })?;
 //! let tap = rec.tap(); // for the task that reads the target's output
-//! tap.output(b"$ ");
-//! rec.input(b"ls\r");
-//! rec.resize(100, 30);
-//! rec.marker("guardrail block: prod/rm-rf");
+//! tap.output(b"$ ").await;
+//! rec.input(b"ls\r").await;
+//! rec.resize(100, 30).await;
+//! rec.marker("guardrail block: prod/rm-rf").await;
 //! let done = rec.finish().await?; // done.path, done.sha256 → Store::end_session
 //! # let _ = done; Ok(()) }
 //! ```
 //!
-//! # Never slowing the session
+//! # Keeping up with the session
 //!
-//! The relay's calls (`output`, `input`, `resize`, `marker`) never wait and never touch the
-//! disk: each takes the time from a monotonic clock, copies the bytes and hands them to the
-//! recording's writer task over a channel. The writer task decodes, masks and formats them
+//! The relay's calls (`output`, `input`, `resize`, `marker`) never touch the disk, and wait
+//! only when the writer is far behind (below): each takes the time from a monotonic clock,
+//! copies the bytes and hands them to the recording's writer task over a channel. The writer task decodes, masks and formats them
 //! (see `encoder`), buffers the lines, and writes them on tokio's blocking pool (a slow disk
 //! stalls only that task; the buffer is freed after each write, so an idle recording holds
 //! almost nothing):
@@ -54,10 +54,11 @@
 //! disk's latency and the masking work on the path of the engineer's keystrokes.
 //!
 //! The channel is unbounded in messages but bounded in bytes: at most `MAX_IN_FLIGHT` bytes
-//! of events may wait for one writer, `MAX_IN_FLIGHT_TOTAL` for all of a `Recorder`'s. If the disk cannot keep up, further events are dropped
-//! (counted) instead of queued, and once the writer catches up a marker says how many bytes
-//! are missing. Memory stays bounded and the relay never blocks. A write error stops the
-//! recording (the session goes on); `finish` then reports the error.
+//! of events may wait for one writer, `MAX_IN_FLIGHT_TOTAL` for all of a `Recorder`'s. When
+//! the writer falls that far behind (a disk slower than the session), sending an event waits
+//! until it catches up: the session slows to the disk's pace, and the recording has no gaps.
+//! Past the exec cap nothing is sent, so nothing waits. A write error stops the recording
+//! (the session goes on); `finish` then reports the error.
 
 mod cast;
 mod encoder;
@@ -145,8 +146,8 @@ pub struct Recorder {
     root: PathBuf,
     masker: Arc<Masker>,
     max_exec_recording: u64,
-    /// Bytes of events waiting for all writers (see `MAX_IN_FLIGHT_TOTAL`).
-    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of events all writers may still take (see `MAX_IN_FLIGHT_TOTAL`).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Recorder {
@@ -155,7 +156,7 @@ impl Recorder {
             root,
             masker: Arc::new(Masker::new(&cfg.mask)?),
             max_exec_recording: cfg.max_exec_recording,
-            in_flight: Arc::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(writer::MAX_IN_FLIGHT_TOTAL)),
         })
     }
 

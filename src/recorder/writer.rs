@@ -4,11 +4,11 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::RecorderError;
@@ -16,7 +16,7 @@ use super::cast::Header;
 use super::encoder::{Encoder, Event};
 use super::mask::Masker;
 
-/// Bytes of events that may wait for one recording's writer before events are dropped.
+/// Bytes of events that may wait for one recording's writer before the session waits too.
 pub const MAX_IN_FLIGHT: usize = 4 << 20;
 /// Bytes of events that may wait for all of one `Recorder`'s writers together.
 pub const MAX_IN_FLIGHT_TOTAL: usize = 256 << 20;
@@ -38,16 +38,38 @@ pub struct Finished {
 }
 
 enum Msg {
-    Event { t: f64, event: Event, cost: usize },
+    Event { t: f64, event: Event, cost: u32 },
     Finish,
 }
 
 struct Shared {
-    in_flight: AtomicUsize,
-    /// The recorder-wide count, shared by all its recordings.
-    total: Arc<AtomicUsize>,
-    dropped: AtomicU64,
+    /// Bytes this recording's events may still take before the writer catches up.
+    budget: Semaphore,
+    /// The same for all of a recorder's recordings together.
+    total: Arc<Semaphore>,
     capped: AtomicBool,
+}
+
+impl Shared {
+    fn new(total: Arc<Semaphore>) -> Shared {
+        Shared {
+            budget: Semaphore::new(MAX_IN_FLIGHT),
+            total,
+            capped: AtomicBool::new(false),
+        }
+    }
+
+    /// The writer is done with an event of this cost.
+    fn release(&self, cost: u32) {
+        self.budget.add_permits(cost as usize);
+        self.total.add_permits(cost as usize);
+    }
+}
+
+/// The permits an event of `len` bytes takes: its bytes and its message, never more than a
+/// whole budget (so a huge chunk waits for an empty queue instead of forever).
+fn cost_of(len: usize) -> u32 {
+    u32::try_from((len + MSG_COST).min(MAX_IN_FLIGHT)).unwrap_or(u32::MAX)
 }
 
 /// Feeds events into a recording; clone it for each task that sees the channel's data.
@@ -67,56 +89,52 @@ impl std::fmt::Debug for RecordingTap {
 
 impl RecordingTap {
     /// Output from the target (stdout and stderr): an `o` event.
-    pub fn output(&self, data: &[u8]) {
+    pub async fn output(&self, data: &[u8]) {
         if !data.is_empty() {
-            self.send(Event::Output(data.to_vec()), data.len());
+            self.send(Event::Output(data.to_vec()), data.len()).await;
         }
     }
 
     /// What the engineer typed: an `i` event, only when the rule records input.
-    pub fn input(&self, data: &[u8]) {
+    pub async fn input(&self, data: &[u8]) {
         if self.record_input && !data.is_empty() {
-            self.send(Event::Input(data.to_vec()), data.len());
+            self.send(Event::Input(data.to_vec()), data.len()).await;
         }
     }
 
     /// The terminal was resized: an `r` event.
-    pub fn resize(&self, width: u16, height: u16) {
-        self.send(Event::Resize(width, height), 0);
+    pub async fn resize(&self, width: u16, height: u16) {
+        self.send(Event::Resize(width, height), 0).await;
     }
 
     /// A guardrail decision or bastion notice: an `m` event.
-    pub fn marker(&self, text: &str) {
-        self.send(Event::Marker(text.to_string()), text.len());
+    pub async fn marker(&self, text: &str) {
+        self.send(Event::Marker(text.to_string()), text.len()).await;
     }
 
-    fn send(&self, event: Event, len: usize) {
+    /// Queues one event, first waiting while the writer is `MAX_IN_FLIGHT` bytes behind (or
+    /// all writers `MAX_IN_FLIGHT_TOTAL`): a session outrunning the disk slows to its pace
+    /// rather than leave a gap in its recording. Past the exec cap nothing waits.
+    async fn send(&self, event: Event, len: usize) {
         let s = &self.shared;
         if s.capped.load(Ordering::Relaxed) {
             return;
         }
+        // The event's time is when it passed, not when the writer had room for it.
         let t = self.start.elapsed().as_secs_f64();
-        let cost = len + MSG_COST;
-        if s.in_flight.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT
-            || s.total.load(Ordering::Relaxed) + cost > MAX_IN_FLIGHT_TOTAL
-        {
-            s.dropped.fetch_add(len as u64, Ordering::Relaxed);
+        let cost = cost_of(len);
+        // Neither semaphore is ever closed.
+        let (Ok(own), Ok(all)) = (
+            s.budget.acquire_many(cost).await,
+            s.total.acquire_many(cost).await,
+        ) else {
             return;
-        }
-        let dropped = s.dropped.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            self.push(t, Event::Dropped(dropped), MSG_COST);
-        }
-        self.push(t, event, cost);
-    }
-
-    fn push(&self, t: f64, event: Event, cost: usize) {
-        self.shared.in_flight.fetch_add(cost, Ordering::Relaxed);
-        self.shared.total.fetch_add(cost, Ordering::Relaxed);
+        };
+        own.forget();
+        all.forget();
         // A closed channel means the recording is finished: late events go nowhere.
         if self.tx.send(Msg::Event { t, event, cost }).is_err() {
-            self.shared.in_flight.fetch_sub(cost, Ordering::Relaxed);
-            self.shared.total.fetch_sub(cost, Ordering::Relaxed);
+            s.release(cost);
         }
     }
 }
@@ -140,20 +158,20 @@ impl Recording {
         self.tap.clone()
     }
 
-    pub fn output(&self, data: &[u8]) {
-        self.tap.output(data);
+    pub async fn output(&self, data: &[u8]) {
+        self.tap.output(data).await;
     }
 
-    pub fn input(&self, data: &[u8]) {
-        self.tap.input(data);
+    pub async fn input(&self, data: &[u8]) {
+        self.tap.input(data).await;
     }
 
-    pub fn resize(&self, width: u16, height: u16) {
-        self.tap.resize(width, height);
+    pub async fn resize(&self, width: u16, height: u16) {
+        self.tap.resize(width, height).await;
     }
 
-    pub fn marker(&self, text: &str) {
-        self.tap.marker(text);
+    pub async fn marker(&self, text: &str) {
+        self.tap.marker(text).await;
     }
 
     /// Writes what is held, fsyncs, and returns the path, SHA-256 and size. Events sent
@@ -174,7 +192,7 @@ pub(crate) fn start(
     cap: Option<u64>,
     record_input: bool,
     masker: Arc<Masker>,
-    total: Arc<AtomicUsize>,
+    total: Arc<Semaphore>,
 ) -> Result<Recording, RecorderError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?;
     let full = root.join(&rel);
@@ -201,12 +219,7 @@ pub(crate) fn start(
     let mut hash = Sha256::new();
     hash.update(head.as_bytes());
     let (tx, rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
-        in_flight: AtomicUsize::new(0),
-        total,
-        dropped: AtomicU64::new(0),
-        capped: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(total));
     let task = Task {
         file: Arc::new(file),
         full,
@@ -267,9 +280,8 @@ impl Task {
                 biased;
                 msg = rx.recv() => match msg {
                     Some(Msg::Event { t, event, cost }) => {
-                        self.shared.in_flight.fetch_sub(cost, Ordering::Relaxed);
-                        self.shared.total.fetch_sub(cost, Ordering::Relaxed);
                         self.enc.push(t, event);
+                        self.shared.release(cost);
                         if self.enc.capped() {
                             self.shared.capped.store(true, Ordering::Relaxed);
                         }
@@ -288,11 +300,11 @@ impl Task {
                 flush_at = Some(now + FLUSH_EVERY);
             }
         }
-        // Late events are not recorded, but their bytes leave the recorder-wide count.
+        // Late events are not recorded, but their bytes go back to the recorder-wide budget.
         rx.close();
         while let Ok(msg) = rx.try_recv() {
             if let Msg::Event { cost, .. } = msg {
-                self.shared.total.fetch_sub(cost, Ordering::Relaxed);
+                self.shared.release(cost);
             }
         }
         self.enc.finish();
@@ -357,61 +369,67 @@ mod tests {
         let tap = RecordingTap {
             tx,
             start: Instant::now(),
-            shared: Arc::new(Shared {
-                in_flight: AtomicUsize::new(0),
-                total: Arc::new(AtomicUsize::new(0)),
-                dropped: AtomicU64::new(0),
-                capped: AtomicBool::new(false),
-            }),
+            shared: Arc::new(Shared::new(Arc::new(Semaphore::new(MAX_IN_FLIGHT_TOTAL)))),
             record_input,
         };
         (tap, rx)
     }
 
-    fn events(rx: &mut mpsc::UnboundedReceiver<Msg>) -> Vec<Event> {
+    fn events(rx: &mut mpsc::UnboundedReceiver<Msg>) -> Vec<(Event, u32)> {
         let mut v = Vec::new();
-        while let Ok(Msg::Event { event, .. }) = rx.try_recv() {
-            v.push(event);
+        while let Ok(Msg::Event { event, cost, .. }) = rx.try_recv() {
+            v.push((event, cost));
         }
         v
     }
 
     #[tokio::test]
-    async fn a_writer_that_falls_behind_loses_events_not_memory() {
+    async fn a_writer_that_falls_behind_holds_the_session_back_and_loses_nothing() {
         let (tap, mut rx) = tap(true);
         let chunk = vec![b'x'; 64 * 1024];
-        // Nobody drains the channel: it fills to the budget, then events are counted and dropped.
-        for _ in 0..100 {
-            tap.output(&chunk);
+        let fits = MAX_IN_FLIGHT / (chunk.len() + MSG_COST);
+        // Nobody drains the channel: sends complete until the budget is used up...
+        for _ in 0..fits {
+            tap.output(&chunk).await;
         }
-        let queued = tap.shared.in_flight.load(Ordering::Relaxed);
-        assert!(queued <= MAX_IN_FLIGHT, "{queued}");
-        let dropped = tap.shared.dropped.load(Ordering::Relaxed);
-        assert_eq!(
-            dropped as usize + (queued / (chunk.len() + MSG_COST)) * chunk.len(),
-            100 * chunk.len()
+        let mut next = Box::pin(tap.output(&chunk));
+        tokio::select! {
+            biased;
+            () = &mut next => panic!("the next send must wait for the writer"),
+            () = std::future::ready(()) => {}
+        }
+        // ...and the waiting one goes through once the writer has taken one event.
+        let taken = events(&mut rx);
+        assert_eq!(taken.len(), fits);
+        tap.shared.release(taken[0].1);
+        next.await;
+        let (last, _) = events(&mut rx).pop().expect("the waiting event was queued");
+        assert_eq!(last, Event::Output(chunk.clone()));
+        assert!(
+            taken
+                .iter()
+                .all(|(e, _)| *e == Event::Output(chunk.clone()))
         );
-        assert!(dropped > 0);
-        // The writer catches up; the next event is preceded by a note of what was lost.
-        let sent = events(&mut rx);
-        tap.shared.in_flight.store(0, Ordering::Relaxed);
-        tap.marker("after");
-        assert_eq!(
-            events(&mut rx),
-            vec![Event::Dropped(dropped), Event::Marker("after".into())]
-        );
-        assert_eq!(sent.len() * (chunk.len() + MSG_COST), queued);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_larger_than_the_budget_waits_for_an_empty_queue_not_forever() {
+        let (tap, mut rx) = tap(false);
+        tap.output(&vec![b'x'; MAX_IN_FLIGHT * 2]).await;
+        let taken = events(&mut rx);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].1 as usize, MAX_IN_FLIGHT);
     }
 
     #[tokio::test]
     async fn input_is_sent_only_when_recorded_and_nothing_after_the_cap() {
         let (tap, mut rx) = tap(false);
-        tap.input(b"secret");
-        tap.output(b"");
+        tap.input(b"secret").await;
+        tap.output(b"").await;
         assert!(events(&mut rx).is_empty());
         tap.shared.capped.store(true, Ordering::Relaxed);
-        tap.output(b"more");
-        tap.resize(1, 1);
+        tap.output(b"more").await;
+        tap.resize(1, 1).await;
         assert!(events(&mut rx).is_empty());
     }
 }

@@ -55,15 +55,15 @@ fn asciinema() -> PathBuf {
 async fn record_sample(root: &Path) -> PathBuf {
     let rec = Recorder::new(root.to_path_buf(), &cfg()).expect("recorder");
     let r = rec.start(meta("sample")).expect("start");
-    r.output(b"\x1b[1;32malice@db1\x1b[0m:~$ ");
-    r.input(b"cat notes\r");
+    r.output(b"\x1b[1;32malice@db1\x1b[0m:~$ ").await;
+    r.input(b"cat notes\r").await;
     let text = "caf\u{e9} \u{1f980} \"quoted\" \\ tab\t\r\nAKIAIOSFODNN7EXAMPLE\r\n";
     for chunk in text.as_bytes().chunks(3) {
-        r.output(chunk);
+        r.output(chunk).await;
     }
-    r.resize(120, 40);
-    r.marker("guardrail warn: prod/cat");
-    r.output(b"\xff invalid byte\r\n");
+    r.resize(120, 40).await;
+    r.marker("guardrail warn: prod/cat").await;
+    r.output(b"\xff invalid byte\r\n").await;
     let f = r.finish().await.expect("finish");
     root.join(f.path)
 }
@@ -121,9 +121,10 @@ fn crash_child_process() {
         let rec = Recorder::new(PathBuf::from(dir), &cfg()).expect("recorder");
         let r = rec.start(meta("crash")).expect("start");
         for i in 0u64.. {
-            r.output(format!("line {i} {}\r\n", "x".repeat((i % 7) as usize * 300)).as_bytes());
+            r.output(format!("line {i} {}\r\n", "x".repeat((i % 7) as usize * 300)).as_bytes())
+                .await;
             if i % 10 == 0 {
-                r.marker(&format!("marker {i}"));
+                r.marker(&format!("marker {i}")).await;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

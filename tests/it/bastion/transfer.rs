@@ -239,3 +239,27 @@ async fn a_client_that_pauses_reading_while_it_sends_is_not_stuck() {
     assert_eq!(echoed.len(), data.len());
     assert!(echoed == data, "the echo differs from the input");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn output_faster_than_the_recorder_is_recorded_whole() {
+    // 40 MiB of text, under the default exec cap (64 MiB of file): the session outruns the
+    // recorder's writer (this test build leaves our crate unoptimised), which must then hold
+    // the session back instead of leaving a gap in the recording.
+    const SIZE: usize = 40 << 20;
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let out = output(
+        lab.ssh(&["root@db1", &format!("yes jitgate | head -c {SIZE}")]),
+        300,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), SIZE);
+    let sessions = lab.ended_sessions(id).await;
+    let rel = sessions[0].recording.clone().expect("a recording");
+    let cast = std::fs::read_to_string(lab.config.server.recordings_dir.join(rel)).unwrap();
+    let summary = jitgate::recorder::validate_cast(&cast).expect("valid asciicast");
+    assert!(summary.markers.is_empty(), "{:?}", summary.markers);
+    assert_eq!(summary.output.len(), SIZE);
+    assert_eq!(summary.output.as_bytes(), out.stdout.as_slice());
+}
