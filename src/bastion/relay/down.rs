@@ -1,0 +1,127 @@
+//! Target → engineer: the target's messages drained into a queue bounded in bytes, then
+//! forwarded in order (the parent module says why the drain must keep going).
+
+use std::sync::atomic::Ordering;
+
+use russh::{ChannelMsg, ChannelReadHalf, server};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{ClientTx, Pending, Shared, line};
+
+/// Bytes of target output one channel may hold while the engineer's side is busy: more than
+/// the window the bastion grants the target (2 MiB).
+const DOWN_BUFFER: usize = 4 << 20;
+
+/// Target → engineer: output, EOF, exit status, replies.
+pub(super) async fn down(
+    s: &Shared<'_>,
+    t_rx: &mut ChannelReadHalf,
+    c_tx: &ClientTx,
+    handle: &server::Handle,
+) {
+    // Drain the target's messages into a queue bounded in bytes, so the upstream session can
+    // always reach the target's next window adjustment (the up direction waits for it) while
+    // the nested session is busy: that pair of waits could otherwise hold each other.
+    let budget = Semaphore::new(DOWN_BUFFER);
+    let (q_tx, mut q_rx) = mpsc::unbounded_channel();
+    let drain = async {
+        while let Some(msg) = t_rx.wait().await {
+            let cost = match &msg {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                    u32::try_from(data.len().clamp(1, DOWN_BUFFER)).unwrap_or(1)
+                }
+                _ => 1,
+            };
+            let Ok(permit) = budget.acquire_many(cost).await else {
+                return;
+            };
+            let last = matches!(msg, ChannelMsg::Close);
+            if q_tx.send((msg, permit)).is_err() || last {
+                return;
+            }
+        }
+    };
+    let forward = async {
+        while let Some((msg, permit)) = q_rx.recv().await {
+            let go_on = forward_down(s, msg, c_tx, handle).await;
+            drop(permit);
+            if !go_on {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = forward => {}
+        () = async { drain.await; std::future::pending::<()>().await } => {}
+    }
+}
+
+/// Forwards one message from the target; false when the channel is done.
+async fn forward_down(
+    s: &Shared<'_>,
+    msg: ChannelMsg,
+    c_tx: &ClientTx,
+    handle: &server::Handle,
+) -> bool {
+    let id = c_tx.id();
+    let sent = match msg {
+        ChannelMsg::Data { data } => {
+            s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
+            s.tap().output(&data, false);
+            if let Some(r) = s.rec.get() {
+                r.output(&data).await;
+            }
+            s.input.to_engineer(c_tx.data_bytes(data)).await
+        }
+        ChannelMsg::ExtendedData { data, ext } => {
+            s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
+            s.tap().output(&data, ext == 1);
+            if let Some(r) = s.rec.get() {
+                r.output(&data).await;
+            }
+            s.input
+                .to_engineer(c_tx.extended_data_bytes(ext, data))
+                .await
+        }
+        ChannelMsg::Eof => c_tx.eof().await,
+        ChannelMsg::Close => return false,
+        ChannelMsg::ExitStatus { exit_status } => {
+            *s.exit_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit_status);
+            c_tx.exit_status(exit_status).await
+        }
+        ChannelMsg::ExitSignal {
+            signal_name,
+            core_dumped,
+            error_message,
+            lang_tag,
+        } => handle
+            .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+            .await
+            .map_err(|()| russh::Error::SendError),
+        ChannelMsg::XonXoff { client_can_do } => handle
+            .xon_xoff_request(id, client_can_do)
+            .await
+            .map_err(|()| russh::Error::SendError),
+        ChannelMsg::Success => {
+            s.pending().pop_front();
+            Ok(())
+        }
+        ChannelMsg::Failure => {
+            let what = s.pending().pop_front();
+            match what {
+                Some(Pending::Pty) => {
+                    c_tx.extended_data_bytes(1, line("the target could not allocate a terminal"))
+                        .await
+                }
+                Some(Pending::Start) | None => {
+                    let _ = c_tx
+                        .extended_data_bytes(1, line("the target refused to start this session"))
+                        .await;
+                    return false;
+                }
+            }
+        }
+        _ => Ok(()),
+    };
+    sent.is_ok()
+}
