@@ -200,7 +200,7 @@ def main():
         "load": {"start": loadavg()},
     }
 
-    n_sessions = env_int("BENCH_SESSIONS", 200)
+    n_sessions = env_int("BENCH_SESSIONS", 500)
     log(f"(c) memory: {n_sessions} idle interactive sessions through each path")
     res["memory"] = {
         "jitgate": idle_sessions(jg, n_sessions, lambda: tree_memory(a.jitgate_pid, False)),

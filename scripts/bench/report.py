@@ -194,6 +194,12 @@ def rows(ssh, plain, failed):
         n = m["jitgate"]["sessions"]
         row(f"memory per idle interactive session at {n} (KiB; OpenSSH: PSS of the jump "
             "sshd's processes)", j, o, j / o if o else None, "< 512 KiB", j < 512)
+        jh, oh = m["jitgate"].get("half"), m["openssh"].get("half")
+        if jh and jh["sessions"] != n and "rss_kib_per_session_part_way" in m["jitgate"]:
+            j2 = m["jitgate"]["rss_kib_per_session_part_way"]
+            o2 = m["openssh"]["pss_kib_per_session_part_way"]
+            row(f"memory per idle interactive session at {jh['sessions']} (KiB, the same run "
+                "part way)", j2, o2, j2 / o2 if o2 else None, "", None)
     k = ssh.get("keystroke")
     if k:
         j, o = k["jitgate"]["p50"] / 1000, k["openssh"]["p50"] / 1000
