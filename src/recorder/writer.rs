@@ -91,31 +91,33 @@ impl RecordingTap {
     /// Output from the target (stdout and stderr): an `o` event.
     pub async fn output(&self, data: &[u8]) {
         if !data.is_empty() {
-            self.send(Event::Output(data.to_vec()), data.len()).await;
+            self.send(data.len(), || Event::Output(data.to_vec())).await;
         }
     }
 
     /// What the engineer typed: an `i` event, only when the rule records input.
     pub async fn input(&self, data: &[u8]) {
         if self.record_input && !data.is_empty() {
-            self.send(Event::Input(data.to_vec()), data.len()).await;
+            self.send(data.len(), || Event::Input(data.to_vec())).await;
         }
     }
 
     /// The terminal was resized: an `r` event.
     pub async fn resize(&self, width: u16, height: u16) {
-        self.send(Event::Resize(width, height), 0).await;
+        self.send(0, || Event::Resize(width, height)).await;
     }
 
     /// A guardrail decision or bastion notice: an `m` event.
     pub async fn marker(&self, text: &str) {
-        self.send(Event::Marker(text.to_string()), text.len()).await;
+        self.send(text.len(), || Event::Marker(text.to_string()))
+            .await;
     }
 
     /// Queues one event, first waiting while the writer is `MAX_IN_FLIGHT` bytes behind (or
     /// all writers `MAX_IN_FLIGHT_TOTAL`): a session outrunning the disk slows to its pace
     /// rather than leave a gap in its recording. Past the exec cap nothing waits.
-    async fn send(&self, event: Event, len: usize) {
+    /// The event is only built (its bytes copied) when it will be sent.
+    async fn send(&self, len: usize, event: impl FnOnce() -> Event) {
         let s = &self.shared;
         if s.capped.load(Ordering::Relaxed) {
             return;
@@ -133,7 +135,15 @@ impl RecordingTap {
         own.forget();
         all.forget();
         // A closed channel means the recording is finished: late events go nowhere.
-        if self.tx.send(Msg::Event { t, event, cost }).is_err() {
+        if self
+            .tx
+            .send(Msg::Event {
+                t,
+                event: event(),
+                cost,
+            })
+            .is_err()
+        {
             s.release(cost);
         }
     }
