@@ -196,6 +196,7 @@ impl ClientConfigs {
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 3,
             nodelay: true,
+            maximum_packet_size: 65535,
             preferred: Preferred {
                 cipher: CLIENT_CIPHERS.into(),
                 ..Preferred::DEFAULT
