@@ -149,9 +149,7 @@ pub async fn relay(
             if let Some(r) = shared.rec.get() {
                 r.marker(&reason).await;
             }
-            let _ = c_tx.extended_data_bytes(1, line(&reason)).await;
-            let _ = c_tx.eof().await;
-            let _ = c_tx.close().await;
+            close_with_notice(&c_tx, &reason).await;
             let _ = t_tx.close().await;
             closed_by = Some(reason);
         }
@@ -163,6 +161,13 @@ pub async fn relay(
         bytes_down: shared.bytes_down.load(Ordering::Relaxed),
         closed_by,
     }
+}
+
+/// Tells the engineer why on stderr, then ends the channel.
+async fn close_with_notice(c_tx: &ClientTx, text: &str) {
+    let _ = c_tx.extended_data_bytes(1, line(text)).await;
+    let _ = c_tx.eof().await;
+    let _ = c_tx.close().await;
 }
 
 /// Prints each notice on the engineer's stderr; returns when told to close.
@@ -237,9 +242,7 @@ async fn up(
                 "closing: {} MiB of your input are waiting while your ssh reads none of the output",
                 queued >> 20
             );
-            let _ = c_tx.extended_data_bytes(1, line(&text)).await;
-            let _ = c_tx.eof().await;
-            let _ = c_tx.close().await;
+            close_with_notice(c_tx, &text).await;
         }
     }
 }

@@ -187,15 +187,20 @@ async fn back_pressure_keeps_bastion_memory_bounded() {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await;
 }
 
+/// `in.bin` in the lab's folder, `len` random bytes; returns its path and contents.
+fn random_file(lab: &Lab, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+    let path = lab.path().join("in.bin");
+    let mut data = vec![0u8; len];
+    getrandom::fill(&mut data).unwrap();
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bulk_both_ways_at_once_through_cat() {
     let lab = Lab::start().await;
     lab.grant("db1", "root", 0, 3600, 0).await;
-    let input = lab.path().join("in.bin");
-    let mut data = vec![0u8; 32 << 20];
-    getrandom::fill(&mut data).unwrap();
-    std::fs::write(&input, &data).unwrap();
-    drop(data);
+    let (input, _) = random_file(&lab, 32 << 20);
     let echoed = lab.path().join("out.bin");
     let mut cmd = lab.ssh(&["root@db1", "cat"]);
     cmd.stdin(std::fs::File::open(&input).unwrap())
@@ -217,10 +222,7 @@ async fn a_client_that_pauses_reading_while_it_sends_is_not_stuck() {
     // directions fill their buffers; once the reader resumes, everything must flow again.
     let lab = Lab::start().await;
     lab.grant("db1", "root", 0, 3600, 0).await;
-    let input = lab.path().join("in.bin");
-    let mut data = vec![0u8; 32 << 20];
-    getrandom::fill(&mut data).unwrap();
-    std::fs::write(&input, &data).unwrap();
+    let (input, data) = random_file(&lab, 32 << 20);
     let mut cmd = lab.ssh(&["root@db1", "cat"]);
     cmd.stdin(std::fs::File::open(&input).unwrap())
         .stdout(std::process::Stdio::piped());
