@@ -20,7 +20,7 @@
 //! hold more memory.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -38,7 +38,9 @@ const MSG_COST: usize = 64;
 #[derive(Debug, Default)]
 pub struct UpQueue {
     queued: AtomicUsize,
-    stalled: AtomicBool,
+    /// Sends to the engineer waiting for window longer than `STALL` (the relay's output and
+    /// its guardrail notices may both wait).
+    stalled: AtomicUsize,
     wake: Notify,
 }
 
@@ -55,7 +57,7 @@ impl UpQueue {
             if queued >= UP_LIMIT {
                 return Err(Stuck(queued));
             }
-            if queued < UP_BUFFER || self.stalled.load(Ordering::Acquire) {
+            if queued < UP_BUFFER || self.stalled.load(Ordering::Acquire) > 0 {
                 return Ok(());
             }
             // `notify_one` keeps a permit when nobody waits yet, so no wake-up is lost
@@ -86,10 +88,10 @@ impl UpQueue {
             out = &mut send => return out,
             () = tokio::time::sleep(STALL) => {}
         }
-        self.stalled.store(true, Ordering::Release);
+        self.stalled.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
         let out = send.await;
-        self.stalled.store(false, Ordering::Release);
+        self.stalled.fetch_sub(1, Ordering::AcqRel);
         out
     }
 }
@@ -139,7 +141,7 @@ mod tests {
         let (sent, ()) = tokio::join!(sending, reader);
         assert!(sent.is_ok());
         assert!(
-            !q.stalled.load(Ordering::Relaxed),
+            q.stalled.load(Ordering::Relaxed) == 0,
             "the stall ends with the send"
         );
     }
