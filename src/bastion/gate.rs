@@ -75,6 +75,11 @@ pub trait Tap: Send {
         None
     }
     fn output(&mut self, _data: &[u8], _stderr: bool) {}
+    /// Whether input was sent that the target has not echoed yet (a pty line gate reads the
+    /// line from the screen at Enter, so the relay lets the echo arrive first).
+    fn echo_pending(&self) -> bool {
+        false
+    }
 }
 
 /// A tap that sees nothing: every command is allowed unchecked.

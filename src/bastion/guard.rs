@@ -138,4 +138,8 @@ impl Tap for Guard {
             g.feed_output(data);
         }
     }
+
+    fn echo_pending(&self) -> bool {
+        matches!(&self.mode, Mode::Pty(g) if g.echo_pending())
+    }
 }

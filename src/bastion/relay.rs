@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::flow::{Stuck, UpQueue};
 use super::gate::{ExecGate, Gated, InputGate, Tap};
@@ -42,6 +42,11 @@ use down::down;
 
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
+
+/// Longest an Enter waits for the echo of the keys before it.
+const ECHO_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+/// Output must pause this long before the echo counts as complete.
+const ECHO_QUIET: std::time::Duration = std::time::Duration::from_millis(15);
 
 /// Bytes each direction of a byte pump reads at once: two SSH packets' worth. tokio's default
 /// (8 KiB) would cut every 32 KiB packet the engineer's client accepts into four, each sealed
@@ -77,6 +82,8 @@ struct Shared<'a> {
     pty: Mutex<Option<PtyInfo>>,
     rec: OnceLock<RecordingTap>,
     input: UpQueue,
+    /// Woken whenever target output has been fed to the gate (see `settle_echo`).
+    output_seen: Notify,
 }
 
 impl Shared<'_> {
@@ -136,6 +143,7 @@ pub async fn relay(
         pty: Mutex::new(None),
         rec: OnceLock::new(),
         input: UpQueue::default(),
+        output_seen: Notify::new(),
     };
     let mut closed_by = None;
     tokio::select! {
@@ -256,18 +264,27 @@ async fn forward_up(
     t_tx: &TargetTx,
 ) -> bool {
     let sent = match msg {
-        ChannelMsg::Data { data } => {
+        ChannelMsg::Data { mut data } => {
             s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
             if let Some(r) = s.rec.get() {
                 r.input(&data).await;
             }
-            let gate = s.tap().input(&data);
-            match gate {
-                InputGate::Forward => t_tx.data_bytes(data).await,
-                InputGate::Gated(g) => match act(s, log, g, c_tx, t_tx).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) | Err(_) => return false,
-                },
+            // Keys typed ahead of their echo: the keys go first, and the Enter after them
+            // waits until the screen the gate reads the line from has caught up.
+            if let Some(at) = data.iter().position(|&b| b == b'\r') {
+                let keys = data.split_to(at);
+                if !keys.is_empty()
+                    && !matches!(gate_input(s, log, keys, c_tx, t_tx).await, Ok(true))
+                {
+                    return false;
+                }
+                if s.tap().echo_pending() {
+                    settle_echo(s).await;
+                }
+            }
+            match gate_input(s, log, data, c_tx, t_tx).await {
+                Ok(true) => Ok(()),
+                Ok(false) | Err(_) => return false,
             }
         }
         ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
@@ -374,6 +391,39 @@ async fn forward_up(
         _ => Ok(()),
     };
     sent.is_ok()
+}
+
+/// Passes one piece of input through the gate and on; false when the session must end.
+async fn gate_input(
+    s: &Shared<'_>,
+    log: &mut SessionLog,
+    data: bytes::Bytes,
+    c_tx: &ClientTx,
+    t_tx: &TargetTx,
+) -> Result<bool, russh::Error> {
+    let gate = s.tap().input(&data);
+    match gate {
+        InputGate::Forward => t_tx.data_bytes(data).await.map(|()| true),
+        InputGate::Gated(g) => act(s, log, g, c_tx, t_tx).await,
+    }
+}
+
+/// Waits for the target to show what was typed before an Enter: for output to arrive and
+/// then pause for `ECHO_QUIET` (a shell redraws an edited line in several writes), at most
+/// `ECHO_WAIT` in all (a prompt that does not echo, such as a password's, costs that once).
+async fn settle_echo(s: &Shared<'_>) {
+    let deadline = tokio::time::Instant::now() + ECHO_WAIT;
+    loop {
+        let until = if s.tap().echo_pending() {
+            deadline
+        } else {
+            (tokio::time::Instant::now() + ECHO_QUIET).min(deadline)
+        };
+        tokio::select! {
+            () = s.output_seen.notified() => {}
+            () = tokio::time::sleep_until(until) => return,
+        }
+    }
 }
 
 /// Indexes, audits and marks what a gate checked; true once the rule's block limit is hit.

@@ -116,6 +116,8 @@ pub struct PtyGuard {
     /// Cells from the start of the logical line to where this line's input began.
     anchor: Option<usize>,
     paste: Option<Paste>,
+    /// Keys went upstream and no output has come back since.
+    unechoed: bool,
 }
 
 impl std::fmt::Debug for PtyGuard {
@@ -140,6 +142,7 @@ impl PtyGuard {
             typed: TypedLine::new(MAX_TYPED),
             anchor: None,
             paste: None,
+            unechoed: false,
         }
     }
 
@@ -151,10 +154,18 @@ impl PtyGuard {
 
     /// Bytes the target sent towards the client (feed them as they are relayed).
     pub fn feed_output(&mut self, bytes: &[u8]) {
+        self.unechoed = false;
         let (rows, cols) = self.parser.screen().size();
         let parser = &mut self.parser;
         self.clamp
             .feed(bytes, rows, cols, &mut |b: &[u8]| parser.process(b));
+    }
+
+    /// Whether keys of the line being typed went upstream and the target has shown nothing
+    /// since: an Enter now would be judged on a screen that lags behind the line. The relay
+    /// then waits for the echo before it hands the Enter over.
+    pub fn echo_pending(&self) -> bool {
+        self.unechoed && self.paste.is_none() && !self.alternate_screen()
     }
 
     /// Whether a full-screen program holds the terminal (input is then not line-checked).
@@ -228,6 +239,7 @@ impl PtyGuard {
                 }
                 self.typed.key(key);
                 up.extend_from_slice(self.keys.take_unsent());
+                self.unechoed = true;
             }
         }
     }

@@ -68,6 +68,7 @@ async fn forward_down(
         ChannelMsg::Data { data } => {
             s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
             s.tap().output(&data, false);
+            s.output_seen.notify_one();
             if let Some(r) = s.rec.get() {
                 r.output(&data).await;
             }
@@ -76,6 +77,7 @@ async fn forward_down(
         ChannelMsg::ExtendedData { data, ext } => {
             s.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
             s.tap().output(&data, ext == 1);
+            s.output_seen.notify_one();
             if let Some(r) = s.rec.get() {
                 r.output(&data).await;
             }

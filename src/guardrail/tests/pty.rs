@@ -329,3 +329,23 @@ fn resize_keeps_checking() {
     t.type_echo("halt");
     assert!(t.enter().blocked.is_some());
 }
+
+#[test]
+fn keys_sent_and_not_yet_echoed_are_pending_until_output_comes() {
+    let mut t = Term::new(24, 80);
+    t.out("$ ");
+    assert!(!t.guard.echo_pending(), "nothing typed yet");
+    t.input(b"\x1b[A");
+    assert!(
+        t.guard.echo_pending(),
+        "Up went upstream, nothing came back"
+    );
+    t.out("# rm -rf /");
+    assert!(!t.guard.echo_pending());
+    t.input(b"\x01");
+    assert!(t.guard.echo_pending());
+    // A full-screen program reads its own keys: nothing is line-checked, nothing waits.
+    t.out("\x1b[?1049h");
+    t.input(b"j");
+    assert!(!t.guard.echo_pending());
+}

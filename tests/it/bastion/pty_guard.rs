@@ -143,6 +143,42 @@ async fn history_editing_and_line_editing_are_seen_as_the_shell_shows_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_history_edit_typed_ahead_of_its_echo_is_still_checked_as_shown() {
+    // The whole edit and its Enter in one write: the screen cannot show the edited line
+    // yet when the Enter arrives, so the bastion must wait for the echo before judging.
+    let lab = Lab::start().await;
+    let v = victim(&lab, "victim-ahead");
+    let sock = shell(&lab).await;
+    let path = v.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        line(&sock, &format!("xx -rf {path}"), "xx: command not found");
+        ready(&sock);
+        tmux(
+            &sock,
+            &[
+                "send-keys",
+                "-t",
+                "t",
+                "Up",
+                "C-a",
+                "C-d",
+                "C-d",
+                "r",
+                "m",
+                "Enter",
+            ],
+        );
+        pane_shows_n(&sock, BLOCKED, 1);
+    })
+    .await
+    .unwrap();
+    assert!(
+        v.join("inside").exists(),
+        "the edited history line must not have run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tab_completion_and_pastes_are_checked_before_anything_runs() {
     let lab = Lab::start().await;
     let v = victim(&lab, "victim-tab");
