@@ -75,6 +75,10 @@ pub trait Tap: Send {
         None
     }
     fn output(&mut self, _data: &[u8], _stderr: bool) {}
+    /// Whether the gate reads command lines from the target's screen at Enter (a pty gate).
+    fn reads_screen(&self) -> bool {
+        false
+    }
     /// Whether input was sent that the target has not echoed yet (a pty line gate reads the
     /// line from the screen at Enter, so the relay lets the echo arrive first).
     fn echo_pending(&self) -> bool {

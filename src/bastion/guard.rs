@@ -139,6 +139,10 @@ impl Tap for Guard {
         }
     }
 
+    fn reads_screen(&self) -> bool {
+        matches!(self.mode, Mode::Pty(_))
+    }
+
     fn echo_pending(&self) -> bool {
         matches!(&self.mode, Mode::Pty(g) if g.echo_pending())
     }

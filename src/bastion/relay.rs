@@ -270,8 +270,13 @@ async fn forward_up(
                 r.input(&data).await;
             }
             // Keys typed ahead of their echo: the keys go first, and the Enter after them
-            // waits until the screen the gate reads the line from has caught up.
-            if let Some(at) = data.iter().position(|&b| b == b'\r') {
+            // waits until the screen the gate reads the line from has caught up. (Without
+            // a pty nothing is read from a screen, and bulk input is not scanned.)
+            let enter = s
+                .tap()
+                .reads_screen()
+                .then(|| data.iter().position(|&b| b == b'\r'));
+            if let Some(at) = enter.flatten() {
                 let keys = data.split_to(at);
                 if !keys.is_empty()
                     && !matches!(gate_input(s, log, keys, c_tx, t_tx).await, Ok(true))
