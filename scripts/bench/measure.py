@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import sys
-import re
 import time
 
 from sshbench import (
@@ -28,9 +27,6 @@ from sshbench import (
     ssh_info,
     tree_memory,
 )
-
-
-DROPPED = re.compile(rb"jitgate: (\d+) bytes of this session were not recorded")
 
 
 def env_int(name, default):
@@ -138,14 +134,14 @@ def measure_bulk(paths, pids, nbytes, runs, recordings=None):
 
 def newest_cast(root):
     """A callable: waits for the newest recording under root to stop growing, then
-    returns its size and the bytes it says were not recorded, and removes it."""
+    returns its size and removes it."""
 
     def check():
         casts = []
         for d, _, files in os.walk(root):
             casts += [os.path.join(d, f) for f in files if f.endswith(".cast")]
         if not casts:
-            return {"file_bytes": 0, "dropped_bytes": 0}
+            return {"file_bytes": 0}
         path = max(casts, key=os.path.getmtime)
         size, stable_since = -1, time.monotonic()
         while time.monotonic() - stable_since < 1.0:
@@ -153,15 +149,9 @@ def newest_cast(root):
             if now != size:
                 size, stable_since = now, time.monotonic()
             time.sleep(0.2)
-        dropped = 0
-        with open(path, "rb") as f:
-            for line in f:
-                m = DROPPED.search(line)
-                if m:
-                    dropped += int(m.group(1))
         for c in casts:
             os.remove(c)
-        return {"file_bytes": size, "dropped_bytes": dropped}
+        return {"file_bytes": size}
 
     return check
 
