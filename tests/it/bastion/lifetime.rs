@@ -5,15 +5,13 @@ use jitgate::store::SessionFilter;
 
 use super::lab::{Lab, output, text};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn revocation_closes_a_live_session_with_a_notice() {
-    let lab = Lab::start().await;
-    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+/// `ssh db1 'echo started; sleep 60'`, once its first line shows the session is live; the
+/// client's stdout is handed back so that it stays open.
+async fn live_session(lab: &Lab) -> (tokio::process::Child, tokio::process::ChildStdout) {
     let mut cmd = lab.ssh(&["root@db1", "echo started; sleep 60"]);
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    // Wait for the session to be live: its first output line.
     let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 8];
     tokio::time::timeout(
@@ -24,6 +22,14 @@ async fn revocation_closes_a_live_session_with_a_notice() {
     .expect("session starts")
     .unwrap();
     assert_eq!(&first, b"started\n");
+    (child, stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_closes_a_live_session_with_a_notice() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let (mut child, _stdout) = live_session(&lab).await;
     lab.store
         .revoke(id, "carol", "done here", false, jitgate::model::now())
         .await
@@ -70,19 +76,7 @@ async fn certificate_expiry_closes_the_session() {
 async fn shutdown_notices_then_closes_and_records_every_session() {
     let mut lab = Lab::start().await;
     let id = lab.grant("db1", "root", 0, 3600, 0).await;
-    let mut cmd = lab.ssh(&["root@db1", "echo started; sleep 60"]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 8];
-    tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
-    )
-    .await
-    .expect("session starts")
-    .unwrap();
+    let (child, _stdout) = live_session(&lab).await;
     lab.shutdown().await;
     let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
         .await
@@ -205,20 +199,7 @@ async fn request_expiry_closes_the_session_while_the_certificate_is_valid() {
     let request = lab.store.get_request(id).await.unwrap().unwrap();
     let expires_at = request.expires_at.expect("an approved request expires");
     assert!(expires_at <= t + 8, "{request:?}");
-    let mut cmd = lab.ssh(&["root@db1", "echo started; sleep 60"]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 8];
-    tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
-    )
-    .await
-    .expect("session starts")
-    .unwrap();
-    assert_eq!(&first, b"started\n");
+    let (child, _stdout) = live_session(&lab).await;
     let out = tokio::time::timeout(std::time::Duration::from_secs(40), child.wait_with_output())
         .await
         .expect("the client exits when the request expires, long before sleep 60 ends")
