@@ -16,6 +16,7 @@ use ssh_key::Certificate;
 use tokio::sync::watch;
 
 use super::access::{self, Grant};
+use super::bridge::Bridge;
 use super::guard::Guard;
 use super::keys::random_id;
 use super::outer::authorize;
@@ -40,13 +41,8 @@ pub struct InnerConn {
     pub outer_control: ControlHandle,
 }
 
-/// Bytes buffered each way between the jump channel and the nested server: more than the
-/// window the outer server grants (2 MiB), so the outer session always reaches the
-/// engineer's next window adjustment.
-pub const PIPE: usize = 4 << 20;
-
 /// Runs the nested server over `stream` until it ends or is told to close.
-pub async fn serve(stream: tokio::io::DuplexStream, conn: InnerConn) {
+pub async fn serve(stream: Bridge, conn: InnerConn) {
     let shared = Arc::clone(&conn.shared);
     let (dial_tx, dial_rx) = watch::channel::<Dialled>(None);
     let dialer = Arc::new(Dialer {

@@ -11,6 +11,7 @@
 //! `run(listener, ctx, shutdown)` is the whole server, so tests bind port 0 and drive it.
 
 pub mod access;
+mod bridge;
 mod flow;
 pub mod gate;
 mod guard;

@@ -14,7 +14,7 @@ use ssh_key::Certificate;
 
 use super::access::{self, CertFacts, Grant, Refusal};
 use super::sessions::{ControlHandle, Registration};
-use super::{BastionError, Shared, inner, relay};
+use super::{BastionError, Shared, bridge, inner};
 use crate::config::Host;
 use crate::model::{format_time, now};
 use crate::store::RequestFilter;
@@ -249,17 +249,9 @@ impl server::Handler for Outer {
         let live = self.shared.tasks.enter();
         tokio::spawn(async move {
             reply.accept().await;
-            // The nested server reads and writes through a bounded pipe, pumped to and from
-            // the channel by its own task: a nested session blocked writing (its window to
-            // the engineer used up) must not stop this session from reading the engineer's
-            // window adjustments, which sit behind the engineer's input.
-            let (ours, mut theirs) = tokio::io::duplex(inner::PIPE);
-            let mut stream = channel.into_stream();
-            let pump = tokio::spawn(async move {
-                relay::pump(&mut stream, &mut theirs).await;
-            });
-            inner::serve(ours, conn).await;
-            pump.abort();
+            let (stream, moving) = bridge::open(channel);
+            inner::serve(stream, conn).await;
+            moving.close().await;
             drop(live);
         });
         Ok(())
