@@ -81,16 +81,20 @@ fn push_json_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     // Most output needs no more than this; `push` grows the rest.
     out.reserve(bytes.len() + bytes.len() / 4);
-    let mut words = bytes.chunks(8);
-    for word in &mut words {
-        // Eight bytes at once while none of them needs escaping (the usual case in text).
-        if let Ok(w) = <[u8; 8]>::try_from(word)
+    let mut i = 0;
+    while i < bytes.len() {
+        // Clean bytes are copied in runs: eight are checked at once (the usual case in text),
+        // and a run ends at the first word that holds a byte to escape.
+        let start = i;
+        while let Some(word) = bytes.get(i..i + 8)
+            && let Ok(w) = <[u8; 8]>::try_from(word)
             && !needs_escape(u64::from_le_bytes(w))
         {
-            out.extend_from_slice(word);
-            continue;
+            i += 8;
         }
-        for &b in word {
+        out.extend_from_slice(&bytes[start..i]);
+        let end = (i + 8).min(bytes.len());
+        for &b in &bytes[i..end] {
             match ESCAPE[b as usize] {
                 0 => out.push(b),
                 b'u' => out.extend_from_slice(&[
@@ -104,6 +108,7 @@ fn push_json_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
                 e => out.extend_from_slice(&[b'\\', e]),
             }
         }
+        i = end;
     }
 }
 
