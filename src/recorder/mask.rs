@@ -5,9 +5,9 @@
 //! back the tail of the decoded text and matches the configured regexes over all of it:
 //!
 //! - **Window**: the last `MAX_SECRET` bytes are always held back while text streams, so
-//!   any secret up to `MAX_SECRET` bytes long is seen whole. Once `2 * MAX_SECRET` bytes are
-//!   held, all but the last `MAX_SECRET` are released, so each byte is matched about twice, not
-//!   once per chunk. A match that straddles the release point keeps the text from its start
+//!   any secret up to `MAX_SECRET` bytes long is seen whole. Once `WINDOW` bytes are held,
+//!   all but the last `MAX_SECRET` are released, so each byte is matched about
+//!   `WINDOW / (WINDOW - MAX_SECRET)` times (8/7), not once per chunk. A match that straddles the release point keeps the text from its start
 //!   held (up to `HARD_LIMIT`, beyond which an over-long match is released masked).
 //! - **Time**: text is held at most `HOLD` seconds after it arrived; when the oldest chunk
 //!   falls due, every chunk older than `HOLD / 2` goes with it (so a steady trickle is matched
@@ -29,8 +29,10 @@ use regex::Regex;
 pub const MASK: &str = "[MASKED]";
 /// Secrets up to this many bytes are masked even when split over many chunks.
 pub const MAX_SECRET: usize = 16 * 1024;
+/// Held text is matched and released once it reaches this many bytes.
+pub const WINDOW: usize = 8 * MAX_SECRET;
 /// Held text never exceeds this many bytes (plus one chunk).
-pub const HARD_LIMIT: usize = 4 * MAX_SECRET;
+pub const HARD_LIMIT: usize = 2 * WINDOW;
 /// Seconds a chunk is held at most before it is written.
 pub const HOLD: f64 = 0.2;
 
@@ -120,7 +122,7 @@ impl MaskStream {
         }
         self.segs.push((self.buf.len(), t, seq));
         self.buf.push_str(text);
-        if self.buf.len() >= 2 * MAX_SECRET {
+        if self.buf.len() >= WINDOW {
             let want = floor_boundary(&self.buf, self.buf.len() - MAX_SECRET);
             let force = self.buf.len() > HARD_LIMIT;
             self.release(m, want, force, out);
