@@ -55,6 +55,9 @@ fn default_masks_cover_the_usual_secrets() {
         ("pwd: s3cret", "[MASKED]"),
         ("pwd\n", "pwd\n"),
         ("AKIAIOSFODNN7EXAMPLEX", "AKIAIOSFODNN7EXAMPLEX"),
+        // Word boundaries are ASCII: a secret beside a non-ASCII letter is still masked.
+        ("clé=AKIAIOSFODNN7EXAMPLEé", "clé=[MASKED]é"),
+        ("mot_de_passeépassword=x", "mot_de_passeé[MASKED]"),
     ];
     for (input, want) in cases {
         assert_eq!(m.mask(input), want, "{input:?}");
