@@ -220,6 +220,9 @@ impl Chunks {
     /// Copies queued bytes into `buf`; leaves it empty (end of stream) once closed and
     /// drained.
     fn poll_read_into(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<()> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(());
+        }
         let mut s = self.lock();
         let mut copied = 0;
         while buf.remaining() > 0 {

@@ -17,7 +17,8 @@
 //! circle). Target output drains into a queue bounded at `down::DOWN_BUFFER` bytes; the
 //! engineer's input drains into `flow::UpQueue`, which reads past its bound while output to
 //! the engineer is stalled, so the nested loop always reaches the engineer's next window
-//! adjustment; the nested server reads its channel through a bounded pipe (`inner::PIPE`).
+//! adjustment; the nested server reads and writes its channel through two bounded queues
+//! (`bridge`).
 //!
 //! Hook points (`Tap`): the exec command before anything goes upstream, every input chunk
 //! before it is forwarded, every output chunk before it is shown, and resizes.
