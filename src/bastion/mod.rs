@@ -22,6 +22,7 @@ mod record;
 pub mod relay;
 pub mod requests;
 pub mod sessions;
+mod shards;
 mod upstream;
 
 use std::future::Future;
@@ -166,6 +167,11 @@ pub async fn run(
 ) {
     let shared = Arc::new(Shared::new(ctx));
     let revocations = tokio::spawn(watch_revocations(Arc::clone(&shared)));
+    let shards = shards::Shards::per_core()
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "cannot start SSH shard threads; serving SSH on the main runtime");
+        })
+        .ok();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -175,10 +181,26 @@ pub async fn run(
                     let shared = Arc::clone(&shared);
                     let live = shared.tasks.enter();
                     let span = tracing::info_span!("ssh", %peer);
-                    tokio::spawn(async move {
-                        connection(shared, socket, peer).await;
+                    // The socket moves to the runtime that serves it, so that its readiness
+                    // wakes that runtime directly rather than through this one.
+                    let socket = match socket.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot hand over a connection");
+                            continue;
+                        }
+                    };
+                    let task = async move {
+                        match TcpStream::from_std(socket) {
+                            Ok(socket) => connection(shared, socket, peer).await,
+                            Err(e) => tracing::error!(error = %e, "cannot take over a connection"),
+                        }
                         drop(live);
-                    }.instrument(span));
+                    }.instrument(span);
+                    match &shards {
+                        Some(shards) => shards.spawn(task),
+                        None => drop(tokio::spawn(task)),
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
@@ -205,6 +227,7 @@ pub async fn run(
     // last one has written its records.
     let _ = tokio::time::timeout(Duration::from_secs(10), shared.tasks.idle()).await;
     revocations.abort();
+    drop(shards);
 }
 
 /// Closes the live sessions of every request the hub says has ended.

@@ -148,6 +148,9 @@ pub struct Recorder {
     max_exec_recording: u64,
     /// Bytes of events all writers may still take (see `MAX_IN_FLIGHT_TOTAL`).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Where writer tasks run: the runtime `new` was called on, when there is one (sessions
+    /// run on the bastion's shards; their writers work beside them on the main runtime).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Recorder {
@@ -157,6 +160,7 @@ impl Recorder {
             masker: Arc::new(Masker::new(&cfg.mask)?),
             max_exec_recording: cfg.max_exec_recording,
             in_flight: Arc::new(tokio::sync::Semaphore::new(writer::MAX_IN_FLIGHT_TOTAL)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -177,6 +181,7 @@ impl Recorder {
             meta.record_input,
             self.masker.clone(),
             self.in_flight.clone(),
+            self.runtime.clone(),
         )
     }
 }

@@ -203,8 +203,12 @@ pub(crate) fn start(
     record_input: bool,
     masker: Arc<Masker>,
     total: Arc<Semaphore>,
+    runtime: Option<tokio::runtime::Handle>,
 ) -> Result<Recording, RecorderError> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?;
+    let handle = match runtime {
+        Some(h) => h,
+        None => tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?,
+    };
     let full = root.join(&rel);
     if let Some(dir) = full.parent() {
         std::fs::DirBuilder::new()
