@@ -21,6 +21,17 @@ pub(crate) enum Event {
     Marker(String),
 }
 
+impl Event {
+    /// Bytes of text the event carries.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Event::Output(b) | Event::Input(b) => b.len(),
+            Event::Marker(text) => text.len(),
+            Event::Resize(..) => 0,
+        }
+    }
+}
+
 pub(crate) struct Encoder {
     masker: Arc<Masker>,
     out_utf8: Utf8Stream,
@@ -120,10 +131,6 @@ impl Encoder {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    pub(crate) fn pending_len(&self) -> usize {
-        self.pending.len()
     }
 
     pub(crate) fn take_pending(&mut self) -> Vec<u8> {

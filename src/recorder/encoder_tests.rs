@@ -57,7 +57,7 @@ fn a_marker_waits_for_output_held_before_it() {
     e.push(0.0, Event::Output(b"key AKIAIOSF".to_vec()));
     e.push(0.01, Event::Marker("m".into()));
     // Held for masking: the marker must not overtake the output.
-    assert_eq!(e.pending_len(), 0);
+    assert!(e.pending.is_empty());
     assert_eq!(e.deadline(), Some(super::super::mask::HOLD));
     e.push(0.02, Event::Output(b"ODNN7EXAMPLE\n".to_vec()));
     e.tick(1.0);
@@ -114,7 +114,7 @@ fn an_idle_session_holds_nothing_after_the_deadline() {
     let due = e.deadline().expect("held");
     e.tick(due);
     assert_eq!(e.deadline(), None);
-    assert!(e.pending_len() > 0);
+    assert!(!e.pending.is_empty());
 }
 
 #[test]

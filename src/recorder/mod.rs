@@ -37,14 +37,16 @@
 //!
 //! The relay's calls (`output`, `input`, `resize`, `marker`) never touch the disk, and wait
 //! only when the writer is far behind (below): each takes the time from a monotonic clock,
-//! copies the bytes and hands them to the recording's writer task over a channel. The writer task decodes, masks and formats them
-//! (see `encoder`), buffers the lines, and writes them on tokio's blocking pool (a slow disk
-//! stalls only that task; the buffer is freed after each write, so an idle recording holds
-//! almost nothing):
+//! copies the bytes and hands them to the recording's writer task over a channel. The writer
+//! task collects them into batches and works each batch on tokio's blocking pool, where it is
+//! decoded, masked and formatted (see `encoder`), hashed and written; the per-byte work thus
+//! runs beside the session, not on its thread (a slow disk stalls only that task; nothing is
+//! kept between batches but held text, so an idle recording holds almost nothing). A batch is
+//! worked:
 //!
-//! - when 256 KiB are buffered, or
-//! - 250 ms after the first line entered an empty buffer (a timer armed only while something
-//!   is buffered, so an idle session costs no wake-ups), and
+//! - when it holds 256 KiB of events, or
+//! - 250 ms after its first event (a timer armed only while something waits, so an idle
+//!   session costs no wake-ups), or when held text falls due (`mask::HOLD`), and
 //! - at `finish`, followed by `fsync`.
 //!
 //! Lines are only ever written whole, so after `kill -9` the file is valid asciicast up to its
@@ -148,9 +150,6 @@ pub struct Recorder {
     max_exec_recording: u64,
     /// Bytes of events all writers may still take (see `MAX_IN_FLIGHT_TOTAL`).
     in_flight: Arc<tokio::sync::Semaphore>,
-    /// Where writer tasks run: the runtime `new` was called on, when there is one (sessions
-    /// run on the bastion's shards; their writers work beside them on the main runtime).
-    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Recorder {
@@ -160,7 +159,6 @@ impl Recorder {
             masker: Arc::new(Masker::new(&cfg.mask)?),
             max_exec_recording: cfg.max_exec_recording,
             in_flight: Arc::new(tokio::sync::Semaphore::new(writer::MAX_IN_FLIGHT_TOTAL)),
-            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -181,7 +179,6 @@ impl Recorder {
             meta.record_input,
             self.masker.clone(),
             self.in_flight.clone(),
-            self.runtime.clone(),
         )
     }
 }

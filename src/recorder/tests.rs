@@ -206,25 +206,6 @@ fn start_needs_a_runtime() {
 }
 
 #[test]
-fn writers_run_on_the_runtime_the_recorder_was_made_on() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rec = runtime
-        .block_on(async { Recorder::new(dir.path().to_path_buf(), &cfg(1 << 20)) })
-        .expect("recorder");
-    // Started from a thread without a runtime, as a session on another runtime would be.
-    let r = std::thread::spawn(move || rec.start(meta("s8")))
-        .join()
-        .expect("thread")
-        .expect("start");
-    let f = runtime.block_on(async {
-        r.output(b"hello\r\n").await;
-        r.finish().await.expect("finish")
-    });
-    assert_eq!(read(dir.path(), &f).1.output, "hello\r\n");
-}
-
-#[test]
 fn bad_mask_patterns_are_errors() {
     let mut c = cfg(1);
     c.mask.push("(".into());

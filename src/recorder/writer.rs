@@ -20,9 +20,9 @@ use super::mask::Masker;
 pub const MAX_IN_FLIGHT: usize = 4 << 20;
 /// Bytes of events that may wait for all of one `Recorder`'s writers together.
 pub const MAX_IN_FLIGHT_TOTAL: usize = 256 << 20;
-/// Lines are written at the latest this long after they were formed.
+/// A batch of events is encoded and written at the latest this long after its first event.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
-/// Lines are written at once when this many bytes are buffered.
+/// A batch is encoded and written at once when its events hold this many bytes.
 const FLUSH_BYTES: usize = 256 * 1024;
 /// What one message costs the in-flight budget beyond its data.
 const MSG_COST: usize = 64;
@@ -59,10 +59,10 @@ impl Shared {
         }
     }
 
-    /// The writer is done with an event of this cost.
-    fn release(&self, cost: u32) {
-        self.budget.add_permits(cost as usize);
-        self.total.add_permits(cost as usize);
+    /// The writer is done with events of this cost.
+    fn release(&self, cost: usize) {
+        self.budget.add_permits(cost);
+        self.total.add_permits(cost);
     }
 }
 
@@ -144,7 +144,7 @@ impl RecordingTap {
             })
             .is_err()
         {
-            s.release(cost);
+            s.release(cost as usize);
         }
     }
 }
@@ -203,12 +203,8 @@ pub(crate) fn start(
     record_input: bool,
     masker: Arc<Masker>,
     total: Arc<Semaphore>,
-    runtime: Option<tokio::runtime::Handle>,
 ) -> Result<Recording, RecorderError> {
-    let handle = match runtime {
-        Some(h) => h,
-        None => tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?,
-    };
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?;
     let full = root.join(&rel);
     if let Some(dir) = full.parent() {
         std::fs::DirBuilder::new()
@@ -238,8 +234,10 @@ pub(crate) fn start(
         file: Arc::new(file),
         full,
         rel: rel.clone(),
-        enc: Encoder::new(masker, head.len() as u64, cap),
-        hash,
+        work: Some(Work {
+            enc: Encoder::new(masker, head.len() as u64, cap),
+            hash,
+        }),
         bytes: head.len() as u64,
         failed: None,
         start,
@@ -263,12 +261,30 @@ struct Task {
     file: Arc<std::fs::File>,
     full: PathBuf,
     rel: String,
-    enc: Encoder,
-    hash: Sha256,
+    /// The encoder and the running hash; away on a blocking thread while a batch is worked.
+    work: Option<Work>,
     bytes: u64,
     failed: Option<std::io::Error>,
     start: Instant,
     shared: Arc<Shared>,
+}
+
+/// The per-byte work of a recording (decoding, masking, formatting, hashing), which moves to
+/// a blocking thread with each batch, so that it runs beside the session rather than on the
+/// session's thread.
+struct Work {
+    enc: Encoder,
+    hash: Sha256,
+}
+
+/// Events received and not yet encoded.
+#[derive(Default)]
+struct Batch {
+    events: Vec<(f64, Event)>,
+    /// Their data bytes (what decides when a batch is worked).
+    len: usize,
+    /// What they took from the in-flight budgets.
+    cost: usize,
 }
 
 impl Task {
@@ -276,11 +292,13 @@ impl Task {
         mut self,
         mut rx: mpsc::UnboundedReceiver<Msg>,
     ) -> Result<Finished, RecorderError> {
+        let mut batch = Batch::default();
         let mut flush_at: Option<Instant> = None;
         loop {
             let held = self
-                .enc
-                .deadline()
+                .work
+                .as_ref()
+                .and_then(|w| w.enc.deadline())
                 // A millisecond late, so the float comparison in `tick` surely finds it due.
                 .map(|t| {
                     let t = Duration::try_from_secs_f64(t).unwrap_or_default();
@@ -290,27 +308,24 @@ impl Task {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            let mut due = false;
             tokio::select! {
                 biased;
                 msg = rx.recv() => match msg {
                     Some(Msg::Event { t, event, cost }) => {
-                        self.enc.push(t, event);
-                        self.shared.release(cost);
-                        if self.enc.capped() {
-                            self.shared.capped.store(true, Ordering::Relaxed);
-                        }
+                        batch.len += event.len();
+                        batch.cost += cost as usize;
+                        batch.events.push((t, event));
                     }
                     Some(Msg::Finish) | None => break,
                 },
-                _ = sleep_until(wake) => {
-                    self.enc.tick(self.start.elapsed().as_secs_f64());
-                }
+                _ = sleep_until(wake) => due = true,
             }
             let now = Instant::now();
-            if self.enc.pending_len() >= FLUSH_BYTES || flush_at.is_some_and(|f| f <= now) {
-                self.write().await;
+            if due || batch.len >= FLUSH_BYTES || flush_at.is_some_and(|f| f <= now) {
+                self.work(std::mem::take(&mut batch), false).await;
                 flush_at = None;
-            } else if flush_at.is_none() && self.enc.pending_len() > 0 {
+            } else if flush_at.is_none() && !batch.events.is_empty() {
                 flush_at = Some(now + FLUSH_EVERY);
             }
         }
@@ -318,41 +333,69 @@ impl Task {
         rx.close();
         while let Ok(msg) = rx.try_recv() {
             if let Msg::Event { cost, .. } = msg {
-                self.shared.release(cost);
+                self.shared.release(cost as usize);
             }
         }
-        self.enc.finish();
-        self.write().await;
+        self.work(batch, true).await;
         if self.failed.is_none()
             && let Err(e) = blocking(self.file.clone(), |f| f.sync_all()).await
         {
             self.failed = Some(e);
         }
-        match self.failed {
-            Some(e) => Err(RecorderError::io(&self.full, e)),
-            None => Ok(Finished {
+        match (self.failed, self.work) {
+            (Some(e), _) => Err(RecorderError::io(&self.full, e)),
+            (None, Some(work)) => Ok(Finished {
                 path: self.rel,
-                sha256: hex::encode(self.hash.finalize()),
+                sha256: hex::encode(work.hash.finalize()),
                 bytes: self.bytes,
             }),
+            (None, None) => Err(RecorderError::WriterGone(self.rel)),
         }
     }
 
-    /// Writes the buffered lines; after an error, nothing more is written.
-    async fn write(&mut self) {
-        let buf = self.enc.take_pending();
-        if buf.is_empty() || self.failed.is_some() {
-            return;
-        }
-        self.hash.update(&buf);
-        let len = buf.len() as u64;
-        match blocking(self.file.clone(), move |mut f| f.write_all(&buf)).await {
-            Ok(()) => self.bytes += len,
-            Err(e) => {
-                tracing::warn!(recording = %self.rel, error = %e, "recording stopped: write failed");
-                self.failed = Some(e);
+    /// Encodes `batch` (then releases what held text is due, or all of it at the end) and
+    /// writes the complete lines, on a blocking thread. After an error nothing more is
+    /// written; the batch's bytes go back to the budgets either way.
+    async fn work(&mut self, batch: Batch, finish: bool) {
+        let cost = batch.cost;
+        if let (None, Some(mut work)) = (&self.failed, self.work.take()) {
+            let file = Arc::clone(&self.file);
+            let now = self.start.elapsed().as_secs_f64();
+            let done = tokio::task::spawn_blocking(move || {
+                for (t, event) in batch.events {
+                    work.enc.push(t, event);
+                }
+                if finish {
+                    work.enc.finish();
+                } else {
+                    work.enc.tick(now);
+                }
+                let buf = work.enc.take_pending();
+                work.hash.update(&buf);
+                let written = (&*file).write_all(&buf).map(|()| buf.len() as u64);
+                (work, written)
+            })
+            .await;
+            match done {
+                Ok((work, written)) => {
+                    if work.enc.capped() {
+                        self.shared.capped.store(true, Ordering::Relaxed);
+                    }
+                    self.work = Some(work);
+                    match written {
+                        Ok(n) => self.bytes += n,
+                        Err(e) => self.fail(e),
+                    }
+                }
+                Err(e) => self.fail(std::io::Error::other(e)),
             }
         }
+        self.shared.release(cost);
+    }
+
+    fn fail(&mut self, e: std::io::Error) {
+        tracing::warn!(recording = %self.rel, error = %e, "recording stopped: write failed");
+        self.failed = Some(e);
     }
 }
 
@@ -415,7 +458,7 @@ mod tests {
         // ...and the waiting one goes through once the writer has taken one event.
         let taken = events(&mut rx);
         assert_eq!(taken.len(), fits);
-        tap.shared.release(taken[0].1);
+        tap.shared.release(taken[0].1 as usize);
         next.await;
         let (last, _) = events(&mut rx).pop().expect("the waiting event was queued");
         assert_eq!(last, Event::Output(chunk.clone()));
