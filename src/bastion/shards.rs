@@ -5,8 +5,8 @@
 //! A byte of output passes five tasks on its way through the bastion. On a work-stealing
 //! runtime each hand-over can wake a parked worker on another core, and the scheduling cost
 //! was a fifth of the bastion's CPU in bulk transfers. On a shard the hand-overs are calls on
-//! one thread; connections still spread over every core. The control plane, the store and the
-//! recorder's writers stay on the main runtime.
+//! one thread; connections still spread over every core. The control plane stays on the main
+//! runtime; a recording's per-byte work runs on the blocking pool, beside its session.
 
 use std::future::Future;
 use std::io;
