@@ -203,6 +203,8 @@ pub struct Session {
     pub bytes_down: u64,
     /// Path of the recording relative to the recordings folder.
     pub recording: Option<String>,
+    /// The signal that ended the remote command (`KILL`, `TERM`, …), when one did.
+    pub exit_signal: Option<String>,
 }
 
 /// A command the guardrails looked at.

@@ -155,6 +155,9 @@ pub struct SessionView {
     pub started_at: i64,
     pub ended_at: Option<i64>,
     pub exit_status: Option<i32>,
+    /// The signal that ended the remote command, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<String>,
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub recording: Option<String>,
@@ -171,6 +174,7 @@ impl From<&Session> for SessionView {
             started_at: s.started_at,
             ended_at: s.ended_at,
             exit_status: s.exit_status,
+            exit_signal: s.exit_signal.clone(),
             bytes_up: s.bytes_up,
             bytes_down: s.bytes_down,
             recording: s.recording.clone(),

@@ -10,6 +10,7 @@ use super::access::Grant;
 use super::gate::Checked;
 use crate::model::{self, CommandRecord, NewAuditEvent, now};
 use crate::recorder::{Recording, RecordingTap, SessionMeta};
+use crate::store::SessionEnd;
 
 /// What a channel starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct PtyInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub exit_status: Option<u32>,
+    /// The signal the target reported as ending the command (`KILL`, `TERM`, …).
+    pub exit_signal: Option<String>,
     pub bytes_up: u64,
     pub bytes_down: u64,
     /// Set when the bastion closed it (revocation, expiry, shutdown).
@@ -116,6 +119,7 @@ impl SessionLog {
             started_at,
             ended_at: None,
             exit_status: None,
+            exit_signal: None,
             bytes_up: 0,
             bytes_down: 0,
             recording: Some(recording.path().to_string()),
@@ -219,6 +223,7 @@ impl SessionLog {
         tracing::info!(
             session = %self.id,
             exit = ?outcome.exit_status,
+            signal = ?outcome.exit_signal,
             up = outcome.bytes_up,
             down = outcome.bytes_down,
             closed_by = ?outcome.closed_by,
@@ -230,13 +235,16 @@ impl SessionLog {
             .store
             .end_session(
                 &self.id,
-                now(),
-                outcome
-                    .exit_status
-                    .map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
-                outcome.bytes_up,
-                outcome.bytes_down,
-                sha.as_deref(),
+                SessionEnd {
+                    ended_at: now(),
+                    exit_status: outcome
+                        .exit_status
+                        .map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
+                    exit_signal: outcome.exit_signal.as_deref(),
+                    bytes_up: outcome.bytes_up,
+                    bytes_down: outcome.bytes_down,
+                    recording_sha256: sha.as_deref(),
+                },
             )
             .await
         {

@@ -80,6 +80,7 @@ struct Shared<'a> {
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     exit_status: Mutex<Option<u32>>,
+    exit_signal: Mutex<Option<String>>,
     pty: Mutex<Option<PtyInfo>>,
     rec: OnceLock<RecordingTap>,
     input: UpQueue,
@@ -141,6 +142,7 @@ pub async fn relay(
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
         exit_status: Mutex::new(None),
+        exit_signal: Mutex::new(None),
         pty: Mutex::new(None),
         rec: OnceLock::new(),
         input: UpQueue::default(),
@@ -164,8 +166,14 @@ pub async fn relay(
         }
     }
     let exit_status = *shared.exit_status.lock().unwrap_or_else(|e| e.into_inner());
+    let exit_signal = shared
+        .exit_signal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     Outcome {
         exit_status,
+        exit_signal,
         bytes_up: shared.bytes_up.load(Ordering::Relaxed),
         bytes_down: shared.bytes_down.load(Ordering::Relaxed),
         closed_by,

@@ -111,7 +111,11 @@ pub async fn sessions(g: &Global, a: SessionArgs) -> anyhow::Result<ExitCode> {
                 s.ended_at
                     .map(output::time)
                     .unwrap_or_else(|| "live".into()),
-                s.exit_status.map(|c| c.to_string()).unwrap_or_default(),
+                match (&s.exit_status, &s.exit_signal) {
+                    (Some(code), _) => code.to_string(),
+                    (None, Some(signal)) => format!("SIG{signal}"),
+                    (None, None) => String::new(),
+                },
             ]
         })
         .collect();

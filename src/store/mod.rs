@@ -63,6 +63,19 @@ pub struct CommandFilter {
     pub since: Option<UnixTime>,
 }
 
+/// How a session ended, for `Store::end_session`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionEnd<'a> {
+    pub ended_at: UnixTime,
+    /// The remote command's exit status, when it exited.
+    pub exit_status: Option<i32>,
+    /// The signal that ended the remote command (`KILL`, `TERM`, …), when one did.
+    pub exit_signal: Option<&'a str>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub recording_sha256: Option<&'a str>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a new request (state approved when `approvals_needed == 0`, with
@@ -129,17 +142,9 @@ pub trait Store: Send + Sync + 'static {
     /// Audit: `session.started`.
     async fn start_session(&self, session: Session) -> Result<(), StoreError>;
 
-    /// Sets end, exit status, byte counts and recording; audit `session.closed` carrying
-    /// `recording_sha256` when given.
-    async fn end_session(
-        &self,
-        id: &str,
-        ended_at: UnixTime,
-        exit_status: Option<i32>,
-        bytes_up: u64,
-        bytes_down: u64,
-        recording_sha256: Option<&str>,
-    ) -> Result<(), StoreError>;
+    /// Sets end, exit status or signal, byte counts and recording; audit `session.closed`
+    /// carrying them and `recording_sha256` when given.
+    async fn end_session(&self, id: &str, end: SessionEnd<'_>) -> Result<(), StoreError>;
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError>;
 

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use russh::{ChannelMsg, ChannelReadHalf, server};
+use russh::{ChannelMsg, ChannelReadHalf, Sig, server};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{ClientTx, Pending, Shared, line};
@@ -96,10 +96,14 @@ async fn forward_down(
             core_dumped,
             error_message,
             lang_tag,
-        } => handle
-            .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
-            .await
-            .map_err(|()| russh::Error::SendError),
+        } => {
+            *s.exit_signal.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(signal_text(&signal_name));
+            handle
+                .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                .await
+                .map_err(|()| russh::Error::SendError)
+        }
         ChannelMsg::XonXoff { client_can_do } => handle
             .xon_xoff_request(id, client_can_do)
             .await
@@ -126,4 +130,43 @@ async fn forward_down(
         _ => Ok(()),
     };
     sent.is_ok()
+}
+
+/// A signal's name as the session's records keep it (`KILL`, `TERM`, …). A name the target
+/// made up is kept to 32 characters that cannot disturb a table or a log line.
+fn signal_text(sig: &Sig) -> String {
+    let name = match sig {
+        Sig::ABRT => "ABRT",
+        Sig::ALRM => "ALRM",
+        Sig::FPE => "FPE",
+        Sig::HUP => "HUP",
+        Sig::ILL => "ILL",
+        Sig::INT => "INT",
+        Sig::KILL => "KILL",
+        Sig::PIPE => "PIPE",
+        Sig::QUIT => "QUIT",
+        Sig::SEGV => "SEGV",
+        Sig::TERM => "TERM",
+        Sig::USR1 => "USR1",
+        Sig::Custom(name) => name,
+    };
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+'))
+        .take(32)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_are_kept_short_and_plain() {
+        assert_eq!(signal_text(&Sig::KILL), "KILL");
+        assert_eq!(signal_text(&Sig::Custom("WINCH".into())), "WINCH");
+        assert_eq!(
+            signal_text(&Sig::Custom(format!("X\n\u{1b}[2J{}", "Y".repeat(40)))),
+            format!("X2J{}", "Y".repeat(29))
+        );
+    }
 }

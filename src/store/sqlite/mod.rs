@@ -19,7 +19,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
 use self::worker::Worker;
-use super::{ApproveOutcome, CommandFilter, RequestFilter, SessionFilter, Store, StoreError};
+use super::{
+    ApproveOutcome, CommandFilter, RequestFilter, SessionEnd, SessionFilter, Store, StoreError,
+};
 use crate::model::{
     AccessRequest, AuditEvent, CommandRecord, IssuedCert, NewAuditEvent, NewRequest, Session,
     UnixTime,
@@ -204,26 +206,19 @@ impl Store for SqliteStore {
         self.call(move |c| records::start_session(c, session)).await
     }
 
-    async fn end_session(
-        &self,
-        id: &str,
-        ended_at: UnixTime,
-        exit_status: Option<i32>,
-        bytes_up: u64,
-        bytes_down: u64,
-        recording_sha256: Option<&str>,
-    ) -> Result<(), StoreError> {
+    async fn end_session(&self, id: &str, end: SessionEnd<'_>) -> Result<(), StoreError> {
         let id = id.to_string();
-        let sha = recording_sha256.map(str::to_string);
+        let signal = end.exit_signal.map(str::to_string);
+        let sha = end.recording_sha256.map(str::to_string);
         self.call(move |c| {
             records::end_session(
                 c,
                 &id,
-                ended_at,
-                exit_status,
-                bytes_up,
-                bytes_down,
-                sha.as_deref(),
+                SessionEnd {
+                    exit_signal: signal.as_deref(),
+                    recording_sha256: sha.as_deref(),
+                    ..end
+                },
             )
         })
         .await

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::{AuditEvent, CommandRecord, IssuedCert, NewAuditEvent, Session, UnixTime};
 use crate::store::audit::{GENESIS, seal};
-use crate::store::{CommandFilter, SessionFilter, StoreError};
+use crate::store::{CommandFilter, SessionEnd, SessionFilter, StoreError};
 
 /// The extended result code of a failed constraint, if `e` is one.
 fn constraint(e: &rusqlite::Error) -> Option<i32> {
@@ -154,9 +154,9 @@ pub(super) fn cert_by_serial(
 }
 
 const SESSION_COLUMNS: &str = "s.id, s.request_id, s.user, s.host, s.login, s.started_at, \
-     s.ended_at, s.exit_status, s.bytes_up, s.bytes_down, s.recording";
+     s.ended_at, s.exit_status, s.bytes_up, s.bytes_down, s.recording, s.exit_signal";
 
-/// A session from columns `offset..offset + 11` (see `SESSION_COLUMNS`).
+/// A session from columns `offset..offset + 12` (see `SESSION_COLUMNS`).
 fn session_from_row(r: &Row, offset: usize) -> rusqlite::Result<Session> {
     Ok(Session {
         id: r.get(offset)?,
@@ -170,14 +170,15 @@ fn session_from_row(r: &Row, offset: usize) -> rusqlite::Result<Session> {
         bytes_up: r.get(offset + 8)?,
         bytes_down: r.get(offset + 9)?,
         recording: r.get(offset + 10)?,
+        exit_signal: r.get(offset + 11)?,
     })
 }
 
 pub(super) fn start_session(conn: &Connection, s: Session) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO sessions (id, request_id, user, host, login, started_at, ended_at, \
-         exit_status, bytes_up, bytes_down, recording) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         exit_status, bytes_up, bytes_down, recording, exit_signal) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         s.id,
@@ -191,6 +192,7 @@ pub(super) fn start_session(conn: &Connection, s: Session) -> Result<(), StoreEr
         s.bytes_up,
         s.bytes_down,
         s.recording,
+        s.exit_signal,
     ])
     .map_err(|e| match constraint(&e) {
         Some(FOREIGN_KEY) => StoreError::NoRequest(s.request_id),
@@ -220,15 +222,10 @@ pub(super) fn get_session(conn: &Connection, id: &str) -> Result<Option<Session>
         .optional()?)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn end_session(
     conn: &Connection,
     id: &str,
-    ended_at: UnixTime,
-    exit_status: Option<i32>,
-    bytes_up: u64,
-    bytes_down: u64,
-    recording_sha256: Option<&str>,
+    end: SessionEnd<'_>,
 ) -> Result<(), StoreError> {
     let s = get_session(conn, id)?.ok_or_else(|| StoreError::NoSession(id.to_string()))?;
     if s.ended_at.is_some() {
@@ -237,29 +234,33 @@ pub(super) fn end_session(
         )));
     }
     conn.prepare_cached(
-        "UPDATE sessions SET ended_at = ?2, exit_status = ?3, bytes_up = ?4, bytes_down = ?5, \
-         recording_sha256 = ?6 WHERE id = ?1",
+        "UPDATE sessions SET ended_at = ?2, exit_status = ?3, exit_signal = ?4, bytes_up = ?5, \
+         bytes_down = ?6, recording_sha256 = ?7 WHERE id = ?1",
     )?
     .execute(params![
         id,
-        ended_at,
-        exit_status,
-        bytes_up,
-        bytes_down,
-        recording_sha256
+        end.ended_at,
+        end.exit_status,
+        end.exit_signal,
+        end.bytes_up,
+        end.bytes_down,
+        end.recording_sha256
     ])?;
-    let mut ev = NewAuditEvent::new(ended_at, "session.closed", &s.user)
+    let mut ev = NewAuditEvent::new(end.ended_at, "session.closed", &s.user)
         .request(s.request_id)
         .session(id)
-        .with("bytes_up", bytes_up)
-        .with("bytes_down", bytes_down);
-    if let Some(status) = exit_status {
+        .with("bytes_up", end.bytes_up)
+        .with("bytes_down", end.bytes_down);
+    if let Some(status) = end.exit_status {
         ev = ev.with("exit_status", status);
+    }
+    if let Some(signal) = end.exit_signal {
+        ev = ev.with("exit_signal", signal);
     }
     if let Some(rec) = &s.recording {
         ev = ev.with("recording", rec);
     }
-    if let Some(sha) = recording_sha256 {
+    if let Some(sha) = end.recording_sha256 {
         ev = ev.with("recording_sha256", sha);
     }
     append(conn, ev)?;

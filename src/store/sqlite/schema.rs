@@ -12,7 +12,10 @@ use crate::store::StoreError;
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// Numbered migrations, applied in order. Append only: never edit a shipped one.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+
+/// The signal that ended a session's remote command, when one did.
+const V2: &str = "ALTER TABLE sessions ADD COLUMN exit_signal TEXT;";
 
 const V1: &str = r#"
 CREATE TABLE requests (

@@ -182,11 +182,26 @@ async fn a_command_killed_by_a_signal_ends_the_client_as_directly() {
         "{direct_err}"
     );
     assert_eq!(end_lines(&via_err), direct_end, "{via_err}");
-    // The store has no column for a signal: the session ends with no exit status.
+    // The session's row and its close in the audit log keep the signal, not a status.
     let sessions = lab.ended_sessions(id).await;
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     assert_eq!(sessions[0].exit_status, None, "{sessions:?}");
+    assert_eq!(
+        sessions[0].exit_signal.as_deref(),
+        Some("TERM"),
+        "{sessions:?}"
+    );
     assert_eq!(sessions[0].bytes_down, 7, "{sessions:?}");
+    let events = lab.store.audit_events(None).await.unwrap();
+    let closed = events
+        .iter()
+        .find(|e| e.event.kind == "session.closed")
+        .expect("session.closed audited");
+    assert_eq!(
+        closed.event.data.get("exit_signal").map(String::as_str),
+        Some("TERM"),
+        "{closed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

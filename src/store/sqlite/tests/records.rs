@@ -8,7 +8,7 @@ use super::{R, T, ask, kinds, open};
 use crate::model::*;
 use crate::store::audit::{ChainBreak, verify_chain};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{CommandFilter, SessionFilter, Store, StoreError};
+use crate::store::{CommandFilter, SessionEnd, SessionFilter, Store, StoreError};
 
 fn cert(serial: u64, request_id: i64) -> IssuedCert {
     IssuedCert {
@@ -72,6 +72,7 @@ fn session(id: &str, request_id: i64, user: &str, host: &str, started_at: UnixTi
         bytes_up: 0,
         bytes_down: 0,
         recording: Some(format!("2027/01/15/{id}.cast")),
+        exit_signal: None,
     }
 }
 
@@ -96,20 +97,30 @@ async fn sessions_open_close_and_carry_the_recording_hash() -> R {
         Err(StoreError::NoRequest(42))
     ));
     let sha = "ab".repeat(32);
-    store
-        .end_session("s1", T + 9, Some(0), 10, 2000, Some(&sha))
-        .await?;
+    let end = SessionEnd {
+        ended_at: T + 9,
+        exit_status: Some(0),
+        bytes_up: 10,
+        bytes_down: 2000,
+        recording_sha256: Some(&sha),
+        ..SessionEnd::default()
+    };
+    store.end_session("s1", end).await?;
     let s = store.get_session("s1").await?.ok_or("no session")?;
     assert_eq!(
         (s.ended_at, s.exit_status, s.bytes_up, s.bytes_down),
         (Some(T + 9), Some(0), 10, 2000)
     );
+    let later = SessionEnd {
+        ended_at: T + 10,
+        ..SessionEnd::default()
+    };
     assert!(matches!(
-        store.end_session("s1", T + 10, None, 0, 0, None).await,
+        store.end_session("s1", later).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.end_session("nope", T + 10, None, 0, 0, None).await,
+        store.end_session("nope", later).await,
         Err(StoreError::NoSession(_))
     ));
     let events = store.audit_events(None).await?;
@@ -130,6 +141,38 @@ async fn sessions_open_close_and_carry_the_recording_hash() -> R {
             .count(),
         2
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_session_ended_by_a_signal_keeps_the_signal() -> R {
+    let dir = tempfile::tempdir()?;
+    let store = open(dir.path())?;
+    let id = store.create_request(ask(0)).await?.id;
+    store
+        .start_session(session("s1", id, "alice", "db1", T + 1))
+        .await?;
+    let end = SessionEnd {
+        ended_at: T + 5,
+        exit_signal: Some("KILL"),
+        ..SessionEnd::default()
+    };
+    store.end_session("s1", end).await?;
+    let s = store.get_session("s1").await?.ok_or("no session")?;
+    assert_eq!(
+        (s.exit_status, s.exit_signal.as_deref()),
+        (None, Some("KILL"))
+    );
+    let events = store.audit_events(None).await?;
+    let closed = events
+        .iter()
+        .find(|e| e.event.kind == "session.closed")
+        .ok_or("no session.closed")?;
+    assert_eq!(
+        closed.event.data.get("exit_signal").map(String::as_str),
+        Some("KILL")
+    );
+    assert!(!closed.event.data.contains_key("exit_status"));
     Ok(())
 }
 
