@@ -358,7 +358,9 @@ impl Task {
     /// written; the batch's bytes go back to the budgets either way.
     async fn work(&mut self, batch: Batch, finish: bool) {
         let cost = batch.cost;
-        if let (None, Some(mut work)) = (&self.failed, self.work.take()) {
+        if self.failed.is_none()
+            && let Some(mut work) = self.work.take()
+        {
             let file = Arc::clone(&self.file);
             let now = self.start.elapsed().as_secs_f64();
             let done = tokio::task::spawn_blocking(move || {
