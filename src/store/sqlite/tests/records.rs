@@ -141,24 +141,17 @@ async fn sessions_open_close_and_carry_the_recording_hash() -> R {
             .count(),
         2
     );
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_session_ended_by_a_signal_keeps_the_signal() -> R {
-    let dir = tempfile::tempdir()?;
-    let store = open(dir.path())?;
-    let id = store.create_request(ask(0)).await?.id;
+    // A command ended by a signal: its row and its close keep the signal, not a status.
     store
-        .start_session(session("s1", id, "alice", "db1", T + 1))
+        .start_session(session("s2", id, "alice", "db1", T + 11))
         .await?;
-    let end = SessionEnd {
-        ended_at: T + 5,
+    let killed = SessionEnd {
+        ended_at: T + 12,
         exit_signal: Some("KILL"),
         ..SessionEnd::default()
     };
-    store.end_session("s1", end).await?;
-    let s = store.get_session("s1").await?.ok_or("no session")?;
+    store.end_session("s2", killed).await?;
+    let s = store.get_session("s2").await?.ok_or("no session")?;
     assert_eq!(
         (s.exit_status, s.exit_signal.as_deref()),
         (None, Some("KILL"))
@@ -166,8 +159,9 @@ async fn a_session_ended_by_a_signal_keeps_the_signal() -> R {
     let events = store.audit_events(None).await?;
     let closed = events
         .iter()
-        .find(|e| e.event.kind == "session.closed")
-        .ok_or("no session.closed")?;
+        .rfind(|e| e.event.kind == "session.closed")
+        .ok_or("no second session.closed")?;
+    assert_eq!(closed.event.session_id.as_deref(), Some("s2"));
     assert_eq!(
         closed.event.data.get("exit_signal").map(String::as_str),
         Some("KILL")
