@@ -19,8 +19,10 @@
 #
 # The criterion benches it runs afterwards (each also runs alone, e.g. for its full
 # criterion report): `cargo bench --bench certificates` (prints certificates_per_second N),
-# `cargo bench --bench store`, and `cargo bench --bench guardrail` when benches/guardrail.rs
-# exists (its p99 reaches the table from its "guardrail check, … p99 X" line).
+# `cargo bench --bench store`, `cargo bench --bench recorder` (64 MiB through a recording,
+# with and without the default masks; its throughput lands in the criterion list), and
+# `cargo bench --bench guardrail` when benches/guardrail.rs exists (its p99 reaches the
+# table from its "guardrail check, … p99 X" line).
 #
 # Set up in a temp dir: CA keys (jitgate init), a target sshd trusting the target CA, three
 # `jitgate serve` (recording as configured by default, recording uncapped, recording capped
@@ -305,7 +307,7 @@ wait 2>/dev/null || true
 
 benches=()
 if [[ ${BENCH_CARGO:-1} != 0 ]]; then
-  for b in certificates guardrail store; do
+  for b in certificates guardrail recorder store; do
     [[ -f $root/benches/$b.rs ]] && benches+=("$b")
   done
 fi

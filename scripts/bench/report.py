@@ -29,8 +29,9 @@ def ssh_version():
 
 def cargo_figures(path):
     """`name value` lines the benches print for scripts (e.g. certificates_per_second 1234),
-    and criterion's `time: [low mid high]` lines with the benchmark they belong to."""
-    plain, times, failed, prev = {}, {}, [], ""
+    and criterion's `time: [low mid high]` lines (and `thrpt:` ones, where a bench sets a
+    throughput) with the benchmark they belong to."""
+    plain, times, failed, prev, name = {}, {}, [], "", ""
     try:
         text = open(path).read()
     except OSError:
@@ -51,10 +52,14 @@ def cargo_figures(path):
         elif m2:
             failed.append(m2.group(1))
         elif m3 and m3.group(1) != "change:":
-            times[m3.group(1)] = m3.group(2)
+            name = m3.group(1)
+            times[name] = m3.group(2)
         elif s.startswith("time:") and " " not in prev and not prev.endswith(":"):
             # A long benchmark name stands on its own line, its figures on the next.
-            times[prev] = s.split("[", 1)[-1].rstrip("]")
+            name = prev
+            times[name] = s.split("[", 1)[-1].rstrip("]")
+        elif s.startswith("thrpt:") and name and prev.startswith(("time:", name)):
+            times[f"{name} (throughput)"] = s.split("[", 1)[-1].rstrip("]")
         prev = s
     return plain, times, failed
 
