@@ -218,7 +218,7 @@ async fn host_certificate_target_and_several_channels_in_one_connection() {
     let (a, b) = tokio::join!(a, b);
     assert_eq!(text(&a.stdout), "one\n", "{}", text(&a.stderr));
     assert_eq!(text(&b.stdout), "two\n", "{}", text(&b.stderr));
-    assert_eq!(b.status.code(), Some(4));
+    assert_eq!(b.status.code(), Some(4), "{}", text(&b.stderr));
     let _ = master.kill().await;
 }
 

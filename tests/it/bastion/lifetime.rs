@@ -205,6 +205,21 @@ async fn a_command_killed_by_a_signal_ends_the_client_as_directly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_that_closes_its_output_before_it_exits_still_reports_its_status() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    // sshd sends EOF when the output closes and the exit status when the command exits; the
+    // client answers that EOF with its close at once (its input is already at EOF).
+    let command = "echo two; exec >&- 2>&-; sleep 0.5; exit 4";
+    let direct = output(lab.direct_ssh(0, &["root@127.0.0.1", command]), 60).await;
+    let via = output(lab.ssh(&["root@db1", command]), 60).await;
+    assert_eq!(text(&direct.stdout), "two\n", "{}", text(&direct.stderr));
+    assert_eq!(direct.status.code(), Some(4), "{}", text(&direct.stderr));
+    assert_eq!(text(&via.stdout), "two\n", "{}", text(&via.stderr));
+    assert_eq!(via.status.code(), Some(4), "{}", text(&via.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_expiry_closes_the_session_while_the_certificate_is_valid() {
     let lab = Lab::start().await;
     // Approved now for 8 s; the certificate stays valid for an hour.
