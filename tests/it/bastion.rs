@@ -210,11 +210,11 @@ async fn host_certificate_target_and_several_channels_in_one_connection() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(ok, "control master never came up");
+    // b closes its output well before it exits: the master answers that EOF with its close,
+    // and the exit status must still reach b's client.
     let a = output(lab.ssh(&["-o", &sock_opt, "root@db2", "echo one"]), 60);
-    let b = output(
-        lab.ssh(&["-o", &sock_opt, "root@db2", "echo two; exit 4"]),
-        60,
-    );
+    let b_cmd = "echo two; exec >&- 2>&-; sleep 0.3; exit 4";
+    let b = output(lab.ssh(&["-o", &sock_opt, "root@db2", b_cmd]), 60);
     let (a, b) = tokio::join!(a, b);
     assert_eq!(text(&a.stdout), "one\n", "{}", text(&a.stderr));
     assert_eq!(text(&b.stdout), "two\n", "{}", text(&b.stderr));

@@ -2,15 +2,19 @@
 //! forwarded in order (the parent module says why the drain must keep going).
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use russh::{ChannelMsg, ChannelReadHalf, Sig, server};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 
 use super::{ClientTx, Pending, Shared, line};
 
 /// Bytes of target output one channel may hold while the engineer's side is busy: more than
 /// the window the bastion grants the target (2 MiB).
 const DOWN_BUFFER: usize = 4 << 20;
+/// How long the target's EOF may wait for the exit status behind it (see `down`).
+const EOF_WAIT: Duration = Duration::from_secs(2);
 
 /// Target → engineer: output, EOF, exit status, replies.
 pub(super) async fn down(
@@ -42,9 +46,48 @@ pub(super) async fn down(
         }
     };
     let forward = async {
-        while let Some((msg, permit)) = q_rx.recv().await {
+        // The target's EOF waits (up to `EOF_WAIT`) for the exit status that usually follows
+        // it. An engineer's ssh may answer EOF with its close, and russh answers that close at
+        // once (sshd waits for its child first), so a status sent after it is lost: the
+        // engineer's ssh, or a ControlMaster's client, then exits 255.
+        let mut eof_due: Option<Instant> = None;
+        loop {
+            let next = match eof_due {
+                Some(due) => tokio::select! {
+                    next = q_rx.recv() => next,
+                    () = tokio::time::sleep_until(due) => {
+                        eof_due = None;
+                        if c_tx.eof().await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+                None => q_rx.recv().await,
+            };
+            let Some((msg, permit)) = next else {
+                return;
+            };
+            let status = matches!(
+                msg,
+                ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. }
+            );
+            if eof_due.is_none() && matches!(msg, ChannelMsg::Eof) {
+                eof_due = Some(Instant::now() + EOF_WAIT);
+                continue;
+            }
+            // Anything but a status (the close) finds the held EOF sent first.
+            if eof_due.is_some() && !status {
+                eof_due = None;
+                if c_tx.eof().await.is_err() {
+                    return;
+                }
+            }
             let go_on = forward_down(s, msg, c_tx, handle).await;
             drop(permit);
+            if eof_due.take().is_some() && c_tx.eof().await.is_err() {
+                return;
+            }
             if !go_on {
                 return;
             }
