@@ -31,7 +31,7 @@ def cargo_figures(path):
     """`name value` lines the benches print for scripts (e.g. certificates_per_second 1234),
     and criterion's `time: [low mid high]` lines (and `thrpt:` ones, where a bench sets a
     throughput) with the benchmark they belong to."""
-    plain, times, failed, prev, name = {}, {}, [], "", ""
+    plain, times, failed, prev, name, fresh = {}, {}, [], "", "", False
     try:
         text = open(path).read()
     except OSError:
@@ -52,14 +52,20 @@ def cargo_figures(path):
         elif m2:
             failed.append(m2.group(1))
         elif m3 and m3.group(1) != "change:":
-            name = m3.group(1)
+            name, fresh = m3.group(1), True
             times[name] = m3.group(2)
+            prev = s
+            continue
         elif s.startswith("time:") and " " not in prev and not prev.endswith(":"):
             # A long benchmark name stands on its own line, its figures on the next.
-            name = prev
+            name, fresh = prev, True
             times[name] = s.split("[", 1)[-1].rstrip("]")
-        elif s.startswith("thrpt:") and name and prev.startswith(("time:", name)):
+            prev = s
+            continue
+        elif s.startswith("thrpt:") and fresh:
+            # The throughput right under a benchmark's time (not the one under "change:").
             times[f"{name} (throughput)"] = s.split("[", 1)[-1].rstrip("]")
+        fresh = False
         prev = s
     return plain, times, failed
 
