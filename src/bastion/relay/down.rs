@@ -53,9 +53,11 @@ pub(super) async fn down(
         let mut eof_due: Option<Instant> = None;
         loop {
             let next = match eof_due {
-                Some(due) => tokio::select! {
-                    next = q_rx.recv() => next,
-                    () = tokio::time::sleep_until(due) => {
+                None => q_rx.recv().await,
+                Some(due) => match tokio::time::timeout_at(due, q_rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // No status came: the EOF goes on its own.
                         eof_due = None;
                         if c_tx.eof().await.is_err() {
                             return;
@@ -63,25 +65,21 @@ pub(super) async fn down(
                         continue;
                     }
                 },
-                None => q_rx.recv().await,
             };
             let Some((msg, permit)) = next else {
                 return;
             };
-            let status = matches!(
-                msg,
-                ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. }
-            );
             if eof_due.is_none() && matches!(msg, ChannelMsg::Eof) {
                 eof_due = Some(Instant::now() + EOF_WAIT);
                 continue;
             }
-            // Anything but a status (the close) finds the held EOF sent first.
-            if eof_due.is_some() && !status {
-                eof_due = None;
-                if c_tx.eof().await.is_err() {
-                    return;
-                }
+            // A status goes before the held EOF, anything else (the close) after it.
+            let status = matches!(
+                msg,
+                ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. }
+            );
+            if !status && eof_due.take().is_some() && c_tx.eof().await.is_err() {
+                return;
             }
             let go_on = forward_down(s, msg, c_tx, handle).await;
             drop(permit);
