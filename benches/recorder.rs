@@ -50,7 +50,8 @@ fn meta(id: String) -> SessionMeta {
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let chunk: Vec<u8> = LINE.bytes().cycle().take(CHUNK).collect();
+    // `Bytes`, as the relay hands over what it forwards.
+    let chunk: bytes::Bytes = LINE.bytes().cycle().take(CHUNK).collect::<Vec<u8>>().into();
     let next = AtomicU64::new(0);
     let mut group = c.benchmark_group("recorder");
     group.throughput(Throughput::Bytes((CHUNK * CHUNKS) as u64));

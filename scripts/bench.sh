@@ -6,10 +6,10 @@
 #   scripts/bench.sh                  full run (a quiet machine gives meaningful figures)
 #   BENCH_QUICK=1 scripts/bench.sh    small sizes, for trying the script out
 #
-# Knobs (environment): BENCH_SETUP_N (ssh … true runs per path, 30), BENCH_BULK_BYTES
-# (536870912), BENCH_BULK_RUNS (5), BENCH_SESSIONS (idle sessions, 500 as in DESIGN.md;
+# Knobs (environment): BENCH_SETUP_N (ssh … true runs per path, 50), BENCH_BULK_BYTES
+# (536870912), BENCH_BULK_RUNS (9), BENCH_SESSIONS (idle sessions, 500 as in DESIGN.md;
 # memory is also read part way, at 200, the figure issue 3 asks for),
-# BENCH_KEYS (keystroke samples per path, 2000), BENCH_CARGO=0 to skip the criterion benches,
+# BENCH_KEYS (keystroke samples per path, 5000), BENCH_CARGO=0 to skip the criterion benches,
 # BENCH_OUT (directory for results.json and results.md, default target/bench),
 # BENCH_GUARDRAILS=0 (no guardrail set on the rule; by default the shipped `destructive`).
 # BENCH_KEX and BENCH_CIPHERS are gone: every run now measures both views itself — each
@@ -38,11 +38,11 @@ if [[ $quick == 1 ]]; then
   : "${BENCH_SETUP_N:=8}" "${BENCH_BULK_BYTES:=33554432}" "${BENCH_BULK_RUNS:=2}"
   : "${BENCH_SESSIONS:=20}" "${BENCH_KEYS:=200}"
 fi
-export BENCH_SETUP_N=${BENCH_SETUP_N:-30}
+export BENCH_SETUP_N=${BENCH_SETUP_N:-50}
 export BENCH_BULK_BYTES=${BENCH_BULK_BYTES:-536870912}
-export BENCH_BULK_RUNS=${BENCH_BULK_RUNS:-5}
+export BENCH_BULK_RUNS=${BENCH_BULK_RUNS:-9}
 export BENCH_SESSIONS=${BENCH_SESSIONS:-500}
-export BENCH_KEYS=${BENCH_KEYS:-2000}
+export BENCH_KEYS=${BENCH_KEYS:-5000}
 out_dir=${BENCH_OUT:-$root/target/bench}
 started=$(date +%s)
 

@@ -201,20 +201,20 @@ def main():
     }
     res["load"]["after_memory"] = loadavg()
 
-    n = env_int("BENCH_SETUP_N", 30)
+    n = env_int("BENCH_SETUP_N", 50)
     log(f"(a) session setup: ssh … true, {n} times through each path, with each side's "
         "defaults and with curve25519-sha256 on both")
     setup_paths = {k: variants[k] for k in ("jitgate", "openssh", "jitgate-kex", "openssh-kex")}
     res["setup"] = measure_setup(setup_paths, n)
     res["load"]["after_setup"] = loadavg()
 
-    k = env_int("BENCH_KEYS", 2000)
+    k = env_int("BENCH_KEYS", 5000)
     log(f"(d) keystroke round trip: {k} samples through each path")
     res["keystroke"] = keystrokes(pair, k)
     res["load"]["after_keystroke"] = loadavg()
 
     nbytes = env_int("BENCH_BULK_BYTES", 512 << 20)
-    runs = env_int("BENCH_BULK_RUNS", 5)
+    runs = env_int("BENCH_BULK_RUNS", 9)
     log(f"(b), (e) bulk output: {nbytes} bytes, {runs} runs through each path: jitgate "
         "recording as configured, in full and not at all; OpenSSH with its defaults and "
         "with AES-GCM")

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::utf8::Text;
+
 /// The header line. Field order is the order written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Header {
@@ -51,11 +53,21 @@ pub fn event_line(t: f64, code: char, data: &str) -> String {
 /// general JSON serialiser spends most of its time on them, so each byte is escaped here
 /// from a table, the same way `serde_json` writes strings.
 pub fn push_event_line(out: &mut Vec<u8>, t: f64, code: char, data: &str) {
+    push_event_utf8(out, t, code, data.as_bytes());
+}
+
+/// `push_event_line` for the recorder's decoded text.
+pub(crate) fn push_event_text(out: &mut Vec<u8>, t: f64, code: char, data: &Text) {
+    push_event_utf8(out, t, code, data.as_bytes());
+}
+
+/// `data` must be UTF-8 (both callers' types say it is): it is written as it is, escaped.
+fn push_event_utf8(out: &mut Vec<u8>, t: f64, code: char, data: &[u8]) {
     use std::io::Write;
     let t = if t.is_finite() && t > 0.0 { t } else { 0.0 };
     // Writing into a `Vec` cannot fail.
     let _ = write!(out, "[{t:.6}, \"{code}\", \"");
-    push_json_escaped(out, data.as_bytes());
+    push_json_escaped(out, data);
     out.extend_from_slice(b"\"]\n");
 }
 
@@ -78,42 +90,56 @@ const ESCAPE: [u8; 256] = {
 };
 
 fn push_json_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Most output needs no more than this; `push` grows the rest.
+    // Most output needs no more than this; `push_escape` grows the rest.
     out.reserve(bytes.len() + bytes.len() / 4);
+    // Clean bytes are copied in runs, found eight at a time: a word's lowest flagged byte is
+    // exactly the first one to escape, so a run ends there and the next starts after it.
+    let mut copied = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        // Clean bytes are copied in runs: eight are checked at once (the usual case in text),
-        // and a run ends at the first word that holds a byte to escape.
-        let start = i;
-        while let Some(word) = bytes.get(i..i + 8)
-            && let Ok(w) = <[u8; 8]>::try_from(word)
-            && !needs_escape(u64::from_le_bytes(w))
-        {
+    while let Some(word) = bytes.get(i..i + 8)
+        && let Ok(w) = <[u8; 8]>::try_from(word)
+    {
+        let flags = escape_flags(u64::from_le_bytes(w));
+        if flags == 0 {
             i += 8;
+            continue;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        let end = (i + 8).min(bytes.len());
-        for &b in &bytes[i..end] {
-            match ESCAPE[b as usize] {
-                0 => out.push(b),
-                b'u' => out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ]),
-                e => out.extend_from_slice(&[b'\\', e]),
-            }
+        let at = i + (flags.trailing_zeros() / 8) as usize;
+        out.extend_from_slice(&bytes[copied..at]);
+        push_escape(out, bytes[at]);
+        i = at + 1;
+        copied = i;
+    }
+    for (at, &b) in bytes.iter().enumerate().skip(i) {
+        if ESCAPE[b as usize] != 0 {
+            out.extend_from_slice(&bytes[copied..at]);
+            push_escape(out, b);
+            copied = at + 1;
         }
-        i = end;
+    }
+    out.extend_from_slice(&bytes[copied..]);
+}
+
+/// Writes one byte that `ESCAPE` says needs escaping.
+fn push_escape(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match ESCAPE[b as usize] {
+        0 => out.push(b),
+        b'u' => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[(b >> 4) as usize],
+            HEX[(b & 15) as usize],
+        ]),
+        e => out.extend_from_slice(&[b'\\', e]),
     }
 }
 
-/// Whether any of the eight bytes in `w` is a control character, `"` or `\\`.
-fn needs_escape(w: u64) -> bool {
+/// The high bit of each of the eight bytes in `w` that is a control character, `"` or `\\`.
+/// The lowest flag is exact; flags above it can be spurious (a borrow carries into them).
+fn escape_flags(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // A byte's high bit survives these only where the byte is below the constant (or equal
@@ -123,7 +149,7 @@ fn needs_escape(w: u64) -> bool {
     let backslash = w ^ (ONES * b'\\' as u64);
     let is_quote = quote.wrapping_sub(ONES) & !quote;
     let is_backslash = backslash.wrapping_sub(ONES) & !backslash;
-    (below_space | is_quote | is_backslash) & HIGH != 0
+    (below_space | is_quote | is_backslash) & HIGH
 }
 
 /// One parsed event.

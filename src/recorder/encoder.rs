@@ -8,15 +8,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::cast::push_event_line;
+use bytes::Bytes;
+
+use super::cast::push_event_text;
 use super::mask::{MaskStream, Masker, Piece};
-use super::utf8::Utf8Stream;
+use super::utf8::{Text, Utf8Stream};
 
 /// What the session did.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Event {
-    Output(Vec<u8>),
-    Input(Vec<u8>),
+    Output(Bytes),
+    Input(Bytes),
     Resize(u16, u16),
     Marker(String),
 }
@@ -40,7 +42,7 @@ pub(crate) struct Encoder {
     in_mask: MaskStream,
     /// Lines released but possibly waiting for held text with a lower sequence number,
     /// keyed by (sequence number, release order): a chunk can be released in parts.
-    ready: BTreeMap<(u64, u64), (f64, char, String)>,
+    ready: BTreeMap<(u64, u64), (f64, char, Text)>,
     released: u64,
     seq: u64,
     last_t: f64,
@@ -49,7 +51,7 @@ pub(crate) struct Encoder {
     capped: bool,
     /// Bytes in the file or in `pending`.
     written: u64,
-    /// Complete lines not yet handed to the disk.
+    /// Complete lines not yet handed to the disk (its allocation reused while it is busy).
     pending: Vec<u8>,
 }
 
@@ -82,20 +84,20 @@ impl Encoder {
         let mut pieces = Vec::new();
         match event {
             Event::Output(bytes) => {
-                let text = self.out_utf8.decode(&bytes);
-                self.out_mask.push(&self.masker, t, seq, &text, &mut pieces);
+                let text = self.out_utf8.decode(bytes);
+                self.out_mask.push(&self.masker, t, seq, text, &mut pieces);
                 self.add_pieces('o', pieces);
             }
             Event::Input(bytes) => {
-                let text = self.in_utf8.decode(&bytes);
-                self.in_mask.push(&self.masker, t, seq, &text, &mut pieces);
+                let text = self.in_utf8.decode(bytes);
+                self.in_mask.push(&self.masker, t, seq, text, &mut pieces);
                 self.add_pieces('i', pieces);
             }
             Event::Resize(w, h) => {
-                self.ready(seq, t, 'r', format!("{w}x{h}"));
+                self.ready(seq, t, 'r', format!("{w}x{h}").into());
             }
             Event::Marker(text) => {
-                self.ready(seq, t, 'm', text);
+                self.ready(seq, t, 'm', text.into());
             }
         }
         self.release(now_or(t, self.last_t));
@@ -112,13 +114,13 @@ impl Encoder {
         let t = self.last_t;
         let tail = self.out_utf8.finish();
         self.out_mask
-            .push(&self.masker, t, self.seq, &tail, &mut out);
+            .push(&self.masker, t, self.seq, tail, &mut out);
         self.out_mask.flush(&self.masker, &mut out);
         self.add_pieces('o', out);
         let mut inp = Vec::new();
         let tail = self.in_utf8.finish();
         self.in_mask
-            .push(&self.masker, t, self.seq + 1, &tail, &mut inp);
+            .push(&self.masker, t, self.seq + 1, tail, &mut inp);
         self.in_mask.flush(&self.masker, &mut inp);
         self.add_pieces('i', inp);
         self.seq += 2;
@@ -133,8 +135,20 @@ impl Encoder {
         }
     }
 
-    pub(crate) fn take_pending(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.pending)
+    /// Complete lines to hand to the disk; `written` once they are.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// The pending lines are on their way to the disk. A busy recording keeps the buffer's
+    /// allocation for the next batch; a quiet one (a batch under `KEEP`) gives it back.
+    pub(crate) fn written(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.pending.len() < KEEP && self.pending.capacity() > KEEP {
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+        }
     }
 
     pub(crate) fn capped(&self) -> bool {
@@ -147,7 +161,7 @@ impl Encoder {
         }
     }
 
-    fn ready(&mut self, seq: u64, t: f64, code: char, text: String) {
+    fn ready(&mut self, seq: u64, t: f64, code: char, text: Text) {
         self.released += 1;
         self.ready.insert((seq, self.released), (t, code, text));
     }
@@ -182,14 +196,14 @@ impl Encoder {
         }
     }
 
-    fn line(&mut self, t: f64, code: char, data: &str) {
+    fn line(&mut self, t: f64, code: char, data: &Text) {
         if self.capped {
             return;
         }
         let t = now_or(t, self.last_t);
         self.last_t = t;
         let before = self.pending.len();
-        push_event_line(&mut self.pending, t, code, data);
+        push_event_text(&mut self.pending, t, code, data);
         let len = (self.pending.len() - before) as u64;
         if let Some(cap) = self.cap
             && self.written + len > cap
@@ -197,7 +211,7 @@ impl Encoder {
             self.pending.truncate(before);
             let note =
                 format!("jitgate: recording capped at {cap} bytes; the session goes on unrecorded");
-            push_event_line(&mut self.pending, t, 'm', &note);
+            push_event_text(&mut self.pending, t, 'm', &note.into());
             self.written += (self.pending.len() - before) as u64;
             self.capped = true;
             self.ready.clear();

@@ -17,7 +17,8 @@ fn encoder(masks: bool, cap: Option<u64>) -> Encoder {
 }
 
 fn file(e: &mut Encoder) -> String {
-    let body = String::from_utf8(e.take_pending()).expect("utf-8");
+    let body = String::from_utf8(e.pending().to_vec()).expect("utf-8");
+    e.written();
     format!("{HEADER}{body}")
 }
 
@@ -31,11 +32,11 @@ fn finished(mut e: Encoder) -> (String, CastSummary) {
 #[test]
 fn events_become_lines_in_arrival_order() {
     let mut e = encoder(true, None);
-    e.push(0.5, Event::Output(b"$ ".to_vec()));
-    e.push(0.75, Event::Input(b"l".to_vec()));
+    e.push(0.5, Event::Output(b"$ ".to_vec().into()));
+    e.push(0.75, Event::Input(b"l".to_vec().into()));
     e.push(1.0, Event::Resize(120, 40));
     e.push(1.25, Event::Marker("guardrail block: prod/rm".into()));
-    e.push(1.5, Event::Output("ü\r\n".as_bytes().to_vec()));
+    e.push(1.5, Event::Output("ü\r\n".as_bytes().to_vec().into()));
     let (text, s) = finished(e);
     let lines: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(
@@ -54,12 +55,12 @@ fn events_become_lines_in_arrival_order() {
 #[test]
 fn a_marker_waits_for_output_held_before_it() {
     let mut e = encoder(true, None);
-    e.push(0.0, Event::Output(b"key AKIAIOSF".to_vec()));
+    e.push(0.0, Event::Output(b"key AKIAIOSF".to_vec().into()));
     e.push(0.01, Event::Marker("m".into()));
     // Held for masking: the marker must not overtake the output.
     assert!(e.pending.is_empty());
     assert_eq!(e.deadline(), Some(super::super::mask::HOLD));
-    e.push(0.02, Event::Output(b"ODNN7EXAMPLE\n".to_vec()));
+    e.push(0.02, Event::Output(b"ODNN7EXAMPLE\n".to_vec().into()));
     e.tick(1.0);
     let (text, s) = finished(e);
     assert_eq!(s.output, "key [MASKED]\n");
@@ -70,9 +71,9 @@ fn a_marker_waits_for_output_held_before_it() {
 #[test]
 fn times_never_go_back() {
     let mut e = encoder(false, None);
-    e.push(2.0, Event::Output(b"a".to_vec()));
-    e.push(1.0, Event::Output(b"b".to_vec()));
-    e.push(f64::NAN, Event::Output(b"c".to_vec()));
+    e.push(2.0, Event::Output(b"a".to_vec().into()));
+    e.push(1.0, Event::Output(b"b".to_vec().into()));
+    e.push(f64::NAN, Event::Output(b"c".to_vec().into()));
     let (_, s) = finished(e);
     assert_eq!((s.events, s.duration), (3, 2.0));
 }
@@ -81,9 +82,9 @@ fn times_never_go_back() {
 fn split_characters_are_joined_and_bad_bytes_replaced() {
     let mut e = encoder(false, None);
     let euro = "€".as_bytes();
-    e.push(0.0, Event::Output(euro[..1].to_vec()));
-    e.push(0.1, Event::Output(euro[1..].to_vec()));
-    e.push(0.2, Event::Output(b"\xff\xe2".to_vec()));
+    e.push(0.0, Event::Output(euro[..1].to_vec().into()));
+    e.push(0.1, Event::Output(euro[1..].to_vec().into()));
+    e.push(0.2, Event::Output(b"\xff\xe2".to_vec().into()));
     let (_, s) = finished(e);
     assert_eq!(s.output, "€\u{fffd}\u{fffd}");
 }
@@ -93,7 +94,7 @@ fn an_exec_recording_stops_at_the_cap_with_a_marker() {
     let cap = HEADER.len() as u64 + 200;
     let mut e = encoder(false, Some(cap));
     for i in 0..100 {
-        e.push(i as f64, Event::Output(b"0123456789".to_vec()));
+        e.push(i as f64, Event::Output(b"0123456789".to_vec().into()));
     }
     assert!(e.capped());
     e.push(200.0, Event::Marker("after".into()));
@@ -110,7 +111,7 @@ fn an_exec_recording_stops_at_the_cap_with_a_marker() {
 #[test]
 fn an_idle_session_holds_nothing_after_the_deadline() {
     let mut e = encoder(true, None);
-    e.push(3.0, Event::Output(b"prompt$ ".to_vec()));
+    e.push(3.0, Event::Output(b"prompt$ ".to_vec().into()));
     let due = e.deadline().expect("held");
     e.tick(due);
     assert_eq!(e.deadline(), None);
@@ -124,8 +125,26 @@ fn bulk_output_released_in_parts_loses_nothing() {
     for i in 0..60 {
         let chunk = format!("line {i} {}\r\n", "x".repeat(i % 7 * 300));
         want.push_str(&chunk);
-        e.push(i as f64 * 0.001, Event::Output(chunk.into_bytes()));
+        e.push(i as f64 * 0.001, Event::Output(chunk.into_bytes().into()));
     }
     let (_, s) = finished(e);
     assert_eq!(s.output, want);
+}
+
+#[test]
+fn a_busy_recording_reuses_its_buffer_and_a_quiet_one_gives_it_back() {
+    let mut e = encoder(false, None);
+    e.push(0.0, Event::Output(vec![b'x'; 200 << 10].into()));
+    let big = e.pending().as_ptr();
+    e.written();
+    e.push(0.1, Event::Output(vec![b'y'; 200 << 10].into()));
+    assert_eq!(
+        e.pending().as_ptr(),
+        big,
+        "the same allocation for the next batch"
+    );
+    e.written();
+    e.push(0.2, Event::Output(b"z".to_vec().into()));
+    e.written();
+    assert_eq!(e.pending.capacity(), 0);
 }

@@ -23,7 +23,9 @@
 use std::fmt;
 use std::ops::Range;
 
-use regex::Regex;
+use regex::bytes::Regex;
+
+use super::utf8::{Text, is_boundary};
 
 /// What a masked secret reads as in the recording.
 pub const MASK: &str = "[MASKED]";
@@ -40,6 +42,11 @@ pub const HOLD: f64 = 0.2;
 ///
 /// Each pattern is searched on its own: a `RegexSet` of the defaults runs at a fraction of the
 /// speed because it loses each pattern's literal prefilter.
+///
+/// The patterns run over bytes (held text is bytes, so that chunks need not be copied into
+/// `String`s), but each must first compile as a `&str` regex, which refuses any pattern that
+/// could match something other than whole UTF-8 characters; a match thus starts and ends on
+/// character boundaries, and `ranges` widens it to them regardless.
 #[derive(Clone)]
 pub struct Masker {
     regexes: Vec<Regex>,
@@ -56,7 +63,7 @@ impl Masker {
         Ok(Masker {
             regexes: patterns
                 .iter()
-                .map(|p| Regex::new(p))
+                .map(|p| regex::Regex::new(p).and_then(|_| Regex::new(p)))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -67,25 +74,27 @@ impl Masker {
 
     /// Masks every match in one complete text (e.g. an exec command line).
     pub fn mask(&self, text: &str) -> String {
-        let ranges = self.ranges(text);
+        let ranges = self.ranges(text.as_bytes());
         let mut out = String::with_capacity(text.len());
         let mut pos = 0;
         for r in ranges {
-            out.push_str(&text[pos..r.start]);
+            out.push_str(text.get(pos..r.start).unwrap_or_default());
             out.push_str(MASK);
             pos = r.end;
         }
-        out.push_str(&text[pos..]);
+        out.push_str(text.get(pos..).unwrap_or_default());
         out
     }
 
-    /// Every match of every pattern, overlapping ones merged, in order.
-    fn ranges(&self, text: &str) -> Vec<Range<usize>> {
+    /// Every match of every pattern in the UTF-8 `text`, on character boundaries,
+    /// overlapping ones merged, in order.
+    fn ranges(&self, text: &[u8]) -> Vec<Range<usize>> {
         let mut all: Vec<Range<usize>> = self
             .regexes
             .iter()
             .flat_map(|re| re.find_iter(text).map(|m| m.range()))
             .filter(|r| !r.is_empty())
+            .map(|r| floor_boundary(text, r.start)..ceil_boundary(text, r.end))
             .collect();
         all.sort_by_key(|r| r.start);
         let mut merged: Vec<Range<usize>> = Vec::with_capacity(all.len());
@@ -100,28 +109,43 @@ impl Masker {
 }
 
 /// A piece of released text: time (seconds since the recording began), sequence number, text.
-pub(crate) type Piece = (f64, u64, String);
+pub(crate) type Piece = (f64, u64, Text);
 
 /// Held text of one stream (output or input) and the chunks it came from.
 #[derive(Debug, Default)]
 pub(crate) struct MaskStream {
-    buf: String,
-    /// Start offset in `buf`, time and sequence number of each held chunk, in order.
-    segs: Vec<(usize, f64, u64)>,
+    /// The held chunks end to end, for matching across them.
+    buf: Vec<u8>,
+    /// Each held chunk, in order: released as it is when no mask falls inside it.
+    segs: Vec<Seg>,
+}
+
+#[derive(Debug)]
+struct Seg {
+    /// Offset in `buf`.
+    start: usize,
+    t: f64,
+    seq: u64,
+    text: Text,
 }
 
 impl MaskStream {
     /// Takes one decoded chunk; releases into `out` whatever the window no longer needs.
-    pub(crate) fn push(&mut self, m: &Masker, t: f64, seq: u64, text: &str, out: &mut Vec<Piece>) {
+    pub(crate) fn push(&mut self, m: &Masker, t: f64, seq: u64, text: Text, out: &mut Vec<Piece>) {
         if text.is_empty() {
             return;
         }
         if m.is_empty() {
-            out.push((t, seq, text.to_string()));
+            out.push((t, seq, text));
             return;
         }
-        self.segs.push((self.buf.len(), t, seq));
-        self.buf.push_str(text);
+        self.buf.extend_from_slice(text.as_bytes());
+        self.segs.push(Seg {
+            start: self.buf.len() - text.len(),
+            t,
+            seq,
+            text,
+        });
         if self.buf.len() >= WINDOW {
             let want = floor_boundary(&self.buf, self.buf.len() - MAX_SECRET);
             let force = self.buf.len() > HARD_LIMIT;
@@ -132,14 +156,14 @@ impl MaskStream {
     /// Once the oldest chunk arrived at or before `now - HOLD`, releases every chunk that
     /// arrived at or before `now - HOLD / 2`.
     pub(crate) fn release_due(&mut self, m: &Masker, now: f64, out: &mut Vec<Piece>) {
-        if self.segs.first().is_none_or(|s| s.1 > now - HOLD) {
+        if self.segs.first().is_none_or(|s| s.t > now - HOLD) {
             return;
         }
         let want = self
             .segs
             .iter()
-            .find(|s| s.1 > now - HOLD / 2.0)
-            .map_or(self.buf.len(), |s| s.0);
+            .find(|s| s.t > now - HOLD / 2.0)
+            .map_or(self.buf.len(), |s| s.start);
         self.release(m, want, false, out);
     }
 
@@ -150,12 +174,12 @@ impl MaskStream {
 
     /// When the oldest held chunk falls due, in seconds since the recording began.
     pub(crate) fn deadline(&self) -> Option<f64> {
-        self.segs.first().map(|s| s.1 + HOLD)
+        self.segs.first().map(|s| s.t + HOLD)
     }
 
     /// Sequence number of the oldest held chunk: nothing later may be written before it.
     pub(crate) fn first_held_seq(&self) -> Option<u64> {
-        self.segs.first().map(|s| s.2)
+        self.segs.first().map(|s| s.seq)
     }
 
     /// Releases `[0, want)`, or less when a match straddles `want` and `force` is false.
@@ -175,37 +199,45 @@ impl MaskStream {
             return;
         }
         self.emit(cut, &ranges, out);
-        let len = self.buf.len();
         let segs = std::mem::take(&mut self.segs);
-        for (i, &(start, t, seq)) in segs.iter().enumerate() {
-            let end = segs.get(i + 1).map_or(len, |s| s.0);
+        for seg in segs {
+            let end = seg.start + seg.text.len();
             if end > cut {
-                self.segs.push((start.max(cut) - cut, t, seq));
+                let skip = cut.saturating_sub(seg.start);
+                self.segs.push(Seg {
+                    start: seg.start.max(cut) - cut,
+                    text: seg.text.slice(skip..seg.text.len()),
+                    ..seg
+                });
             }
         }
         self.buf.drain(..cut);
         if self.buf.is_empty() {
             self.segs.clear();
             if self.buf.capacity() > 4096 {
-                self.buf = String::new();
+                self.buf = Vec::new();
             }
         }
     }
 
-    /// Pushes the chunks' text in `[0, cut)` with `ranges` masked.
+    /// Pushes the chunks' text in `[0, cut)` with `ranges` masked: a chunk no mask touches
+    /// goes out as it came (or its front, where `cut` falls inside it), uncopied.
     fn emit(&self, cut: usize, ranges: &[Range<usize>], out: &mut Vec<Piece>) {
         let mut ri = 0;
-        for (i, &(start, t, seq)) in self.segs.iter().enumerate() {
-            if start >= cut {
+        for seg in &self.segs {
+            if seg.start >= cut {
                 break;
             }
-            let end = self
-                .segs
-                .get(i + 1)
-                .map_or(self.buf.len(), |s| s.0)
-                .min(cut);
-            let mut text = String::new();
-            let mut pos = start;
+            let end = (seg.start + seg.text.len()).min(cut);
+            while ranges.get(ri).is_some_and(|r| r.end <= seg.start) {
+                ri += 1;
+            }
+            if ranges.get(ri).is_none_or(|r| r.start >= end) {
+                out.push((seg.t, seg.seq, seg.text.slice(0..end - seg.start)));
+                continue;
+            }
+            let mut text = Vec::new();
+            let mut pos = seg.start;
             while pos < end {
                 while ranges.get(ri).is_some_and(|r| r.end <= pos) {
                     ri += 1;
@@ -213,29 +245,37 @@ impl MaskStream {
                 match ranges.get(ri) {
                     Some(r) if r.start < end => {
                         if r.start >= pos {
-                            text.push_str(&self.buf[pos..r.start]);
-                            text.push_str(MASK);
+                            text.extend_from_slice(&self.buf[pos..r.start]);
+                            text.extend_from_slice(MASK.as_bytes());
                         }
                         pos = r.end.min(end);
                     }
                     _ => {
-                        text.push_str(&self.buf[pos..end]);
+                        text.extend_from_slice(&self.buf[pos..end]);
                         pos = end;
                     }
                 }
             }
             if !text.is_empty() {
-                out.push((t, seq, text));
+                out.push((seg.t, seg.seq, Text::from_utf8_lossy(text)));
             }
         }
     }
 }
 
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
+fn floor_boundary(b: &[u8], mut i: usize) -> usize {
+    i = i.min(b.len());
+    while i > 0 && !is_boundary(b, i) {
         i -= 1;
     }
     i
+}
+
+fn ceil_boundary(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && !is_boundary(b, i) {
+        i += 1;
+    }
+    i.min(b.len())
 }
 
 #[cfg(test)]

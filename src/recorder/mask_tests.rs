@@ -19,11 +19,11 @@ fn stream(m: &Masker, chunks: &[&str]) -> (String, Vec<Piece>) {
     let mut s = MaskStream::default();
     let mut out = Vec::new();
     for (i, c) in chunks.iter().enumerate() {
-        s.push(m, i as f64 * 0.001, i as u64, c, &mut out);
+        s.push(m, i as f64 * 0.001, i as u64, (*c).into(), &mut out);
     }
     s.flush(m, &mut out);
     assert!(s.buf.is_empty() && s.segs.is_empty());
-    (out.iter().map(|p| p.2.as_str()).collect(), out)
+    (out.iter().map(|p| p.2.to_string()).collect(), out)
 }
 
 fn chunked(text: &str, size: usize) -> Vec<&str> {
@@ -88,7 +88,7 @@ fn an_aws_key_split_in_two_chunks_is_masked() {
     // The mask sits in the chunk where the key began; the second chunk keeps its own time.
     assert_eq!(pieces.len(), 2);
     assert_eq!(pieces[0].2, "export KEY=[MASKED]");
-    assert_eq!((pieces[1].1, pieces[1].2.as_str()), (1, "\n"));
+    assert_eq!((pieces[1].1, pieces[1].2.to_string().as_str()), (1, "\n"));
 }
 
 #[test]
@@ -106,12 +106,12 @@ fn held_text_is_released_after_hold_time() {
     let m = defaults();
     let mut s = MaskStream::default();
     let mut out = Vec::new();
-    s.push(&m, 1.0, 0, "hello ", &mut out);
-    s.push(&m, 1.15, 1, "world", &mut out);
+    s.push(&m, 1.0, 0, "hello ".into(), &mut out);
+    s.push(&m, 1.15, 1, "world".into(), &mut out);
     assert!(out.is_empty(), "held for the look-behind");
     assert_eq!(s.deadline(), Some(1.0 + HOLD));
     s.release_due(&m, 1.0 + HOLD, &mut out);
-    assert_eq!(out, vec![(1.0, 0, "hello ".to_string())]);
+    assert_eq!(out, vec![(1.0, 0, "hello ".into())]);
     assert_eq!(s.first_held_seq(), Some(1));
     s.release_due(&m, 5.0, &mut out);
     assert_eq!(out.len(), 2);
@@ -123,13 +123,13 @@ fn a_match_straddling_the_release_point_stays_held_until_complete() {
     let m = defaults();
     let mut s = MaskStream::default();
     let mut out = Vec::new();
-    s.push(&m, 0.0, 0, "id AKIAIOSF", &mut out);
-    s.push(&m, 0.5, 1, "ODNN7EXAMPLE ok", &mut out);
+    s.push(&m, 0.0, 0, "id AKIAIOSF".into(), &mut out);
+    s.push(&m, 0.5, 1, "ODNN7EXAMPLE ok".into(), &mut out);
     // Chunk 0 is due but "AKIA..." runs into chunk 1: only "id " goes.
     s.release_due(&m, 0.3, &mut out);
-    assert_eq!(out, vec![(0.0, 0, "id ".to_string())]);
+    assert_eq!(out, vec![(0.0, 0, "id ".into())]);
     s.flush(&m, &mut out);
-    let all: String = out.iter().map(|p| p.2.as_str()).collect();
+    let all: String = out.iter().map(|p| p.2.to_string()).collect();
     assert_eq!(all, "id [MASKED] ok");
 }
 
@@ -140,17 +140,17 @@ fn memory_is_bounded_without_secrets_and_with_an_endless_match() {
     let mut out = Vec::new();
     let chunk = "x".repeat(1000);
     for i in 0..200 {
-        s.push(&m, 0.0, i, &chunk, &mut out);
+        s.push(&m, 0.0, i, chunk.as_str().into(), &mut out);
         assert!(s.buf.len() < WINDOW + chunk.len());
     }
     // `password=` followed by an endless token: the match keeps growing.
     let mut s = MaskStream::default();
-    s.push(&m, 0.0, 0, "password=", &mut out);
+    s.push(&m, 0.0, 0, "password=".into(), &mut out);
     for i in 1..(2 * HARD_LIMIT / chunk.len()) as u64 {
-        s.push(&m, 0.0, i, &chunk, &mut out);
+        s.push(&m, 0.0, i, chunk.as_str().into(), &mut out);
         assert!(s.buf.len() <= HARD_LIMIT + chunk.len());
     }
-    let released: String = out.iter().map(|p| p.2.as_str()).collect();
+    let released: String = out.iter().map(|p| p.2.to_string()).collect();
     assert!(released.contains(MASK));
     assert!(!released.contains("password="));
 }
@@ -160,7 +160,37 @@ fn without_patterns_nothing_is_held() {
     let m = Masker::new(&[]).expect("empty");
     let mut s = MaskStream::default();
     let mut out = Vec::new();
-    s.push(&m, 0.0, 0, "AKIAIOSFODNN7EXAMPLE", &mut out);
-    assert_eq!(out, vec![(0.0, 0, "AKIAIOSFODNN7EXAMPLE".to_string())]);
+    s.push(&m, 0.0, 0, "AKIAIOSFODNN7EXAMPLE".into(), &mut out);
+    assert_eq!(out, vec![(0.0, 0, "AKIAIOSFODNN7EXAMPLE".into())]);
     assert_eq!(s.deadline(), None);
+}
+
+#[test]
+fn untouched_chunks_are_released_uncopied() {
+    let m = defaults();
+    let mut s = MaskStream::default();
+    let mut out = Vec::new();
+    let chunk = Text::from("x".repeat(WINDOW / 4).as_str());
+    let secret = Text::from("\npwd: s3cret\n");
+    s.push(&m, 0.0, 0, chunk.clone(), &mut out);
+    s.push(&m, 0.0, 1, secret, &mut out);
+    s.push(&m, 0.0, 2, chunk.clone(), &mut out);
+    s.flush(&m, &mut out);
+    assert_eq!(out.len(), 3);
+    for i in [0, 2] {
+        assert_eq!(
+            out[i].2.as_bytes().as_ptr(),
+            chunk.as_bytes().as_ptr(),
+            "{i}"
+        );
+    }
+    assert_eq!(out[1].2, "\n[MASKED]\n");
+}
+
+#[test]
+fn only_patterns_that_match_whole_characters_are_taken() {
+    // A bytes regex would take this and could cut a character in two.
+    assert!(Masker::new(&[r"(?-u:\xC3)".to_string()]).is_err());
+    let m = Masker::new(&[r"é+".to_string()]).expect("compiles");
+    assert_eq!(m.mask("caféé!"), "caf[MASKED]!");
 }

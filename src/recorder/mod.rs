@@ -36,13 +36,16 @@
 //! # Keeping up with the session
 //!
 //! The relay's calls (`output`, `input`, `resize`, `marker`) never touch the disk, and wait
-//! only when the writer is far behind (below): each takes the time from a monotonic clock,
-//! copies the bytes and hands them to the recording's writer task over a channel. The writer
-//! task collects them into batches and works each batch on tokio's blocking pool, where it is
-//! decoded, masked and formatted (see `encoder`), hashed and written; the per-byte work thus
-//! runs beside the session, not on its thread (a slow disk stalls only that task; nothing is
-//! kept between batches but held text, so an idle recording holds almost nothing). A batch is
-//! worked:
+//! only when the writer is far behind (below): each takes the time from a monotonic clock
+//! and hands the bytes to the recording's writer task over a channel (the relay's `Bytes`
+//! are shared, not copied). The writer task collects them into batches and works each batch
+//! on tokio's blocking pool, where it is decoded, masked and formatted (see `encoder`),
+//! hashed and written; the per-byte work thus runs beside the session, not on its thread (a
+//! slow disk stalls only that task; nothing is kept between batches but held text, so an
+//! idle recording holds almost nothing). Chunks are checked as UTF-8 in place and copied
+//! into the masks' matching window (when there are masks) and into their JSON lines, never
+//! otherwise: a chunk no mask falls inside is written from the bytes the relay handed over.
+//! A batch is worked:
 //!
 //! - when it holds 256 KiB of events, or
 //! - 250 ms after its first event (a timer armed only while something waits, so an idle
@@ -80,7 +83,7 @@ pub use cast::{CastSummary, Event, Header, event_line, parse_event, parse_header
 pub use mask::{MASK, Masker};
 pub use prune::{PruneReport, Pruned, expired, prune, remove};
 pub use replay::{Control, Key, PlayOptions, Played, Waiter, cat, play, play_terminal};
-pub use writer::{Finished, MAX_IN_FLIGHT, MAX_IN_FLIGHT_TOTAL, Recording, RecordingTap};
+pub use writer::{Chunk, Finished, MAX_IN_FLIGHT, MAX_IN_FLIGHT_TOTAL, Recording, RecordingTap};
 
 use crate::config;
 use crate::model::UnixTime;

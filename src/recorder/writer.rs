@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -72,6 +73,48 @@ fn cost_of(len: usize) -> u32 {
     u32::try_from((len + MSG_COST).min(MAX_IN_FLIGHT)).unwrap_or(u32::MAX)
 }
 
+/// What `output` and `input` take: `Bytes` (what the relay forwards) are shared with the
+/// recording, anything else is copied once.
+pub trait Chunk {
+    fn into_bytes(self) -> Bytes;
+}
+
+impl Chunk for Bytes {
+    fn into_bytes(self) -> Bytes {
+        self
+    }
+}
+
+impl Chunk for &Bytes {
+    fn into_bytes(self) -> Bytes {
+        self.clone()
+    }
+}
+
+impl Chunk for Vec<u8> {
+    fn into_bytes(self) -> Bytes {
+        self.into()
+    }
+}
+
+impl Chunk for &[u8] {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl<const N: usize> Chunk for &[u8; N] {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl Chunk for &Vec<u8> {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
 /// Feeds events into a recording; clone it for each task that sees the channel's data.
 #[derive(Clone)]
 pub struct RecordingTap {
@@ -88,17 +131,23 @@ impl std::fmt::Debug for RecordingTap {
 }
 
 impl RecordingTap {
-    /// Output from the target (stdout and stderr): an `o` event.
-    pub async fn output(&self, data: &[u8]) {
+    /// Output from the target (stdout and stderr): an `o` event. The relay hands over the
+    /// `Bytes` it forwards, so the recording shares them rather than copying.
+    pub async fn output(&self, data: impl Chunk) {
+        let data = data.into_bytes();
         if !data.is_empty() {
-            self.send(data.len(), || Event::Output(data.to_vec())).await;
+            self.send(data.len(), || Event::Output(data)).await;
         }
     }
 
     /// What the engineer typed: an `i` event, only when the rule records input.
-    pub async fn input(&self, data: &[u8]) {
-        if self.record_input && !data.is_empty() {
-            self.send(data.len(), || Event::Input(data.to_vec())).await;
+    pub async fn input(&self, data: impl Chunk) {
+        if !self.record_input {
+            return;
+        }
+        let data = data.into_bytes();
+        if !data.is_empty() {
+            self.send(data.len(), || Event::Input(data)).await;
         }
     }
 
@@ -116,7 +165,7 @@ impl RecordingTap {
     /// Queues one event, first waiting while the writer is `MAX_IN_FLIGHT` bytes behind (or
     /// all writers `MAX_IN_FLIGHT_TOTAL`): a session outrunning the disk slows to its pace
     /// rather than leave a gap in its recording. Past the exec cap nothing waits.
-    /// The event is only built (its bytes copied) when it will be sent.
+    /// The event is only built when it will be sent.
     async fn send(&self, len: usize, event: impl FnOnce() -> Event) {
         let s = &self.shared;
         if s.capped.load(Ordering::Relaxed) {
@@ -168,11 +217,11 @@ impl Recording {
         self.tap.clone()
     }
 
-    pub async fn output(&self, data: &[u8]) {
+    pub async fn output(&self, data: impl Chunk) {
         self.tap.output(data).await;
     }
 
-    pub async fn input(&self, data: &[u8]) {
+    pub async fn input(&self, data: impl Chunk) {
         self.tap.input(data).await;
     }
 
@@ -372,9 +421,10 @@ impl Task {
                 } else {
                     work.enc.tick(now);
                 }
-                let buf = work.enc.take_pending();
-                work.hash.update(&buf);
-                let written = (&*file).write_all(&buf).map(|()| buf.len() as u64);
+                let buf = work.enc.pending();
+                work.hash.update(buf);
+                let written = (&*file).write_all(buf).map(|()| buf.len() as u64);
+                work.enc.written();
                 (work, written)
             })
             .await;
@@ -463,11 +513,11 @@ mod tests {
         tap.shared.release(taken[0].1 as usize);
         next.await;
         let (last, _) = events(&mut rx).pop().expect("the waiting event was queued");
-        assert_eq!(last, Event::Output(chunk.clone()));
+        assert_eq!(last, Event::Output(chunk.clone().into()));
         assert!(
             taken
                 .iter()
-                .all(|(e, _)| *e == Event::Output(chunk.clone()))
+                .all(|(e, _)| *e == Event::Output(chunk.clone().into()))
         );
     }
 
