@@ -97,7 +97,7 @@ impl HostKeys {
             // The outer connection watches for dead clients; the inner one rides inside it.
             keepalive_interval: keepalive.then_some(Duration::from_secs(30)),
             keepalive_max: 3,
-            nodelay: true,
+            // (`nodelay` is russh's only for sockets it accepts; `hand_over` sets ours.)
             max_auth_attempts: 6,
             preferred: Preferred {
                 cipher: SERVER_CIPHERS.into(),

@@ -23,6 +23,7 @@ pub mod relay;
 pub mod requests;
 pub mod sessions;
 mod shards;
+mod tcp;
 mod upstream;
 
 use std::future::Future;
@@ -181,9 +182,7 @@ pub async fn run(
                     let shared = Arc::clone(&shared);
                     let live = shared.tasks.enter();
                     let span = tracing::info_span!("ssh", %peer);
-                    // The socket moves to the runtime that serves it, so that its readiness
-                    // wakes that runtime directly rather than through this one.
-                    let socket = match socket.into_std() {
+                    let socket = match tcp::hand_over(socket) {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::error!(error = %e, "cannot hand over a connection");
@@ -299,7 +298,7 @@ async fn connection(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
     // A client that never sends its banner must not hold the connection forever.
     let started = tokio::time::timeout(
         LOGIN_GRACE,
-        russh::server::run_stream(config, socket, handler),
+        russh::server::run_stream(config, tcp::Handshake::new(socket), handler),
     );
     let mut running = match started.await {
         Ok(Ok(r)) => r,

@@ -1,0 +1,168 @@
+//! The outer connection's TCP socket, tuned for an SSH handshake with a stock client.
+//!
+//! `ssh -J` runs its hop to the bastion as `ssh -W`, which leaves Nagle's algorithm on: a
+//! small packet it writes waits until its previous one is acknowledged. russh sends its
+//! KEXINIT as soon as the client's banner arrives, so the client's KEXINIT is answered by
+//! nothing, and Linux, having seen the bastion write first, delays that ACK by 40 ms; the
+//! client's key exchange message waits for it. Every `ssh -J` paid those 40 ms before
+//! `Handshake` sent its acknowledgements at once.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Reads that acknowledge at once: a handshake through to the first channel takes about 20.
+const QUICK_READS: u8 = 32;
+
+/// An accepted connection, made ready for its shard.
+///
+/// - `TCP_NODELAY`: russh sets it only on sockets it accepts itself. Without it, each small
+///   packet the bastion writes (a keystroke's echo) waits for the previous one's ACK.
+/// - The socket moves to the runtime that serves it (as a std socket, registered again
+///   there), so that its readiness wakes that runtime directly rather than through this one.
+pub fn hand_over(socket: TcpStream) -> io::Result<std::net::TcpStream> {
+    socket.set_nodelay(true)?;
+    socket.into_std()
+}
+
+/// A socket whose first `QUICK_READS` reads that bring data are acknowledged at once.
+pub struct Handshake {
+    socket: TcpStream,
+    quick_reads: u8,
+}
+
+impl Handshake {
+    pub fn new(socket: TcpStream) -> Handshake {
+        Handshake {
+            socket,
+            quick_reads: QUICK_READS,
+        }
+    }
+}
+
+/// Sends the ACK for what has been read now, rather than when Linux's delayed-ACK timer
+/// fires (best effort: the option is advisory and the connection works without it).
+fn ack_now(socket: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = socket2::SockRef::from(socket).set_tcp_quickack(true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+impl AsyncRead for Handshake {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.socket).poll_read(cx, buf);
+        if self.quick_reads > 0 && buf.filled().len() > before {
+            self.quick_reads -= 1;
+            ack_now(&self.socket);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Handshake {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (client, server)
+    }
+
+    /// Whether the socket acknowledges at once (Linux: not in its delayed-ACK mode).
+    fn quickack(socket: &TcpStream) -> bool {
+        socket2::SockRef::from(socket)
+            .tcp_quickack()
+            .expect("TCP_QUICKACK")
+    }
+
+    /// What an SSH server and a client under Nagle do first: the client's banner, the
+    /// server's banner and KEXINIT, the client's KEXINIT. Returns the server side.
+    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        mut server: S,
+        client: &mut TcpStream,
+    ) -> S {
+        let mut buf = [0u8; 23];
+        client
+            .write_all(b"SSH-2.0-client\r\n")
+            .await
+            .expect("write");
+        server.read_exact(&mut buf[..16]).await.expect("read");
+        server
+            .write_all(b"SSH-2.0-server\r\nKEXINIT")
+            .await
+            .expect("write");
+        client.read_exact(&mut buf).await.expect("read");
+        client.write_all(b"KEXINIT").await.expect("write");
+        server.read_exact(&mut buf[..7]).await.expect("read");
+        server
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_packets_at_once() {
+        let (_client, server) = pair().await;
+        assert!(!server.nodelay().expect("nodelay"), "the kernel's default");
+        let server = hand_over(server).expect("hand over");
+        assert!(server.nodelay().expect("nodelay"));
+    }
+
+    #[tokio::test]
+    async fn the_handshake_is_acknowledged_at_once() {
+        let (mut client, server) = pair().await;
+        let server = handshake(server, &mut client).await;
+        assert!(
+            !quickack(&server),
+            "a plain socket here delays this ACK (else this test shows nothing)"
+        );
+        let (mut client, server) = pair().await;
+        let server = handshake(Handshake::new(server), &mut client).await;
+        assert!(quickack(&server.socket));
+        assert!(server.quick_reads < QUICK_READS);
+    }
+}
