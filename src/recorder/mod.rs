@@ -42,9 +42,10 @@
 //! on tokio's blocking pool, where it is decoded, masked and formatted (see `encoder`),
 //! hashed and written; the per-byte work thus runs beside the session, not on its thread (a
 //! slow disk stalls only that task; nothing is kept between batches but held text, so an
-//! idle recording holds almost nothing). Chunks are checked as UTF-8 in place and copied
-//! into the masks' matching window (when there are masks) and into their JSON lines, never
-//! otherwise: a chunk no mask falls inside is written from the bytes the relay handed over.
+//! idle recording holds almost nothing). A chunk that arrives as valid UTF-8 (nearly all do)
+//! is checked in place and copied only into the masks' matching window (when there are
+//! masks) and into its JSON line: unless a mask falls inside it, its line is written from
+//! the bytes the relay handed over.
 //! A batch is worked:
 //!
 //! - when it holds 256 KiB of events, or
