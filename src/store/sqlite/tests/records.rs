@@ -22,6 +22,19 @@ fn cert(serial: u64, request_id: i64) -> IssuedCert {
     }
 }
 
+/// The `session.closed` event of session `id`.
+async fn closed_event(
+    store: &SqliteStore,
+    id: &str,
+) -> Result<AuditEvent, Box<dyn std::error::Error>> {
+    store
+        .audit_events(None)
+        .await?
+        .into_iter()
+        .find(|e| e.event.kind == "session.closed" && e.event.session_id.as_deref() == Some(id))
+        .ok_or_else(|| format!("no session.closed for {id}").into())
+}
+
 #[tokio::test]
 async fn serials_are_never_reused_across_reopen() -> R {
     let dir = tempfile::tempdir()?;
@@ -123,17 +136,14 @@ async fn sessions_open_close_and_carry_the_recording_hash() -> R {
         store.end_session("nope", later).await,
         Err(StoreError::NoSession(_))
     ));
-    let events = store.audit_events(None).await?;
-    let closed = events
-        .iter()
-        .find(|e| e.event.kind == "session.closed")
-        .ok_or("no session.closed")?;
+    let closed = closed_event(&store, "s1").await?;
     assert_eq!(closed.event.session_id.as_deref(), Some("s1"));
     assert_eq!(closed.event.data.get("recording_sha256"), Some(&sha));
     assert_eq!(
         closed.event.data.get("recording").map(String::as_str),
         Some("2027/01/15/s1.cast")
     );
+    let events = store.audit_events(None).await?;
     assert_eq!(
         events
             .iter()
@@ -156,11 +166,7 @@ async fn sessions_open_close_and_carry_the_recording_hash() -> R {
         (s.exit_status, s.exit_signal.as_deref()),
         (None, Some("KILL"))
     );
-    let events = store.audit_events(None).await?;
-    let closed = events
-        .iter()
-        .rfind(|e| e.event.kind == "session.closed")
-        .ok_or("no second session.closed")?;
+    let closed = closed_event(&store, "s2").await?;
     assert_eq!(closed.event.session_id.as_deref(), Some("s2"));
     assert_eq!(
         closed.event.data.get("exit_signal").map(String::as_str),
