@@ -137,6 +137,7 @@ fn a_busy_recording_reuses_its_buffer_and_a_quiet_one_gives_it_back() {
     e.push(0.0, Event::Output(vec![b'x'; 200 << 10].into()));
     let big = e.pending().as_ptr();
     e.written();
+    assert!(e.pending.capacity() >= 200 << 10, "kept for the next batch");
     e.push(0.1, Event::Output(vec![b'y'; 200 << 10].into()));
     assert_eq!(
         e.pending().as_ptr(),
