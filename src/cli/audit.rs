@@ -56,7 +56,17 @@ pub struct AuditArgs {
 #[derive(Subcommand, Debug)]
 pub enum AuditAction {
     /// Offline: walk the hash chain and re-hash every recording; exit 0 intact, 1 not.
-    Verify(ConfigArg),
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// A head an earlier verify printed (SEQ:HASH), kept outside the database: the log must
+    /// still hold that event unchanged, or its end was cut off or its past rewritten.
+    #[arg(long, value_name = "SEQ:HASH")]
+    head: Option<jitgate::store::audit::Head>,
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {
@@ -199,8 +209,8 @@ pub async fn commands(g: &Global, a: CommandArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
-    if let Some(AuditAction::Verify(c)) = a.action {
-        return verify(&c.config).await;
+    if let Some(AuditAction::Verify(v)) = a.action {
+        return verify(&v.config.config, v.head.as_ref()).await;
     }
     let q = query(&[("since", since(&a.since)?)]);
     let events: Vec<AuditEventView> = client(g)?.get(&format!("/v1/audit{q}")).await?;
@@ -229,14 +239,20 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Walks the hash chain, then re-hashes every recording a closed session named.
-async fn verify(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+/// Walks the hash chain, checks it still holds `kept` (a head from an earlier run), then
+/// re-hashes every recording a closed session named.
+async fn verify(
+    config: &std::path::Path,
+    kept: Option<&jitgate::store::audit::Head>,
+) -> anyhow::Result<ExitCode> {
     use jitgate::store::{SqliteStore, Store, audit};
     let cfg = load_config(config)?;
     let jitgate::config::StoreUrl::Sqlite(db) = &cfg.store;
     let store = SqliteStore::open_readonly(db)?;
     let events = store.audit_events(None).await?;
-    if let Err(e) = audit::verify_chain(&events) {
+    let checked = audit::verify_chain(&events)
+        .and_then(|_| kept.map_or(Ok(()), |h| audit::check_head(&events, h)));
+    if let Err(e) = checked {
         println!("audit log NOT intact: {e}");
         return Ok(ExitCode::from(1));
     }
@@ -276,9 +292,10 @@ async fn verify(config: &std::path::Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let head = events.last().map_or(audit::GENESIS, |e| e.hash.as_str());
+    let head = audit::Head::of(&events).map_or("none (no events)".to_string(), |h| h.to_string());
+    let reaches = kept.map_or(String::new(), |h| format!("; holds the kept head {h}"));
     println!(
-        "audit log intact: {} events, {checked} recordings verified; head {head}",
+        "audit log intact: {} events, {checked} recordings verified{reaches}; head {head}",
         events.len()
     );
     Ok(ExitCode::SUCCESS)

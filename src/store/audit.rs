@@ -27,8 +27,10 @@
 //! breaks the numbering or the links. [`verify_chain`] names the first such problem.
 //!
 //! What a chain alone cannot show: removal of the newest events, or a rewrite of every event
-//! after an edit by someone who recomputes all later hashes. Keeping a copy of the latest
-//! hash outside the database (printed by `audit verify`, sent to webhooks) closes that gap.
+//! after an edit by someone who recomputes all later hashes. A [`Head`] kept outside the
+//! database closes that gap: `audit verify` prints the latest one as `SEQ:HASH`, and
+//! `audit verify --head SEQ:HASH` later checks ([`check_head`]) that the log still holds
+//! that event unchanged, so events cut off its end, or a rewritten past, show.
 
 use sha2::{Digest, Sha256};
 
@@ -109,6 +111,30 @@ pub enum ChainBreak {
     /// The event's `prev_hash` is not the previous event's hash.
     #[error("event {seq} ({kind}) does not chain to {}", link_target(*.seq))]
     BrokenLink { seq: i64, kind: String },
+    /// The log ends before a kept head: its newest events were removed.
+    #[error("{}", cut_message(.head, *.last))]
+    Cut { head: Head, last: i64 },
+    /// The event at a kept head's number has another hash.
+    #[error(
+        "event {} is not the kept head: its hash is {have}, the head says {}; \
+         the log was rewritten up to there, or the head is from another log",
+        .head.seq, .head.hash
+    )]
+    NotHead { head: Head, have: String },
+}
+
+fn cut_message(head: &Head, last: i64) -> String {
+    let gone = if head.seq == last + 1 {
+        format!("event {} was", head.seq)
+    } else {
+        format!("events {}-{} were", last + 1, head.seq)
+    };
+    let ends = if last == 0 {
+        "the log is empty".to_string()
+    } else {
+        format!("the log ends at event {last}")
+    };
+    format!("{ends}, short of the kept head {head}: {gone} removed from its end")
 }
 
 fn missing_message(seq: i64, before: Option<i64>, after: i64) -> String {
@@ -168,6 +194,72 @@ pub fn verify_chain(events: &[AuditEvent]) -> Result<usize, ChainBreak> {
         prev = Some(ev);
     }
     Ok(events.len())
+}
+
+/// An event a chain must still hold, kept from an earlier `audit verify`: written `SEQ:HASH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl Head {
+    /// The newest event of a log (`None` for an empty one).
+    pub fn of(events: &[AuditEvent]) -> Option<Head> {
+        events.last().map(|e| Head {
+            seq: e.seq,
+            hash: e.hash.clone(),
+        })
+    }
+}
+
+impl std::fmt::Display for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+impl std::str::FromStr for Head {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Head, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not a head: expected SEQ:HASH as `audit verify` prints it \
+                 (an event number, a colon, 64 lowercase hex digits)"
+            )
+        };
+        let (seq, hash) = s.split_once(':').ok_or_else(bad)?;
+        let seq: i64 = seq.parse().map_err(|_| bad())?;
+        let hex = hash.len() == 64
+            && hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if seq < 1 || !hex {
+            return Err(bad());
+        }
+        Ok(Head {
+            seq,
+            hash: hash.to_string(),
+        })
+    }
+}
+
+/// Checks that a log [`verify_chain`] accepted still holds `head` unchanged. Events are
+/// numbered from 1 without gaps there, so event `n` is at index `n - 1`.
+pub fn check_head(events: &[AuditEvent], head: &Head) -> Result<(), ChainBreak> {
+    let at = usize::try_from(head.seq - 1).ok();
+    match at.and_then(|i| events.get(i)) {
+        None => Err(ChainBreak::Cut {
+            head: head.clone(),
+            last: events.last().map_or(0, |e| e.seq),
+        }),
+        Some(e) if e.hash != head.hash => Err(ChainBreak::NotHead {
+            head: head.clone(),
+            have: e.hash.clone(),
+        }),
+        Some(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +496,81 @@ mod tests {
             if let Err(e) = got {
                 assert_eq!(e.to_string(), *message, "{name}");
             }
+        }
+    }
+
+    #[test]
+    fn a_kept_head_shows_a_cut_end_or_a_rewrite() {
+        let c = chain(10);
+        let head = Head::of(&c[..7]).unwrap();
+        assert_eq!(head.to_string(), format!("7:{}", c[6].hash));
+        assert_eq!(head.to_string().parse::<Head>(), Ok(head.clone()));
+        // Later events are fine; the head itself is fine.
+        assert_eq!(check_head(&c, &head), Ok(()));
+        assert_eq!(check_head(&c[..7], &head), Ok(()));
+
+        let cut = check_head(&c[..6], &head).unwrap_err();
+        assert_eq!(
+            cut,
+            ChainBreak::Cut {
+                head: head.clone(),
+                last: 6
+            }
+        );
+        assert_eq!(
+            cut.to_string(),
+            format!(
+                "the log ends at event 6, short of the kept head {head}: event 7 was removed from its end"
+            )
+        );
+        let cut = check_head(&c[..4], &head).unwrap_err();
+        assert!(cut.to_string().contains("events 5-7 were removed"), "{cut}");
+        let cut = check_head(&[], &head).unwrap_err();
+        assert!(cut.to_string().starts_with("the log is empty"), "{cut}");
+
+        // The whole log re-sealed after an edit: intact as a chain, but not the kept one.
+        let mut forged: Vec<AuditEvent> = Vec::new();
+        for (i, e) in c.iter().enumerate() {
+            let mut ev = e.event.clone();
+            if i == 2 {
+                ev.actor = "mallory".into();
+            }
+            let prev = forged
+                .last()
+                .map_or(GENESIS.to_string(), |p| p.hash.clone());
+            forged.push(seal(e.seq, ev, &prev));
+        }
+        assert_eq!(verify_chain(&forged), Ok(10));
+        let e = check_head(&forged, &head).unwrap_err();
+        assert!(matches!(&e, ChainBreak::NotHead { have, .. } if *have == forged[6].hash));
+        assert!(
+            e.to_string().starts_with("event 7 is not the kept head"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_head_is_read_strictly() {
+        let hash = "a".repeat(64);
+        assert_eq!(
+            format!("12:{hash}").parse::<Head>(),
+            Ok(Head {
+                seq: 12,
+                hash: hash.clone()
+            })
+        );
+        for bad in [
+            hash.clone(),
+            format!("0:{hash}"),
+            format!("-1:{hash}"),
+            format!("x:{hash}"),
+            format!("12:{}", "A".repeat(64)),
+            format!("12:{}", &hash[1..]),
+            format!("12:{hash}0"),
+            format!("12: {hash}"),
+        ] {
+            let err = bad.parse::<Head>().unwrap_err();
+            assert!(err.contains("expected SEQ:HASH"), "{bad}: {err}");
         }
     }
 }

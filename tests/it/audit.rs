@@ -71,6 +71,55 @@ fn a_deleted_row_is_named() {
     assert!(run.stdout.contains("event 3 is missing"), "{run:#?}");
 }
 
+/// The `SEQ:HASH` after "head " in a verify's output.
+fn printed_head(run: &Run) -> String {
+    let head = run.stdout.rsplit("; head ").next().unwrap().trim();
+    assert!(head.contains(':'), "{run:#?}");
+    head.to_string()
+}
+
+#[test]
+fn a_kept_head_shows_events_cut_off_the_end() {
+    let (_setup, config, db) = history();
+    let head = printed_head(&verify(&config));
+    let config_arg = config.to_str().unwrap();
+    let with_head = || jitgate(&["audit", "verify", "--config", config_arg, "--head", &head]);
+    let run = with_head();
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stdout.contains(&format!("holds the kept head {head}")),
+        "{run:#?}"
+    );
+
+    // The newest event gone: the chain alone still looks whole.
+    let last: i64 = head.split(':').next().unwrap().parse().unwrap();
+    sqlite(
+        &db,
+        &format!(
+            "DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete; DELETE FROM audit_events WHERE seq = {last};"
+        ),
+    );
+    assert_eq!(verify(&config).code, 0);
+    let run = with_head();
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "the log ends at event {}, short of the kept head {head}: event {last} was removed",
+            last - 1
+        )),
+        "{run:#?}"
+    );
+}
+
+#[test]
+fn a_malformed_head_is_refused() {
+    let (_setup, config, _db) = history();
+    let config = config.to_str().unwrap();
+    let run = jitgate(&["audit", "verify", "--config", config, "--head", "3:abc"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("expected SEQ:HASH"), "{run:#?}");
+}
+
 #[test]
 fn a_missing_store_is_an_error_not_an_empty_log() {
     let setup = Setup::new();
