@@ -68,6 +68,7 @@ pub async fn run(
     );
     let webhooks = tokio::spawn(api::webhook::run(
         parts.hub.clone(),
+        parts.store.clone(),
         parts.cfg.webhooks.clone(),
     ));
     let expiry = tokio::spawn(api::expire_loop(state.clone()));

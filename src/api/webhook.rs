@@ -1,5 +1,10 @@
 //! Webhooks: each hub event is POSTed as JSON to every configured URL that wants it, retried
 //! with exponential backoff, in tasks of their own so no API call ever waits on a receiver.
+//!
+//! Each payload carries `audit_head`, the audit chain's newest event as `SEQ:HASH` when the
+//! event was sent (the event's own audit entry or a later one): a receiver that keeps them
+//! holds copies of the chain's head outside the server, which `jitgate audit verify --head`
+//! checks the log against (see `store::audit`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::Webhook;
 use crate::hub::{Hub, HubEvent};
+use crate::store::Store;
 
 const ATTEMPTS: u32 = 6;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -19,10 +25,11 @@ struct Payload<'a> {
     request_id: Option<i64>,
     at: i64,
     data: &'a std::collections::BTreeMap<String, String>,
+    audit_head: Option<&'a str>,
 }
 
 /// Delivers hub events until the hub is dropped.
-pub async fn run(hub: Arc<Hub>, hooks: Vec<Webhook>) {
+pub async fn run(hub: Arc<Hub>, store: Arc<dyn Store>, hooks: Vec<Webhook>) {
     if hooks.is_empty() {
         return;
     }
@@ -41,18 +48,44 @@ pub async fn run(hub: Arc<Hub>, hooks: Vec<Webhook>) {
             }
             Err(RecvError::Closed) => return,
         };
-        for hook in hooks.iter().filter(|h| h.wants(&event.kind)) {
-            tokio::spawn(deliver(client.clone(), hook.url.clone(), event.clone()));
+        let urls: Vec<&String> = hooks
+            .iter()
+            .filter(|h| h.wants(&event.kind))
+            .map(|h| &h.url)
+            .collect();
+        if urls.is_empty() {
+            continue;
+        }
+        let head: Option<Arc<str>> = match store.audit_head().await {
+            Ok(h) => h.map(|h| h.to_string().into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook: audit head unreadable; sent without it");
+                None
+            }
+        };
+        for url in urls {
+            tokio::spawn(deliver(
+                client.clone(),
+                url.clone(),
+                event.clone(),
+                head.clone(),
+            ));
         }
     }
 }
 
-async fn deliver(client: reqwest::Client, url: String, event: HubEvent) {
+async fn deliver(
+    client: reqwest::Client,
+    url: String,
+    event: HubEvent,
+    audit_head: Option<Arc<str>>,
+) {
     let body = Payload {
         event: &event.kind,
         request_id: event.request_id,
         at: crate::model::now(),
         data: &event.data,
+        audit_head: audit_head.as_deref(),
     };
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=ATTEMPTS {

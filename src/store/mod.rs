@@ -139,6 +139,10 @@ pub trait Store: Send + Sync + 'static {
     /// Events with `at >= since`, oldest first.
     async fn audit_events(&self, since: Option<UnixTime>) -> Result<Vec<AuditEvent>, StoreError>;
 
+    /// The newest event as `SEQ:HASH` (`None` while the log is empty), for copies kept
+    /// outside the store (webhooks, `audit verify --head`).
+    async fn audit_head(&self) -> Result<Option<audit::Head>, StoreError>;
+
     /// Audit: `session.started`.
     async fn start_session(&self, session: Session) -> Result<(), StoreError>;
 

@@ -198,7 +198,8 @@ fn webhooks_are_delivered_and_retried() {
         "{}\n[[webhooks]]\nurl = \"{url}\"\n",
         Setup::standard_policy()
     );
-    let server = Server::start(&setup.config(&policy));
+    let config = setup.config(&policy);
+    let server = Server::start(&config);
     server
         .request(&setup.alice, "db1", "postgres", "5m", "INC-7")
         .ok();
@@ -211,6 +212,7 @@ fn webhooks_are_delivered_and_retried() {
         .cli(&setup.carol, &["deny", "2", "--reason", "no"])
         .ok();
     let mut got = Vec::new();
+    let mut heads = Vec::new();
     while got.len() < 5 {
         let event = rx
             .recv_timeout(Duration::from_secs(20))
@@ -219,6 +221,14 @@ fn webhooks_are_delivered_and_retried() {
             event["event"].as_str().unwrap().to_string(),
             event["request_id"].as_i64().unwrap(),
         ));
+        // Every delivery carries the audit chain's head, a copy kept outside the server.
+        let head = event["audit_head"]
+            .as_str()
+            .expect("audit_head")
+            .to_string();
+        let (seq, hash) = head.split_once(':').unwrap();
+        assert_eq!(hash.len(), 64, "{head}");
+        heads.push((seq.parse::<i64>().unwrap(), head.clone()));
         if event["event"] == "request.created" && event["request_id"] == 1 {
             assert_eq!(event["data"]["reason"], "INC-7");
             assert_eq!(event["data"]["requester"], "alice");
@@ -236,6 +246,18 @@ fn webhooks_are_delivered_and_retried() {
     .map(|(k, i)| (k.to_string(), *i))
     .collect();
     assert_eq!(got, want);
+    // The newest head a receiver holds checks the log.
+    let (_, newest) = heads.iter().max().unwrap();
+    let run = jitgate(&[
+        "audit",
+        "verify",
+        "--config",
+        config.to_str().unwrap(),
+        "--head",
+        newest,
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("holds the kept head"), "{run:#?}");
 }
 
 #[test]

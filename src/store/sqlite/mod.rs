@@ -21,6 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 use self::worker::Worker;
 use super::{
     ApproveOutcome, CommandFilter, RequestFilter, SessionEnd, SessionFilter, Store, StoreError,
+    audit,
 };
 use crate::model::{
     AccessRequest, AuditEvent, CommandRecord, IssuedCert, NewAuditEvent, NewRequest, Session,
@@ -200,6 +201,10 @@ impl Store for SqliteStore {
 
     async fn audit_events(&self, since: Option<UnixTime>) -> Result<Vec<AuditEvent>, StoreError> {
         self.call(move |c| records::audit_events(c, since)).await
+    }
+
+    async fn audit_head(&self) -> Result<Option<audit::Head>, StoreError> {
+        self.call(records::audit_head).await
     }
 
     async fn start_session(&self, session: Session) -> Result<(), StoreError> {

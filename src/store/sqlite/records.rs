@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::{AuditEvent, CommandRecord, IssuedCert, NewAuditEvent, Session, UnixTime};
-use crate::store::audit::{GENESIS, seal};
+use crate::store::audit::{GENESIS, Head, seal};
 use crate::store::{CommandFilter, SessionEnd, SessionFilter, StoreError};
 
 /// The extended result code of a failed constraint, if `e` is one.
@@ -28,12 +28,8 @@ const UNIQUE: i32 = rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE;
 /// Appends `event` to the chain: `seq` and `prev_hash` come from the last stored event, read
 /// in the caller's write transaction, so concurrent appends cannot fork the chain.
 pub(super) fn append(conn: &Connection, event: NewAuditEvent) -> Result<AuditEvent, StoreError> {
-    let last: Option<(i64, String)> = conn
-        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (seq, prev) = match last {
-        Some((s, h)) => (s + 1, h),
+    let (seq, prev) = match audit_head(conn)? {
+        Some(h) => (h.seq + 1, h.hash),
         None => (1, GENESIS.to_string()),
     };
     let data = serde_json::to_string(&event.data)
@@ -56,6 +52,19 @@ pub(super) fn append(conn: &Connection, event: NewAuditEvent) -> Result<AuditEve
         sealed.hash,
     ])?;
     Ok(sealed)
+}
+
+/// The newest event's number and hash (`None` while the log is empty).
+pub(super) fn audit_head(conn: &Connection) -> Result<Option<Head>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| {
+            Ok(Head {
+                seq: r.get(0)?,
+                hash: r.get(1)?,
+            })
+        })
+        .optional()?)
 }
 
 pub(super) fn audit_events(

@@ -295,6 +295,7 @@ async fn sessions_and_commands_are_listed_with_filters() -> R {
 async fn append_audit_chains_events_and_filters_by_time() -> R {
     let dir = tempfile::tempdir()?;
     let store = open(dir.path())?;
+    assert_eq!(store.audit_head().await?, None);
     let first = store
         .append_audit(NewAuditEvent::new(T, "api.refused", "mallory").with("why", "bad sig"))
         .await?;
@@ -306,6 +307,8 @@ async fn append_audit_chains_events_and_filters_by_time() -> R {
         .append_audit(NewAuditEvent::new(T + 5, "api.refused", "mallory").request(3))
         .await?;
     assert_eq!((second.seq, &second.prev_hash), (2, &first.hash));
+    let head = store.audit_head().await?.expect("a head");
+    assert_eq!((head.seq, &head.hash), (2, &second.hash));
     let all = store.audit_events(None).await?;
     assert_eq!(all, [first, second.clone()]);
     assert_eq!(verify_chain(&all), Ok(2));
