@@ -57,7 +57,9 @@ def measure_setup(paths, n):
             dt = setup_time(paths[name])
             if i >= 2:
                 times[name].append(dt * 1000)
-    return {name: {**summary(v), "unit": "ms"} for name, v in times.items()}
+    # The samples in the order taken: round i of one path pairs with round i of another.
+    return {name: {**summary(v), "unit": "ms", "samples": [round(x, 2) for x in v]}
+            for name, v in times.items()}
 
 
 def tree_cpu(pid):
@@ -214,7 +216,7 @@ def main():
     res["load"]["after_keystroke"] = loadavg()
 
     nbytes = env_int("BENCH_BULK_BYTES", 512 << 20)
-    runs = env_int("BENCH_BULK_RUNS", 9)
+    runs = env_int("BENCH_BULK_RUNS", 15)
     log(f"(b), (e) bulk output: {nbytes} bytes, {runs} runs through each path: jitgate "
         "recording as configured, in full and not at all; OpenSSH with its defaults and "
         "with AES-GCM")

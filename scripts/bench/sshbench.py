@@ -346,9 +346,11 @@ def keystrokes(paths, k, warmup=100, gap=0.002):
             s.close()
     out = {}
     for name, v in samples.items():
-        v.sort()
-        out[name] = {"unit": "µs", "n": len(v),
-                     **{q: round(percentile(v, x), 1) for q, x in
+        s = sorted(v)
+        out[name] = {"unit": "µs", "n": len(s),
+                     **{q: round(percentile(s, x), 1) for q, x in
                         (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))},
-                     "max": round(v[-1], 1)}
+                     "max": round(s[-1], 1),
+                     # In the order taken: sample i of one path pairs with sample i of another.
+                     "samples": [round(x, 1) for x in v]}
     return out
