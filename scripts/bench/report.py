@@ -325,7 +325,8 @@ def table(rs):
         iv = r.get("interval")
         if iv:
             unit = "×" if r["ratio"] is not None else ""
-            iv_text = f"{iv[0]:.2f}–{iv[1]:.2f}{unit}"
+            dash = " to " if iv[0] < 0 else "–"
+            iv_text = f"{iv[0]:.2f}{dash}{iv[1]:.2f}{unit}"
             ratio = f"{ratio} ({iv_text})" if r["ratio"] is not None else f"— ({iv_text})"
         lines.append(f"| {r['what']} | {fmt(r['jitgate'], digits)} | {fmt(r['openssh'], digits)} | "
                      f"{ratio} | {r['budget'] or '—'} | {yes_no(r['within'])} |")
