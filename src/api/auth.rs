@@ -67,43 +67,61 @@ pub enum AuthError {
     Replayed,
 }
 
-/// Checks a call and names its user. `sig_hex`, `timestamp` and `nonce` are the headers.
-#[allow(clippy::too_many_arguments)]
+/// One API call as its client signed it: the request and the three headers with the proof.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedCall<'a> {
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+    pub body: &'a [u8],
+    /// `HEADER_SIGNATURE`: the SSHSIG, hex.
+    pub signature: &'a str,
+    /// `HEADER_TIMESTAMP`: Unix seconds.
+    pub timestamp: &'a str,
+    /// `HEADER_NONCE`.
+    pub nonce: &'a str,
+}
+
+/// Checks a call: returns its user and the key that signed it.
 pub fn verify_call(
     cfg: &Config,
     nonces: &NonceCache,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-    sig_hex: &str,
-    timestamp: &str,
-    nonce: &str,
+    call: &SignedCall<'_>,
     now: UnixTime,
-) -> Result<String, AuthError> {
-    let timestamp: i64 = timestamp.parse().map_err(|_| AuthError::Malformed)?;
+) -> Result<super::Caller, AuthError> {
+    let timestamp: i64 = call.timestamp.parse().map_err(|_| AuthError::Malformed)?;
     if (timestamp - now).abs() > MAX_SKEW_SECS {
         return Err(AuthError::Skew {
             got: timestamp,
             now,
         });
     }
+    let nonce = call.nonce;
     if nonce.len() < 16 || nonce.len() > 128 || !nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(AuthError::Malformed);
     }
-    let bytes = hex::decode(sig_hex).map_err(|_| AuthError::Malformed)?;
+    let bytes = hex::decode(call.signature).map_err(|_| AuthError::Malformed)?;
     let sig = SshSig::decode(&mut bytes.as_slice()).map_err(|_| AuthError::Malformed)?;
     let key = PublicKey::from(sig.public_key().clone());
     let user = cfg
         .user_by_key(&key)
         .ok_or_else(|| AuthError::NotEnrolled(key.fingerprint(HashAlg::Sha256).to_string()))?;
-    let msg = signed_message(method, path_and_query, body, timestamp, nonce);
+    let msg = signed_message(
+        call.method,
+        call.path_and_query,
+        call.body,
+        timestamp,
+        nonce,
+    );
     key.verify(NAMESPACE, &msg, &sig)
         .map_err(|_| AuthError::BadSignature)?;
     // Only a verified call spends a nonce, so nobody can burn another's nonces.
     if !nonces.insert(nonce, now) {
         return Err(AuthError::Replayed);
     }
-    Ok(user.name.clone())
+    Ok(super::Caller {
+        user: user.name.clone(),
+        key,
+    })
 }
 
 /// The public key inside a signature header, for `login` (which certifies the signing key).

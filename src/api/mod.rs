@@ -135,20 +135,15 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let verified = (|| {
-        let sig = header(auth::HEADER_SIGNATURE)?;
-        let user = auth::verify_call(
-            &app.cfg,
-            &app.nonces,
-            parts.method.as_str(),
-            path,
-            &bytes,
-            sig,
-            header(auth::HEADER_TIMESTAMP)?,
-            header(auth::HEADER_NONCE)?,
-            now(),
-        )?;
-        let key = auth::signing_key(sig).ok_or(auth::AuthError::Malformed)?;
-        Ok::<_, auth::AuthError>(Caller { user, key })
+        let call = auth::SignedCall {
+            method: parts.method.as_str(),
+            path_and_query: path,
+            body: &bytes,
+            signature: header(auth::HEADER_SIGNATURE)?,
+            timestamp: header(auth::HEADER_TIMESTAMP)?,
+            nonce: header(auth::HEADER_NONCE)?,
+        };
+        auth::verify_call(&app.cfg, &app.nonces, &call, now())
     })();
     match verified {
         Ok(caller) => {
