@@ -63,7 +63,7 @@ echo "sshd_config: TrustedUserCAKeys $work/data/ca/target_ca.pub"
 "$SSHD" -D -e -f "$work/sshd/sshd_config" 2>"$work/sshd/log" &
 pids+=($!)
 
-step "The policy: db1 needs one approval from an sre-lead, 15 minutes at most"
+step "The policy: db1 needs one approval from an sre-lead (who also audits), 15 minutes at most"
 cat >> "$work/jitgate.toml" <<TOML
 [[roles.access]]
 hosts = ["db1"]
@@ -73,6 +73,7 @@ approvals = 1
 approvers = ["sre-lead"]
 [[roles]]
 name = "sre-lead"
+audit = true
 [[hosts]]
 name = "db1"
 address = "127.0.0.1:$target_port"
@@ -126,5 +127,9 @@ echo "refused, as it should be"
 
 step "what the auditors see"
 as bob show 1
+as bob sessions
+session=$(JITGATE_IDENTITY=$work/bob "$JITGATE" --json sessions | grep -o '"id": *"[^"]*"' | head -1 | cut -d'"' -f4)
+as bob replay "$session" --cat
+run "$JITGATE" audit verify --config "$work/jitgate.toml"
 echo
 echo "demo finished; cleaning up"
