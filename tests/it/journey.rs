@@ -174,6 +174,8 @@ fn demo_script_walks_through_and_cleans_up() {
         "request 1 approved",
         "hello from",
         "refused, as it should be",
+        "$ jitgate replay",
+        "audit log intact",
         "demo finished",
     ] {
         assert!(run.stdout.contains(want), "{want:?} in {run:#?}");
