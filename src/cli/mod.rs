@@ -71,7 +71,7 @@ pub enum Command {
         #[command(subcommand)]
         action: admin::GuardrailAction,
     },
-    /// List recordings' housekeeping.
+    /// Recordings housekeeping: `recordings prune` removes those past retention.
     Recordings {
         #[command(subcommand)]
         action: admin::RecordingsAction,
