@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from sshbench import median, percentile
+
 
 def git_commit():
     try:
@@ -98,30 +100,36 @@ RESAMPLES = 2000
 LEVEL = 0.90
 
 
-def median(s):
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-
 def p99(s):
-    return s[max(1, -(-len(s) * 99 // 100)) - 1]
+    return percentile(s, 0.99)
 
 
-def interval(a, b, stat=median, op=lambda x, y: x / y):
-    """The LEVEL bootstrap interval of op(stat(a), stat(b)) over paired rounds a[i], b[i];
-    None with fewer than 5 rounds."""
+def resampled(a, b, stat=median):
+    """(stat(a*), stat(b*)) for bootstrap resamples of the paired rounds a[i], b[i]; None
+    with fewer than 5 rounds."""
     n = min(len(a), len(b))
     if n < 5:
         return None
     rng = random.Random(n)  # fixed: the same figures give the same interval
-    resamples = RESAMPLES if n <= 500 else RESAMPLES // 4
     out = []
-    for _ in range(resamples):
+    for _ in range(RESAMPLES if n <= 500 else RESAMPLES // 4):
         idx = [rng.randrange(n) for _ in range(n)]
-        out.append(op(stat(sorted(a[i] for i in idx)), stat(sorted(b[i] for i in idx))))
-    out.sort()
+        out.append((stat(sorted(a[i] for i in idx)), stat(sorted(b[i] for i in idx))))
+    return out
+
+
+def interval(pairs, op=lambda x, y: x / y):
+    """The LEVEL interval of op over resampled pairs (None when there are none)."""
+    if not pairs:
+        return None
+    out = sorted(op(x, y) for x, y in pairs)
     tail = (1 - LEVEL) / 2
-    return out[int(resamples * tail)], out[int(resamples * (1 - tail)) - 1]
+    return out[int(len(out) * tail)], out[int(len(out) * (1 - tail)) - 1]
+
+
+def ratio_interval(a, b, stat=median):
+    """The LEVEL bootstrap interval of stat(a) / stat(b) over paired rounds."""
+    return interval(resampled(a, b, stat))
 
 
 def judge(point, iv, ok):
@@ -194,7 +202,7 @@ def rows(ssh, plain, failed):
                           f"same kex (jitgate {algs(kex, 'jitgate-kex')}; OpenSSH "
                           f"{algs(kex, 'openssh-kex')})"))
         ratios = [(c[0], s[c[1]]["median"] / s[c[2]]["median"]) for c in comps]
-        ivs = {c[0]: interval(s[c[1]].get("samples", []), s[c[2]].get("samples", []))
+        ivs = {c[0]: ratio_interval(s[c[1]].get("samples", []), s[c[2]].get("samples", []))
                for c in comps}
         # Setup must be quick enough in both views: the worse one decides.
         oks = {label: judge(r, ivs[label], lambda x: x <= 0.8) for label, r in ratios}
@@ -223,7 +231,7 @@ def rows(ssh, plain, failed):
                                          f"{algs(ciphers, 'jitgate')}; OpenSSH "
                                          f"{algs(ciphers, 'openssh-gcm')} on both hops)"))
         ratios = [(on, j / b[on]["median"]) for on, _ in comps]
-        ivs = {on: interval(runs_of(b, "jitgate"), runs_of(b, on)) for on, _ in comps}
+        ivs = {on: ratio_interval(runs_of(b, "jitgate"), runs_of(b, on)) for on, _ in comps}
         # Throughput must hold against both: the worse one decides.
         oks = {on: judge(r, ivs[on], lambda x: x >= 0.9) for on, r in ratios}
         which = deciding(oks, ratios, min)
@@ -237,7 +245,7 @@ def rows(ssh, plain, failed):
         if r and recording_written(r, "recorded"):
             j, o = r["recorded"]["median"], b[best]["median"]
             short = short_runs(r["recorded"])
-            iv = interval(runs_of(r, "recorded"), runs_of(b, best))
+            iv = ratio_interval(runs_of(r, "recorded"), runs_of(b, best))
             row(f"bulk output, recorded in full (cap raised), vs {best_text} (the faster), "
                 "median MB/s"
                 + (f" — but {short} recording(s) smaller than the output: NOT all recorded"
@@ -246,7 +254,7 @@ def rows(ssh, plain, failed):
         if r:
             j, o = r["unrecorded"]["median"], b[best]["median"]
             row(f"bulk output, unrecorded (cap 0), vs {best_text} (the faster), median MB/s",
-                j, o, j / o, "", None, iv=interval(runs_of(r, "unrecorded"), runs_of(b, best)))
+                j, o, j / o, "", None, iv=ratio_interval(runs_of(r, "unrecorded"), runs_of(b, best)))
         for on, text in comps:
             jc = b["jitgate"]["server_cpu_seconds_per_gib"]
             oc = b[on]["server_cpu_seconds_per_gib"]
@@ -256,14 +264,14 @@ def rows(ssh, plain, failed):
     if r and b and "jitgate" in b:
         # As shipped: the default 64 MiB exec cap records the first part of the stream.
         shipped, unrec = b["jitgate"]["median"], r["unrecorded"]["median"]
-        iv = interval(runs_of(b, "jitgate"), runs_of(r, "unrecorded"))
+        iv = ratio_interval(runs_of(b, "jitgate"), runs_of(r, "unrecorded"))
         row("recording overhead as shipped: recorded (64 MiB exec cap) vs unrecorded (cap 0), "
             "MB/s", f"{shipped:,.1f} vs {unrec:,.1f}", None, shipped / unrec, "≥ 0.9×",
             judge(shipped / unrec, iv, lambda x: x >= 0.9), iv=iv)
     if r and recorded:
         rec, unrec = r["recorded"]["median"], r["unrecorded"]["median"]
         short = short_runs(r["recorded"])
-        iv = interval(runs_of(r, "recorded"), runs_of(r, "unrecorded"))
+        iv = ratio_interval(runs_of(r, "recorded"), runs_of(r, "unrecorded"))
         row("recording overhead: recorded in full vs unrecorded (cap 0), MB/s"
             + (" — NOT all recorded" if short else ""),
             f"{rec:,.1f} vs {unrec:,.1f}", None, rec / unrec, "≥ 0.9×",
@@ -289,11 +297,12 @@ def rows(ssh, plain, failed):
         j, o = k["jitgate"]["p50"] / 1000, k["openssh"]["p50"] / 1000
         row("keystroke round trip p50 (ms)", j, o, j / o, "", None)
         j, o = k["jitgate"]["p99"] / 1000, k["openssh"]["p99"] / 1000
-        js, os_ = k["jitgate"].get("samples", []), k["openssh"].get("samples", [])
-        iv = interval(js, os_, p99)
+        pairs = resampled(k["jitgate"].get("samples", []), k["openssh"].get("samples", []),
+                          p99)
+        iv = interval(pairs)
         row("keystroke round trip p99 (ms)", j, o, j / o, "≤ 1.2×",
             judge(j / o, iv, lambda x: x <= 1.2), iv=iv)
-        iv = interval(js, os_, p99, lambda x, y: (x - y) / 1000)
+        iv = interval(pairs, lambda x, y: (x - y) / 1000)
         row("keystroke p99 added by the bastion (ms)", j - o, None, None, "≤ 1 ms",
             judge(j - o, iv, lambda x: x <= 1), iv=iv)
     cps = plain.get("certificates_per_second")
