@@ -298,7 +298,7 @@ async fn connection(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
     // A client that never sends its banner must not hold the connection forever.
     let started = tokio::time::timeout(
         LOGIN_GRACE,
-        russh::server::run_stream(config, tcp::Handshake::new(socket), handler),
+        russh::server::run_stream(config, tcp::buffered(tcp::Handshake::new(socket)), handler),
     );
     let mut running = match started.await {
         Ok(Ok(r)) => r,

@@ -195,7 +195,6 @@ impl ClientConfigs {
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 3,
-            nodelay: true,
             maximum_packet_size: 65535,
             preferred: Preferred {
                 cipher: CLIENT_CIPHERS.into(),
@@ -248,7 +247,14 @@ pub async fn connect(
             host.name, host.address
         )
     };
-    let dial = client::connect(client_config, host.address.as_str(), checker);
+    // `client::connect`, but read through a buffer (see `tcp::buffered`).
+    let dial = async {
+        let socket = tokio::net::TcpStream::connect(host.address.as_str())
+            .await
+            .map_err(russh::Error::IO)?;
+        socket.set_nodelay(true).map_err(russh::Error::IO)?;
+        client::connect_stream(client_config, super::tcp::buffered(socket), checker).await
+    };
     let mut handle = match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
         Err(_) => return Err(unreachable(&"timed out")),
         Ok(Err(e)) => {
