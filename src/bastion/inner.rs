@@ -7,7 +7,7 @@
 //! a channel-open failure whose text the engineer's `ssh` prints.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
@@ -24,7 +24,7 @@ use super::record::SessionLog;
 use super::relay;
 use super::requests::{Request, allows};
 use super::sessions::{ControlHandle, Registration, closed};
-use super::upstream::{Dialer, Dialled, upstream_of};
+use super::upstream::{Dialer, Dialled, ToEngineer, upstream_of};
 use super::{BastionError, Shared};
 use crate::config::Host;
 use crate::model::now;
@@ -52,14 +52,14 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
         conn_id: random_id(),
         tx: Arc::new(dial_tx),
         current: Mutex::new(None),
-        agent: Arc::new(OnceLock::new()),
+        engineer: Arc::new(ToEngineer::default()),
     });
     // The usual case: the jump's own request. Dial now, alongside the nested handshake.
     if conn.host.name == conn.outer.host.name {
         dialer.dial(
             conn.outer.request.id,
             &conn.outer.request.login,
-            conn.outer.rule.allow_agent_forwarding,
+            &conn.outer.rule,
         );
     }
     let config = match shared.keys.server_config(
@@ -88,7 +88,7 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
     match russh::server::run_stream(config, stream, handler).await {
         Ok(mut running) => {
             let handle = running.handle();
-            let _ = dialer.agent.set(handle.clone());
+            let _ = dialer.engineer.handle.set(handle.clone());
             let reason = tokio::select! {
                 _ = &mut running => None,
                 reason = closed(&mut control_rx) => Some(reason),
@@ -301,8 +301,7 @@ impl server::Handler for Inner {
                         crate::model::format_time(grant.until)
                     ),
                 );
-                self.dialer
-                    .dial(grant.request.id, login, grant.rule.allow_agent_forwarding);
+                self.dialer.dial(grant.request.id, login, &grant.rule);
                 self.grant = Some(grant);
                 Ok(Auth::Accept)
             }
@@ -380,18 +379,58 @@ impl server::Handler for Inner {
         Ok(())
     }
 
+    /// `ssh -R`: the target listens, and its connections come back through the bastion
+    /// (`upstream::ToEngineer`). The nested session waits for the target's answer.
     async fn tcpip_forward(
         &mut self,
         address: &str,
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refused(
-            "forwarding",
-            &format!("remote forwarding of {address}:{port} is not supported"),
-        )
-        .await;
-        Ok(false)
+        if !self
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.rule.allow_port_forwarding)
+        {
+            self.refused(
+                "forwarding",
+                &format!(
+                    "remote port forwarding of {address}:{port} is not allowed by the access rule"
+                ),
+            )
+            .await;
+            return Ok(false);
+        }
+        let Ok(up) = upstream_of(self.dialled.clone()).await else {
+            return Ok(false);
+        };
+        match up.tcpip_forward(address, *port).await {
+            Ok(bound) => {
+                // A reply names the port only when the target chose it.
+                if *port == 0 {
+                    *port = bound;
+                }
+                self.dialer.engineer.forwarded(address, *port);
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::info!(host = %self.conn.host.name, address, port = *port, error = %e, "the target refused a remote forward");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.dialer.engineer.unforwarded(address, port);
+        let Ok(up) = upstream_of(self.dialled.clone()).await else {
+            return Ok(false);
+        };
+        Ok(up.cancel_tcpip_forward(address, port).await.is_ok())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -419,8 +458,12 @@ impl server::Handler for Inner {
         _screen: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refused("x11", "X11 forwarding is not allowed").await;
-        self.reply(channel, self.allows(Request::X11), session)
+        let ok = self.allows(Request::X11);
+        if !ok {
+            self.refused("x11", "X11 forwarding is not allowed by the access rule")
+                .await;
+        }
+        self.reply(channel, ok, session)
     }
 
     async fn env_request(

@@ -401,6 +401,22 @@ async fn forward_up(
         ChannelMsg::AgentForward { .. } if allows(s.rule, Request::Agent) => {
             t_tx.agent_forward(false).await
         }
+        ChannelMsg::RequestX11 {
+            single_connection,
+            x11_authentication_protocol,
+            x11_authentication_cookie,
+            x11_screen_number,
+            ..
+        } if allows(s.rule, Request::X11) => {
+            t_tx.request_x11(
+                false,
+                single_connection,
+                x11_authentication_protocol,
+                x11_authentication_cookie,
+                x11_screen_number,
+            )
+            .await
+        }
         // Refused requests (already answered with failure) and anything else.
         _ => Ok(()),
     };

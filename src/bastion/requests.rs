@@ -29,8 +29,7 @@ pub fn allows(rule: &AccessRule, req: Request<'_>) -> bool {
         Request::Subsystem(name) => name == "sftp" && rule.allow_sftp,
         Request::Env(name) => env_allowed(name),
         Request::Agent => rule.allow_agent_forwarding,
-        // Forwarding X11 channels back to the engineer is not built: refused always.
-        Request::X11 => false,
+        Request::X11 => rule.allow_x11,
     }
 }
 
@@ -51,7 +50,7 @@ mod tests {
             allow_sftp: sftp,
             allow_port_forwarding: false,
             allow_agent_forwarding: sftp,
-            allow_x11: true,
+            allow_x11: sftp,
             allow_pty: pty,
             record_input: false,
             max_blocks: 3,
@@ -72,8 +71,7 @@ mod tests {
             (Request::Env("LANG"), true, true),
             (Request::Env("LD_PRELOAD"), false, false),
             (Request::Agent, true, false),
-            // Not built, so refused even where the rule would allow it.
-            (Request::X11, false, false),
+            (Request::X11, true, false),
         ] {
             assert_eq!(allows(&open, req), on_open, "{req:?} open");
             assert_eq!(allows(&closed, req), on_closed, "{req:?} closed");

@@ -3,6 +3,8 @@
 //! and log in with a fresh ephemeral key and a short target-CA certificate.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use std::time::Duration;
@@ -15,7 +17,7 @@ use tokio::sync::watch;
 use super::Shared;
 use super::keys::{CLIENT_CIPHERS, random_serial};
 use crate::ca::{CaKeys, generate_ed25519};
-use crate::config::{Config, Host};
+use crate::config::{AccessRule, Config, Host};
 
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,13 +30,57 @@ pub struct TargetKey {
     pinned: Option<PublicKey>,
     host_ca: Arc<CaKeys>,
     refusal: Arc<Mutex<Option<String>>>,
-    /// Where agent channels from the target go (the engineer's nested connection), when
-    /// the access rule allows agent forwarding.
-    agent: Option<AgentTo>,
+    /// Where channels the target opens go, when the rule allows them.
+    engineer: Arc<ToEngineer>,
+    back: Back,
 }
 
-/// The engineer's nested connection, once it runs: agent channels are opened on it.
-pub type AgentTo = Arc<OnceLock<server::Handle>>;
+/// The engineer's nested connection, as the channels a target opens reach it.
+#[derive(Default)]
+pub struct ToEngineer {
+    /// Set once the nested connection runs.
+    pub handle: OnceLock<server::Handle>,
+    /// The remote forwards (`ssh -R`) the target granted: the address as the engineer asked
+    /// for it, and the port bound. A forwarded connection for any other is refused.
+    forwards: Mutex<HashSet<(String, u32)>>,
+}
+
+impl ToEngineer {
+    pub fn forwarded(&self, address: &str, port: u32) {
+        self.forwards().insert((address.to_string(), port));
+    }
+
+    pub fn unforwarded(&self, address: &str, port: u32) {
+        self.forwards().remove(&(address.to_string(), port));
+    }
+
+    fn is_forwarded(&self, address: &str, port: u32) -> bool {
+        self.forwards().contains(&(address.to_string(), port))
+    }
+
+    fn forwards(&self) -> std::sync::MutexGuard<'_, HashSet<(String, u32)>> {
+        self.forwards.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Which channels opened by the target are passed back to the engineer: what the rule allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Back {
+    pub agent: bool,
+    /// Connections to a remote forward (`ssh -R`).
+    pub forwarded: bool,
+    pub x11: bool,
+}
+
+impl Back {
+    pub fn of(rule: &AccessRule) -> Back {
+        Back {
+            agent: rule.allow_agent_forwarding,
+            forwarded: rule.allow_port_forwarding,
+            x11: rule.allow_x11,
+        }
+    }
+}
 
 impl TargetKey {
     fn decide(&self, offered: &PublicKeyOrCertificate) -> Result<(), String> {
@@ -67,6 +113,38 @@ impl TargetKey {
             }
         }
     }
+
+    /// Opens a channel on the engineer's nested connection with `open` and relays the
+    /// target's channel to it, in its own task; refuses it unless `allowed` and that
+    /// connection runs.
+    async fn pass_back<F, Fut>(
+        &self,
+        allowed: bool,
+        channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        open: F,
+    ) -> Result<(), russh::Error>
+    where
+        F: FnOnce(server::Handle) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Channel<server::Msg>, russh::Error>> + Send + 'static,
+    {
+        let engineer = self.engineer.handle.get().filter(|_| allowed).cloned();
+        let Some(engineer) = engineer else {
+            return refuse(reply).await;
+        };
+        tokio::spawn(async move {
+            match open(engineer).await {
+                Ok(theirs) => {
+                    reply.accept().await;
+                    let mut a = channel.into_stream();
+                    let mut b = theirs.into_stream();
+                    super::relay::pump(&mut a, &mut b).await;
+                }
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+            }
+        });
+        Ok(())
+    }
 }
 
 impl client::Handler for TargetKey {
@@ -86,19 +164,39 @@ impl client::Handler for TargetKey {
         }
     }
 
-    // A target never opens channels towards the bastion: russh would accept them by default.
+    // Channels the target opens go back to the engineer only as the rule allows (and for a
+    // remote forward, only one the engineer asked for); others are refused, where russh
+    // would accept them by default.
 
     async fn server_channel_open_forwarded_tcpip(
         &mut self,
-        _channel: Channel<client::Msg>,
-        _connected_address: &str,
-        _connected_port: u32,
-        _originator_address: &str,
-        _originator_port: u32,
+        channel: Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply).await
+        let allowed = self.back.forwarded
+            && self
+                .engineer
+                .is_forwarded(connected_address, connected_port);
+        let (connected, originator) = (
+            connected_address.to_string(),
+            originator_address.to_string(),
+        );
+        self.pass_back(allowed, channel, reply, move |engineer| async move {
+            engineer
+                .channel_open_forwarded_tcpip(
+                    connected,
+                    connected_port,
+                    originator,
+                    originator_port,
+                )
+                .await
+        })
+        .await
     }
 
     async fn server_channel_open_forwarded_streamlocal(
@@ -117,25 +215,10 @@ impl client::Handler for TargetKey {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        let Some(engineer) = self.agent.as_ref().and_then(|a| a.get()).cloned() else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        };
-        // Relay the agent channel to the engineer's ssh, in its own task.
-        tokio::spawn(async move {
-            match engineer.channel_open_agent().await {
-                Ok(theirs) => {
-                    reply.accept().await;
-                    let mut a = channel.into_stream();
-                    let mut b = theirs.into_stream();
-                    super::relay::pump(&mut a, &mut b).await;
-                }
-                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
-            }
-        });
-        Ok(())
+        self.pass_back(self.back.agent, channel, reply, |engineer| async move {
+            engineer.channel_open_agent().await
+        })
+        .await
     }
 
     async fn server_channel_open_session(
@@ -172,13 +255,17 @@ impl client::Handler for TargetKey {
 
     async fn server_channel_open_x11(
         &mut self,
-        _channel: Channel<client::Msg>,
-        _originator_address: &str,
-        _originator_port: u32,
+        channel: Channel<client::Msg>,
+        originator_address: &str,
+        originator_port: u32,
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply).await
+        let originator = originator_address.to_string();
+        self.pass_back(self.back.x11, channel, reply, move |engineer| async move {
+            engineer.channel_open_x11(originator, originator_port).await
+        })
+        .await
     }
 }
 
@@ -226,7 +313,8 @@ pub async fn connect(
     host: &Host,
     login: &str,
     key_id: &str,
-    agent: Option<AgentTo>,
+    engineer: Arc<ToEngineer>,
+    back: Back,
 ) -> Result<Upstream, String> {
     let refusal = Arc::new(Mutex::new(None));
     let checker = TargetKey {
@@ -234,7 +322,8 @@ pub async fn connect(
         pinned: host.host_key.clone(),
         host_ca: Arc::clone(ca),
         refusal: Arc::clone(&refusal),
-        agent,
+        engineer,
+        back,
     };
     let client_config = if host.host_key.is_some() {
         Arc::clone(&configs.pinned)
@@ -309,13 +398,13 @@ pub struct Dialer {
     pub conn_id: String,
     pub tx: Arc<watch::Sender<Dialled>>,
     pub current: Mutex<Option<(String, tokio::task::JoinHandle<()>)>>,
-    /// Set once the nested connection runs; used when the rule allows agent forwarding.
-    pub agent: AgentTo,
+    /// The nested connection, for channels the target opens.
+    pub engineer: Arc<ToEngineer>,
 }
 
 impl Dialer {
     /// Starts dialling as `login` for `request`, unless already dialling as that login.
-    pub fn dial(&self, request: i64, login: &str, allow_agent: bool) {
+    pub fn dial(&self, request: i64, login: &str, rule: &AccessRule) {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if current.as_ref().is_some_and(|(l, _)| l == login) {
             return;
@@ -334,7 +423,7 @@ impl Dialer {
             Arc::clone(&self.tx),
             login.to_string(),
         );
-        let agent = allow_agent.then(|| Arc::clone(&self.agent));
+        let (engineer, back) = (Arc::clone(&self.engineer), Back::of(rule));
         let task = tokio::spawn(async move {
             let result = connect(
                 shared.config(),
@@ -343,7 +432,8 @@ impl Dialer {
                 &host,
                 &login_owned,
                 &key_id,
-                agent,
+                engineer,
+                back,
             )
             .await;
             if let Err(e) = &result {

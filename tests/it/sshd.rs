@@ -63,10 +63,12 @@ impl Sshd {
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                      PubkeyAuthentication yes\nPermitRootLogin yes\nUsePAM no\nStrictModes no\n\
                      AcceptEnv LANG LC_* JITGATE_*\nSubsystem sftp internal-sftp\n\
-                     AllowTcpForwarding yes\nLogLevel VERBOSE\nMaxSessions 100\nMaxStartups 200\n",
+                     AllowTcpForwarding yes\nLogLevel VERBOSE\nMaxSessions 100\nMaxStartups 200\n\
+                     X11Forwarding yes\nSetEnv XAUTHORITY={xauthority}\n",
                     key = key.display(),
                     ca = ca_path.display(),
                     pid = dir.join("sshd.pid").display(),
+                    xauthority = dir.join("Xauthority").display(),
                 ),
             )
             .unwrap();

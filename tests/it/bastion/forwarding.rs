@@ -1,6 +1,9 @@
 //! Port and agent forwarding, and the sftp subsystem, as the access rule allows them.
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use super::lab::{self, Lab, output, text};
+use crate::sshd::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn port_forwarding_and_sftp_refused_by_rule() {
@@ -66,6 +69,124 @@ async fn port_forwarding_when_the_rule_allows_it() {
         text(&out.stdout),
         text(&out.stderr)
     );
+
+    // -R: the target listens on a port; what connects to it reaches a listener here.
+    let here = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = here.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = here.accept().await {
+            let _ = conn.write_all(b"hello from the engineer's side\n").await;
+        }
+    });
+    let remote = free_port();
+    let forward = format!("127.0.0.1:{remote}:127.0.0.1:{local}");
+    let fetch = format!(
+        "python3 -c 'import socket; \
+         print(socket.create_connection((\"127.0.0.1\", {remote})).makefile().readline().strip())'"
+    );
+    let out = output(
+        lab.ssh(&[
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            &forward,
+            "root@db1",
+            &fetch,
+        ]),
+        60,
+    )
+    .await;
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "hello from the engineer's side",
+        "stderr {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Connects to the forwarded display as an X client would: the cookie `xauth` holds for
+/// it, then prints the first line the X server (here, the test) answers.
+const X_CLIENT: &str = r#"python3 -c '
+import os, socket, struct, subprocess
+display = os.environ["DISPLAY"]
+number = int(display.rsplit(":", 1)[1].split(".")[0])
+_, proto, cookie = subprocess.check_output(["xauth", "list", display]).decode().split()[:3]
+proto, cookie = proto.encode(), bytes.fromhex(cookie)
+pad = lambda b: b + bytes(-len(b) % 4)
+conn = socket.create_connection(("127.0.0.1", 6000 + number))
+conn.sendall(struct.pack("<cxHHHHxx", b"l", 11, 0, len(proto), len(cookie)) + pad(proto) + pad(cookie))
+print(conn.makefile("rb").readline().decode().strip())
+'"#;
+
+/// A stand-in X server on a free display: reads a client's connection setup and answers
+/// with one line naming the authorisation protocol it was given.
+async fn x_server() -> (u16, tokio::task::JoinHandle<()>) {
+    for display in 40..100u16 {
+        let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", 6000 + display)).await
+        else {
+            continue;
+        };
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut head = [0u8; 12];
+                if conn.read_exact(&mut head).await.is_err() {
+                    continue;
+                }
+                let proto_len = u16::from_le_bytes([head[6], head[7]]) as usize;
+                let mut proto = vec![0; proto_len.next_multiple_of(4)];
+                let _ = conn.read_exact(&mut proto).await;
+                proto.truncate(proto_len);
+                let reply = format!("X server here, given {}\n", String::from_utf8_lossy(&proto));
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        return (display, task);
+    }
+    panic!("no free X display between :40 and :99");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x11_forwarding_only_when_the_rule_allows_it() {
+    lab::require("xauth");
+    lab::require("python3");
+    let lab = Lab::start().await;
+    let (display, server) = x_server().await;
+    let xauthority = lab.path().join("engineer.Xauthority");
+    std::fs::write(&xauthority, b"").unwrap();
+    let run = |lab: &Lab| {
+        // -Y: with no cookie of its own for the display, ssh makes one up and swaps it for
+        // the real (empty) one on the way to the X server.
+        let mut c = lab.ssh(&["-Y", "root@db1", X_CLIENT]);
+        c.env("DISPLAY", format!("127.0.0.1:{display}"))
+            .env("XAUTHORITY", &xauthority);
+        c
+    };
+    lab.grant("db1", "root", 2, 3600, 0).await;
+    let out = output(run(&lab), 60).await;
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "X server here, given MIT-MAGIC-COOKIE-1",
+        "stderr {}",
+        text(&out.stderr)
+    );
+    // Rule 0 does not allow it: refused at the bastion, so the target has no display.
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let out = output(run(&lab), 60).await;
+    assert!(
+        text(&out.stderr).contains("X11 forwarding request failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("X server here"));
+    let reasons = lab.refusals().await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("X11 forwarding is not allowed")),
+        "{reasons:#?}"
+    );
+    server.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -82,6 +82,7 @@ max_ttl = "2h"
 require_reason = false
 allow_port_forwarding = true
 allow_agent_forwarding = true
+allow_x11 = true
 "#;
 
 impl Lab {
