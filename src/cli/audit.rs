@@ -240,7 +240,7 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Walks the hash chain, checks it still holds `kept` (a head from an earlier run), then
-/// re-hashes every recording a closed session named.
+/// re-hashes every recording a closed session named, and names those no close sealed.
 async fn verify(
     config: &std::path::Path,
     kept: Option<&jitgate::store::audit::Head>,
@@ -263,6 +263,7 @@ async fn verify(
         .filter_map(|e| e.event.data.get("recording").map(String::as_str))
         .collect();
     let mut checked = 0;
+    let mut sealed = std::collections::HashSet::new();
     for e in &events {
         let (Some(rel), Some(want)) = (
             e.event.data.get("recording"),
@@ -274,6 +275,7 @@ async fn verify(
             continue;
         }
         let path = cfg.server.recordings_dir.join(rel);
+        sealed.insert(rel.as_str());
         match jitgate::recorder::sha256_file(&path) {
             Ok(have) if &have == want => checked += 1,
             Ok(have) => {
@@ -292,6 +294,15 @@ async fn verify(
             }
         }
     }
+    let unsealed = unsealed(&events, &sealed, &pruned);
+    if !unsealed.is_empty() {
+        println!(
+            "not sealed: {} recording(s) whose hash never entered the chain (a session still \
+             open, cut off by a crash, or whose recording failed), so not verified: {}",
+            unsealed.len(),
+            unsealed.join(", ")
+        );
+    }
     let head = audit::Head::of(&events).map_or("none (no events)".to_string(), |h| h.to_string());
     let reaches = kept.map_or(String::new(), |h| format!("; holds the kept head {h}"));
     println!(
@@ -299,4 +310,25 @@ async fn verify(
         events.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Recordings a session start named that no session close sealed with a hash (and that
+/// retention has not removed), as `path (session ID)`.
+fn unsealed(
+    events: &[jitgate::model::AuditEvent],
+    sealed: &std::collections::HashSet<&str>,
+    pruned: &std::collections::HashSet<&str>,
+) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event.kind == "session.started")
+        .filter_map(|e| {
+            let rel = e.event.data.get("recording")?.as_str();
+            let open = !sealed.contains(rel) && !pruned.contains(rel);
+            open.then(|| {
+                let session = e.event.session_id.as_deref().unwrap_or("?");
+                format!("{rel} (session {session})")
+            })
+        })
+        .collect()
 }

@@ -219,6 +219,17 @@ fn recording_survives_kill_9_of_the_server() {
         panic!("{e}\n{complete}");
     }
     assert!(complete.contains("line-100"), "{complete}");
+    // No close sealed this recording: verify says so, by name, rather than pass over it.
+    let config = setup.path().join("jitgate.toml");
+    let run = jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("not sealed: 1 recording(s) whose hash never entered the chain")
+            && run.stdout.contains(&recording)
+            && run.stdout.contains("0 recordings verified"),
+        "{run:#?}"
+    );
 }
 
 /// One recorded exec session through the real server; returns the recording's path.
