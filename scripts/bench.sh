@@ -4,7 +4,8 @@
 # compares the figures with the budgets in DESIGN.md ("Performance budget").
 #
 #   scripts/bench.sh                  full run (a quiet machine gives meaningful figures)
-#   BENCH_QUICK=1 scripts/bench.sh    small sizes, for trying the script out
+#   BENCH_QUICK=1 scripts/bench.sh    small sizes and no criterion benches (BENCH_CARGO=1 for
+#                                     them), for trying the script out in about a minute
 #
 # Knobs (environment): BENCH_SETUP_N (ssh … true runs per path, 50), BENCH_BULK_BYTES
 # (536870912), BENCH_BULK_RUNS (15), BENCH_SESSIONS (idle sessions, 500 as in DESIGN.md;
@@ -25,8 +26,8 @@
 # table from its "guardrail check, … p99 X" line).
 #
 # Set up in a temp dir: CA keys (jitgate init), a target sshd trusting the target CA, three
-# `jitgate serve` (recording as configured by default, recording uncapped, recording capped
-# at 0 bytes — the nearest to "off" there is), and a second stock sshd as the OpenSSH jump
+# `jitgate serve` (recording as configured by default, recording cap raised to 4 GiB,
+# recording capped at 0 bytes — the nearest to "off" there is), and a second stock sshd as the OpenSSH jump
 # host, reaching the same target with the engineer's key certified by the same target CA.
 # Everything started here is stopped on exit, even on failure.
 set -euo pipefail
@@ -36,7 +37,7 @@ root=$PWD
 quick=${BENCH_QUICK:-0}
 if [[ $quick == 1 ]]; then
   : "${BENCH_SETUP_N:=8}" "${BENCH_BULK_BYTES:=33554432}" "${BENCH_BULK_RUNS:=2}"
-  : "${BENCH_SESSIONS:=20}" "${BENCH_KEYS:=200}"
+  : "${BENCH_SESSIONS:=20}" "${BENCH_KEYS:=200}" "${BENCH_CARGO:=0}"
 fi
 export BENCH_SETUP_N=${BENCH_SETUP_N:-50}
 export BENCH_BULK_BYTES=${BENCH_BULK_BYTES:-536870912}
@@ -277,7 +278,7 @@ if [[ ${BENCH_GUARDRAILS:-1} != 0 ]]; then
   guardrail_include="include = [\"$root/config/guardrails/destructive.toml\"]"
   guardrail_rule='guardrails = ["destructive"]'
 fi
-say "jitgate serve ×3 (recording: default cap, uncapped, capped at 0)"
+say "jitgate serve ×3 (recording: default cap, cap raised to 4 GiB, capped at 0)"
 start_jitgate jitgate "64MiB"
 start_jitgate jitgate-full "4GiB"
 start_jitgate jitgate-off "0B"

@@ -124,7 +124,8 @@ impl CaKeys {
         Ok((CaKeys::load(dir)?, created))
     }
 
-    /// Loads the keys in `dir`; a missing or world-readable key is an error.
+    /// Loads the keys in `dir`; a missing key, or one its group or others have any access to, is
+    /// an error.
     pub fn load(dir: &Path) -> Result<CaKeys, CaError> {
         Ok(CaKeys {
             user: read_key(&dir.join(NAMES[0]))?,

@@ -387,8 +387,9 @@ def notes(ssh, seconds):
     if m:
         j, o = m["jitgate"], m["openssh"]
         n.append(f"Memory: jitgate RSS {j['before']['rss_kib']} KiB before, "
-                 f"{j['after']['rss_kib']} KiB with {j['sessions']} sessions (slope over the "
-                 f"second half {j.get('rss_kib_per_session_slope')} KiB/session); OpenSSH jump "
+                 f"{j['after']['rss_kib']} KiB with {j['sessions']} sessions (slope from "
+                 f"{j['half']['sessions']} to {j['sessions']} sessions "
+                 f"{j.get('rss_kib_per_session_slope')} KiB/session); OpenSSH jump "
                  f"sshd processes: RSS {o['rss_kib_per_session']} KiB, PSS "
                  f"{o['pss_kib_per_session']} KiB per session.")
     k = ssh.get("keystroke")

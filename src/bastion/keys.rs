@@ -16,7 +16,7 @@ use ssh_key::PrivateKey;
 
 use crate::ca::{CaError, CaKeys, generate_ed25519};
 
-/// The ciphers the bastion offers to engineers' clients: AES-GCM only, by default.
+/// The ciphers the bastion offers to engineers' clients: AES-GCM only.
 ///
 /// The bastion decrypts and re-encrypts every byte on three hops where a jump host encrypts
 /// once, so the cheapest AEAD matters. AES-GCM runs on the CPU's AES and carry-less multiply

@@ -2,8 +2,9 @@
 //!
 //! One file per session channel, `root/YYYY/MM/DD/<session-id>[-<channel>].cast` (UTC date of
 //! the start), created with `create_new` so nothing is ever overwritten. The bastion calls
-//! `Recorder::start` when a channel starts a shell or exec, feeds the `Recording` as data flows
-//! and calls `finish` at close, which returns the file's SHA-256 for `Store::end_session`.
+//! `Recorder::start` when a channel starts a shell, exec or subsystem, feeds the `Recording`
+//! as data flows and calls `finish` at close, which returns the file's SHA-256 for
+//! `Store::end_session`.
 //!
 //! ```no_run
 //! # async fn demo(cfg: &jitgate::config::Recordings) -> Result<(), jitgate::recorder::RecorderError> {
