@@ -350,11 +350,7 @@ impl server::Handler for Inner {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self
-            .grant
-            .as_ref()
-            .is_some_and(|g| g.rule.allow_port_forwarding)
-        {
+        if !self.allows(Request::PortForwarding) {
             self.refused(
                 "forwarding",
                 &format!("port forwarding to {host_to_connect}:{port_to_connect} is not allowed by the access rule"),
@@ -387,11 +383,7 @@ impl server::Handler for Inner {
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        if !self
-            .grant
-            .as_ref()
-            .is_some_and(|g| g.rule.allow_port_forwarding)
-        {
+        if !self.allows(Request::PortForwarding) {
             self.refused(
                 "forwarding",
                 &format!(

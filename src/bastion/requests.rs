@@ -19,6 +19,8 @@ pub enum Request<'a> {
     WindowChange,
     X11,
     Agent,
+    /// `-L`, `-D` (a direct-tcpip channel) and `-R` (a tcpip-forward request).
+    PortForwarding,
 }
 
 /// Whether `rule` lets this request through. The handler's reply and the relay both use it.
@@ -30,6 +32,7 @@ pub fn allows(rule: &AccessRule, req: Request<'_>) -> bool {
         Request::Env(name) => env_allowed(name),
         Request::Agent => rule.allow_agent_forwarding,
         Request::X11 => rule.allow_x11,
+        Request::PortForwarding => rule.allow_port_forwarding,
     }
 }
 
@@ -48,7 +51,7 @@ mod tests {
             require_reason: false,
             hours: None,
             allow_sftp: sftp,
-            allow_port_forwarding: false,
+            allow_port_forwarding: sftp,
             allow_agent_forwarding: sftp,
             allow_x11: sftp,
             allow_pty: pty,
@@ -72,6 +75,7 @@ mod tests {
             (Request::Env("LD_PRELOAD"), false, false),
             (Request::Agent, true, false),
             (Request::X11, true, false),
+            (Request::PortForwarding, true, false),
         ] {
             assert_eq!(allows(&open, req), on_open, "{req:?} open");
             assert_eq!(allows(&closed, req), on_closed, "{req:?} closed");

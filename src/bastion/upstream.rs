@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::keys::{CLIENT_CIPHERS, random_serial};
+use super::requests::{Request, allows};
 use crate::ca::{CaKeys, generate_ed25519};
 use crate::config::{AccessRule, Config, Host};
 
@@ -31,7 +32,6 @@ pub struct TargetKey {
     host_ca: Arc<CaKeys>,
     refusal: Arc<Mutex<Option<String>>>,
     /// Where channels the target opens go, when the rule allows them.
-    engineer: Arc<ToEngineer>,
     back: Back,
 }
 
@@ -63,21 +63,23 @@ impl ToEngineer {
     }
 }
 
-/// Which channels opened by the target are passed back to the engineer: what the rule allows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which channels a target opens are passed back to the engineer (what the rule allows),
+/// and the connection they go to.
 pub struct Back {
-    pub agent: bool,
+    engineer: Arc<ToEngineer>,
+    agent: bool,
     /// Connections to a remote forward (`ssh -R`).
-    pub forwarded: bool,
-    pub x11: bool,
+    forwarded: bool,
+    x11: bool,
 }
 
 impl Back {
-    pub fn of(rule: &AccessRule) -> Back {
+    pub fn new(engineer: Arc<ToEngineer>, rule: &AccessRule) -> Back {
         Back {
-            agent: rule.allow_agent_forwarding,
-            forwarded: rule.allow_port_forwarding,
-            x11: rule.allow_x11,
+            engineer,
+            agent: allows(rule, Request::Agent),
+            forwarded: allows(rule, Request::PortForwarding),
+            x11: allows(rule, Request::X11),
         }
     }
 }
@@ -128,7 +130,7 @@ impl TargetKey {
         F: FnOnce(server::Handle) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Channel<server::Msg>, russh::Error>> + Send + 'static,
     {
-        let engineer = self.engineer.handle.get().filter(|_| allowed).cloned();
+        let engineer = self.back.engineer.handle.get().filter(|_| allowed).cloned();
         let Some(engineer) = engineer else {
             return refuse(reply).await;
         };
@@ -180,6 +182,7 @@ impl client::Handler for TargetKey {
     ) -> Result<(), Self::Error> {
         let allowed = self.back.forwarded
             && self
+                .back
                 .engineer
                 .is_forwarded(connected_address, connected_port);
         let (connected, originator) = (
@@ -313,7 +316,6 @@ pub async fn connect(
     host: &Host,
     login: &str,
     key_id: &str,
-    engineer: Arc<ToEngineer>,
     back: Back,
 ) -> Result<Upstream, String> {
     let refusal = Arc::new(Mutex::new(None));
@@ -322,7 +324,6 @@ pub async fn connect(
         pinned: host.host_key.clone(),
         host_ca: Arc::clone(ca),
         refusal: Arc::clone(&refusal),
-        engineer,
         back,
     };
     let client_config = if host.host_key.is_some() {
@@ -423,7 +424,7 @@ impl Dialer {
             Arc::clone(&self.tx),
             login.to_string(),
         );
-        let (engineer, back) = (Arc::clone(&self.engineer), Back::of(rule));
+        let back = Back::new(Arc::clone(&self.engineer), rule);
         let task = tokio::spawn(async move {
             let result = connect(
                 shared.config(),
@@ -432,7 +433,6 @@ impl Dialer {
                 &host,
                 &login_owned,
                 &key_id,
-                engineer,
                 back,
             )
             .await;
