@@ -81,6 +81,8 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // Sessions a crash left open are closed (and their recordings sealed) before any new one.
+    bastion::seal_cut_off(&*parts.store, &parts.cfg.server.recordings_dir).await;
     let bastion = BastionContext {
         config: parts.cfg.clone(),
         ca: parts.ca.clone(),

@@ -364,7 +364,7 @@ pub async fn sessions(
             user: app.user_filter(&caller, q.user),
             host: q.host,
             since: q.since,
-            request_id: None,
+            ..SessionFilter::default()
         })
         .await?;
     Ok(Json(list.iter().map(SessionView::from).collect()))

@@ -37,6 +37,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
+pub use record::seal_cut_off;
+
 use crate::ca::{CaError, CaKeys};
 use crate::config::Config;
 use crate::guardrail::Guardrails;

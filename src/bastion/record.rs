@@ -10,7 +10,64 @@ use super::access::Grant;
 use super::gate::Checked;
 use crate::model::{self, CommandRecord, NewAuditEvent, now};
 use crate::recorder::{Recording, RecordingTap, SessionMeta};
-use crate::store::SessionEnd;
+use crate::store::{SessionEnd, SessionFilter, Store};
+
+/// Closes the sessions a stop without warning (a crash, `kill -9`) left open: each gets its
+/// end (when its recording was last written, else when it started), and its recording's
+/// SHA-256 as the file stands, so `audit verify` checks it from now on. Run at start, before
+/// the bastion accepts: with one server per store, every open session is such a one.
+/// Returns how many were sealed.
+pub async fn seal_cut_off(store: &dyn Store, recordings: &std::path::Path) -> usize {
+    let open = SessionFilter {
+        open: true,
+        ..SessionFilter::default()
+    };
+    let sessions = match store.list_sessions(open).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the sessions a stop left open");
+            return 0;
+        }
+    };
+    let mut sealed = 0;
+    for s in sessions {
+        let file = s.recording.as_ref().map(|rel| recordings.join(rel));
+        let read = tokio::task::spawn_blocking(move || {
+            let file = file?;
+            let written = std::fs::metadata(&file)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64);
+            Some((written, crate::recorder::sha256_file(&file)))
+        })
+        .await
+        .ok()
+        .flatten();
+        let (written, sha) = match read {
+            Some((written, Ok(sha))) => (written, Some(sha)),
+            Some((written, Err(e))) => {
+                tracing::warn!(session = %s.id, error = %e, "recording of a cut-off session unreadable");
+                (written, None)
+            }
+            None => (None, None),
+        };
+        let end = SessionEnd {
+            ended_at: written.unwrap_or(s.started_at).max(s.started_at),
+            recording_sha256: sha.as_deref(),
+            cut_off: true,
+            ..SessionEnd::default()
+        };
+        match store.end_session(&s.id, end).await {
+            Ok(()) => {
+                tracing::warn!(session = %s.id, user = %s.user, host = %s.host, "sealed a session the last stop cut off");
+                sealed += 1;
+            }
+            Err(e) => tracing::error!(session = %s.id, error = %e, "cannot seal a cut-off session"),
+        }
+    }
+    sealed
+}
 
 /// What a channel starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +301,7 @@ impl SessionLog {
                     bytes_up: outcome.bytes_up,
                     bytes_down: outcome.bytes_down,
                     recording_sha256: sha.as_deref(),
+                    cut_off: false,
                 },
             )
             .await

@@ -54,6 +54,8 @@ pub struct SessionFilter {
     pub host: Option<String>,
     pub since: Option<UnixTime>,
     pub request_id: Option<i64>,
+    /// Only sessions not ended yet.
+    pub open: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub struct SessionEnd<'a> {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub recording_sha256: Option<&'a str>,
+    /// The server stopped without closing the session; it was sealed at the next start.
+    pub cut_off: bool,
 }
 
 #[async_trait]

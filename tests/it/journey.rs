@@ -221,7 +221,8 @@ fn recording_survives_kill_9_of_the_server() {
     assert!(complete.contains("line-100"), "{complete}");
     // No close sealed this recording: verify says so, by name, rather than pass over it.
     let config = setup.path().join("jitgate.toml");
-    let run = jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    let verify = || jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    let run = verify();
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(
         run.stdout
@@ -230,6 +231,34 @@ fn recording_survives_kill_9_of_the_server() {
             && run.stdout.contains("0 recordings verified"),
         "{run:#?}"
     );
+    // The next start closes the session and seals the recording as it stands.
+    let server = Server::start(&config);
+    let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
+    let session = &list.as_array().unwrap()[0];
+    assert!(session["ended_at"].as_i64().is_some(), "{session}");
+    let run = verify();
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stdout.contains("1 recordings verified") && !run.stdout.contains("not sealed"),
+        "{run:#?}"
+    );
+    let audit = server.cli(&setup.dave, &["audit", "--json"]).json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "session.closed" && e["data"]["cut_off"].is_string()),
+        "{audit:#}"
+    );
+    // And from now on a change to it is caught.
+    let mut text = std::fs::read(&path).unwrap();
+    let at = text.windows(8).position(|w| w == b"line-100").unwrap();
+    text[at + 5] = b'9';
+    std::fs::write(&path, &text).unwrap();
+    let run = verify();
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.contains("was changed"), "{run:#?}");
 }
 
 /// One recorded exec session through the real server; returns the recording's path.

@@ -272,6 +272,9 @@ pub(super) fn end_session(
     if let Some(sha) = end.recording_sha256 {
         ev = ev.with("recording_sha256", sha);
     }
+    if end.cut_off {
+        ev = ev.with("cut_off", "sealed at the next start");
+    }
     append(conn, ev)?;
     Ok(())
 }
@@ -284,11 +287,13 @@ pub(super) fn list_sessions(
         "SELECT {SESSION_COLUMNS} FROM sessions s \
          WHERE (?1 IS NULL OR s.user = ?1) AND (?2 IS NULL OR s.host = ?2) \
            AND (?3 IS NULL OR s.started_at >= ?3) AND (?4 IS NULL OR s.request_id = ?4) \
+           AND (?5 = 0 OR s.ended_at IS NULL) \
          ORDER BY s.started_at DESC, s.rowid DESC"
     ))?;
-    let rows = st.query_map(params![f.user, f.host, f.since, f.request_id], |r| {
-        session_from_row(r, 0)
-    })?;
+    let rows = st.query_map(
+        params![f.user, f.host, f.since, f.request_id, f.open],
+        |r| session_from_row(r, 0),
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -259,6 +259,21 @@ async fn sessions_and_commands_are_listed_with_filters() -> R {
         ..Default::default()
     };
     assert_eq!(sessions(since).await?, ["s3"]);
+    // Open ones only; a session cut off by a stop is closed with a note in its audit event.
+    let open = || SessionFilter {
+        open: true,
+        ..Default::default()
+    };
+    assert_eq!(sessions(open()).await?, ["s3", "s2", "s1"]);
+    let cut = SessionEnd {
+        ended_at: T + 4,
+        cut_off: true,
+        ..SessionEnd::default()
+    };
+    store.end_session("s2", cut).await?;
+    assert_eq!(sessions(open()).await?, ["s3", "s1"]);
+    let closed = closed_event(&store, "s2").await?;
+    assert!(closed.event.data.contains_key("cut_off"), "{closed:?}");
 
     let commands = |f: CommandFilter| {
         let store = store.clone();
