@@ -16,8 +16,7 @@ use crate::store::{SessionEnd, SessionFilter, Store};
 /// end (when its recording was last written, else when it started), and its recording's
 /// SHA-256 as the file stands, so `audit verify` checks it from now on. Run at start, before
 /// the bastion accepts: with one server per store, every open session is such a one.
-/// Returns how many were sealed.
-pub async fn seal_cut_off(store: &dyn Store, recordings: &std::path::Path) -> usize {
+pub async fn seal_cut_off(store: &dyn Store, recordings: &std::path::Path) {
     let open = SessionFilter {
         open: true,
         ..SessionFilter::default()
@@ -26,10 +25,9 @@ pub async fn seal_cut_off(store: &dyn Store, recordings: &std::path::Path) -> us
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot list the sessions a stop left open");
-            return 0;
+            return;
         }
     };
-    let mut sealed = 0;
     for s in sessions {
         let file = s.recording.as_ref().map(|rel| recordings.join(rel));
         let read = tokio::task::spawn_blocking(move || {
@@ -61,12 +59,10 @@ pub async fn seal_cut_off(store: &dyn Store, recordings: &std::path::Path) -> us
         match store.end_session(&s.id, end).await {
             Ok(()) => {
                 tracing::warn!(session = %s.id, user = %s.user, host = %s.host, "sealed a session the last stop cut off");
-                sealed += 1;
             }
             Err(e) => tracing::error!(session = %s.id, error = %e, "cannot seal a cut-off session"),
         }
     }
-    sealed
 }
 
 /// What a channel starts.
