@@ -103,6 +103,30 @@ async fn port_forwarding_when_the_rule_allows_it() {
         text(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(0));
+
+    // -R 0: the target picks the port, and the engineer's ssh is told which.
+    let any_port = format!("0:127.0.0.1:{local}");
+    let out = output(
+        lab.ssh(&[
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            &any_port,
+            "root@db1",
+            "true",
+        ]),
+        60,
+    )
+    .await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let port: u16 = err
+        .split("Allocated port ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no allocated port in {err}"));
+    assert_ne!(port, 0);
 }
 
 /// Connects to the forwarded display as an X client would: the cookie `xauth` holds for
