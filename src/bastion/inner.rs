@@ -27,7 +27,7 @@ use super::sessions::{ControlHandle, Registration, closed};
 use super::upstream::{Dialer, Dialled, ToEngineer, upstream_of};
 use super::{BastionError, Shared};
 use crate::config::Host;
-use crate::model::now;
+use crate::model::{NewAuditEvent, now};
 
 /// What one nested server knows about its outer connection.
 pub struct InnerConn {
@@ -144,6 +144,24 @@ impl Inner {
             session.channel_failure(channel)?;
         }
         Ok(())
+    }
+
+    /// Audits forwarding the rule allowed (`bastion.forwarding`), which no recording shows:
+    /// `kind` is `local` (`-L`, `-D`, `-W`), `remote` (`-R`), `x11` or `agent`.
+    async fn forwarding(&self, kind: &str, what: &str) {
+        let Some(g) = self.grant.as_ref() else {
+            return;
+        };
+        tracing::info!(user = %g.user, host = %g.host.name, request = g.request.id, kind, what, "forwarding");
+        let event = NewAuditEvent::new(now(), "bastion.forwarding", &g.user)
+            .request(g.request.id)
+            .with("kind", kind)
+            .with("host", &g.host.name)
+            .with("what", what)
+            .with("peer", self.conn.peer);
+        if let Err(e) = self.conn.shared.ctx.store.append_audit(event).await {
+            tracing::error!(error = %e, "cannot audit a forwarding");
+        }
     }
 
     async fn refused(&self, stage: &str, reason: &str) {
@@ -364,6 +382,13 @@ impl server::Handler for Inner {
                 .await;
             return Ok(());
         }
+        self.forwarding(
+            "local",
+            &format!(
+                "to {host_to_connect}:{port_to_connect} from {originator_address}:{originator_port}"
+            ),
+        )
+        .await;
         tokio::spawn(forward_channel(
             self.dialled.clone(),
             channel,
@@ -403,6 +428,8 @@ impl server::Handler for Inner {
                     *port = bound;
                 }
                 self.dialer.engineer.forwarded(address, *port);
+                self.forwarding("remote", &format!("listen on {address}:{port}"))
+                    .await;
                 Ok(true)
             }
             Err(e) => {
@@ -451,7 +478,9 @@ impl server::Handler for Inner {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let ok = self.allows(Request::X11);
-        if !ok {
+        if ok {
+            self.forwarding("x11", "X11 display").await;
+        } else {
             self.refused("x11", "X11 forwarding is not allowed by the access rule")
                 .await;
         }
@@ -523,7 +552,9 @@ impl server::Handler for Inner {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let ok = self.allows(Request::Agent);
-        if !ok {
+        if ok {
+            self.forwarding("agent", "SSH agent").await;
+        } else {
             self.refused(
                 "agent",
                 "agent forwarding is not allowed by the access rule",

@@ -127,6 +127,20 @@ async fn port_forwarding_when_the_rule_allows_it() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no allocated port in {err}"));
     assert_ne!(port, 0);
+
+    // Each forwarding is audited: no recording shows it.
+    let opened = lab.forwardings().await;
+    for want in [
+        format!("local to {target} from"),
+        format!("remote listen on 127.0.0.1:{remote}"),
+        // Without a bind address, ssh asks for "localhost".
+        format!("remote listen on localhost:{port}"),
+    ] {
+        assert!(
+            opened.iter().any(|o| o.starts_with(&want)),
+            "{want}: {opened:#?}"
+        );
+    }
 }
 
 /// Connects to the forwarded display as an X client would: the cookie `xauth` holds for
@@ -194,6 +208,7 @@ async fn x11_forwarding_only_when_the_rule_allows_it() {
         "stderr {}",
         text(&out.stderr)
     );
+    assert_eq!(lab.forwardings().await, ["x11 X11 display"]);
     // Rule 0 does not allow it: refused at the bastion, so the target has no display.
     lab.grant("db1", "root", 0, 3600, 0).await;
     let out = output(run(&lab), 60).await;
@@ -252,6 +267,7 @@ async fn agent_forwarding_only_when_the_rule_allows_it() {
         "{listed} {}",
         text(&out.stderr)
     );
+    assert_eq!(lab.forwardings().await, ["agent SSH agent"]);
     // Rule 0 does not allow it: the target sees no agent.
     lab.grant("db1", "root", 0, 3600, 0).await;
     let out = output(list(&lab), 60).await;

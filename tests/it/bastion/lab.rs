@@ -392,6 +392,21 @@ keys = ["{alice}"]
     }
 
     /// Audit reasons of `bastion.refused` events so far.
+    /// What `bastion.forwarding` events say was opened, as `kind what`.
+    pub async fn forwardings(&self) -> Vec<String> {
+        self.store
+            .audit_events(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event.kind == "bastion.forwarding")
+            .map(|e| {
+                let field = |k: &str| e.event.data.get(k).cloned().unwrap_or_default();
+                format!("{} {}", field("kind"), field("what"))
+            })
+            .collect()
+    }
+
     pub async fn refusals(&self) -> Vec<String> {
         self.store
             .audit_events(None)
