@@ -391,30 +391,34 @@ keys = ["{alice}"]
         panic!("the sessions of request {request} never all ended");
     }
 
-    /// Audit reasons of `bastion.refused` events so far.
-    /// What `bastion.forwarding` events say was opened, as `kind what`.
-    pub async fn forwardings(&self) -> Vec<String> {
-        self.store
-            .audit_events(None)
-            .await
-            .unwrap()
+    /// The data of every audit event of `kind` so far, oldest first.
+    async fn audited(&self, kind: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+        let events = self.store.audit_events(None).await.unwrap();
+        events
             .into_iter()
-            .filter(|e| e.event.kind == "bastion.forwarding")
-            .map(|e| {
-                let field = |k: &str| e.event.data.get(k).cloned().unwrap_or_default();
-                format!("{} {}", field("kind"), field("what"))
-            })
+            .filter(|e| e.event.kind == kind)
+            .map(|e| e.event.data)
             .collect()
     }
 
+    /// What `bastion.forwarding` events say was opened, as `kind what`.
+    pub async fn forwardings(&self) -> Vec<String> {
+        let field = |d: &std::collections::BTreeMap<String, String>, k: &str| {
+            d.get(k).cloned().unwrap_or_default()
+        };
+        let events = self.audited("bastion.forwarding").await;
+        events
+            .iter()
+            .map(|d| format!("{} {}", field(d, "kind"), field(d, "what")))
+            .collect()
+    }
+
+    /// Audit reasons of `bastion.refused` events so far.
     pub async fn refusals(&self) -> Vec<String> {
-        self.store
-            .audit_events(None)
-            .await
-            .unwrap()
+        let events = self.audited("bastion.refused").await;
+        events
             .into_iter()
-            .filter(|e| e.event.kind == "bastion.refused")
-            .map(|e| e.event.data.get("reason").cloned().unwrap_or_default())
+            .map(|mut d| d.remove("reason").unwrap_or_default())
             .collect()
     }
 }
