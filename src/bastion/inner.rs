@@ -147,8 +147,10 @@ impl Inner {
     }
 
     /// Audits forwarding the rule allowed (`bastion.forwarding`), which no recording shows:
-    /// `kind` is `local` (`-L`, `-D`, `-W`), `remote` (`-R`), `x11` or `agent`.
-    async fn forwarding(&self, kind: &str, what: &str) {
+    /// `kind` is `local` (`-L`, `-D`, `-W`), `remote` (`-R`), `x11` or `agent`. The event is
+    /// written beside the session, not in its loop: a SOCKS proxy (`-D`) opens a channel per
+    /// connection, and none should wait on the store.
+    fn forwarding(&self, kind: &str, what: &str) {
         let Some(g) = self.grant.as_ref() else {
             return;
         };
@@ -159,9 +161,12 @@ impl Inner {
             .with("host", &g.host.name)
             .with("what", what)
             .with("peer", self.conn.peer);
-        if let Err(e) = self.conn.shared.ctx.store.append_audit(event).await {
-            tracing::error!(error = %e, "cannot audit a forwarding");
-        }
+        let store = Arc::clone(&self.conn.shared.ctx.store);
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(event).await {
+                tracing::error!(error = %e, "cannot audit a forwarding");
+            }
+        });
     }
 
     async fn refused(&self, stage: &str, reason: &str) {
@@ -387,8 +392,7 @@ impl server::Handler for Inner {
             &format!(
                 "to {host_to_connect}:{port_to_connect} from {originator_address}:{originator_port}"
             ),
-        )
-        .await;
+        );
         tokio::spawn(forward_channel(
             self.dialled.clone(),
             channel,
@@ -428,8 +432,7 @@ impl server::Handler for Inner {
                     *port = bound;
                 }
                 self.dialer.engineer.forwarded(address, *port);
-                self.forwarding("remote", &format!("listen on {address}:{port}"))
-                    .await;
+                self.forwarding("remote", &format!("listen on {address}:{port}"));
                 Ok(true)
             }
             Err(e) => {
@@ -479,7 +482,7 @@ impl server::Handler for Inner {
     ) -> Result<(), Self::Error> {
         let ok = self.allows(Request::X11);
         if ok {
-            self.forwarding("x11", "X11 display").await;
+            self.forwarding("x11", "X11 display");
         } else {
             self.refused("x11", "X11 forwarding is not allowed by the access rule")
                 .await;
@@ -553,7 +556,7 @@ impl server::Handler for Inner {
     ) -> Result<bool, Self::Error> {
         let ok = self.allows(Request::Agent);
         if ok {
-            self.forwarding("agent", "SSH agent").await;
+            self.forwarding("agent", "SSH agent");
         } else {
             self.refused(
                 "agent",
