@@ -24,6 +24,7 @@ fn ask() -> NewRequest {
         rule: RuleRef {
             role: "dev".into(),
             index: 0,
+            digest: String::new(),
         },
         approvals_needed: 0,
         created_at: T,

@@ -89,6 +89,7 @@ pub fn evaluate(cfg: &Config, ask: &Ask, now: UnixTime) -> Decision {
                     RuleRef {
                         role: role.name.clone(),
                         index,
+                        digest: rule.digest(),
                     },
                     rule,
                 )
@@ -188,8 +189,9 @@ pub fn check_decider(
     }
     let Some(rule) = cfg.rule(&req.rule) else {
         return Err(format!(
-            "the access rule of request {} is no longer in the configuration",
-            req.id
+            "the access rule of request {} was changed or removed in the configuration; \
+             run jitgate request --host {} --login {} again",
+            req.id, req.host, req.login
         ));
     };
     let Some(user) = cfg.user(approver) else {

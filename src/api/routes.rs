@@ -275,7 +275,9 @@ pub async fn certificate(
     }
     let rule = app.cfg.rule(&req.rule).ok_or_else(|| {
         ApiError::Conflict(format!(
-            "the access rule of request {id} is no longer configured"
+            "the access rule of request {id} was changed or removed in the configuration; \
+             run jitgate request --host {} --login {} again",
+            req.host, req.login
         ))
     })?;
     let mut extensions = Vec::new();

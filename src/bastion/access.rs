@@ -102,8 +102,9 @@ pub fn check(
     }
     let Some(rule) = config.rule(&request.rule) else {
         return refuse(format!(
-            "request {request_id}'s rule {} is no longer in the configuration",
-            request.rule
+            "request {request_id}'s rule {} was changed or removed in the configuration; \
+             run jitgate request --host {} --login {} again",
+            request.rule, request.host, request.login
         ));
     };
     let Some(host) = config.host(&request.host) else {
@@ -112,6 +113,12 @@ pub fn check(
             request.host
         ));
     };
+    if !rule.hosts.matches(host) {
+        return refuse(format!(
+            "request {request_id}'s host {} is no longer covered by its rule {}",
+            request.host, request.rule
+        ));
+    }
     let cert_end = i64::try_from(cert.valid_before).unwrap_or(i64::MAX);
     let until = request.expires_at.map_or(cert_end, |e| e.min(cert_end));
     Ok(Grant {

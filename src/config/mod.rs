@@ -156,11 +156,26 @@ pub struct AccessRule {
     pub max_blocks: u32,
 }
 
-/// A rule names the access rule it came from: role name and index in `[[roles.access]]`.
+impl AccessRule {
+    /// A fingerprint of everything the rule says (hex SHA-256 of its `Debug` form, which
+    /// lists every field, so a field added later cannot be left out).
+    ///
+    /// A request keeps the fingerprint of the rule that admitted it. Editing that rule, or
+    /// moving another rule into its place, then leaves the request without a rule instead of
+    /// putting it under different approvers, scope or forwarding.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(format!("{self:?}").as_bytes()))
+    }
+}
+
+/// A rule names the access rule it came from: role name, index in `[[roles.access]]` (for
+/// people) and the rule's [`AccessRule::digest`] (what binds the request to it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuleRef {
     pub role: String,
     pub index: usize,
+    pub digest: String,
 }
 
 impl fmt::Display for RuleRef {
@@ -272,8 +287,26 @@ impl Config {
         self.roles.iter().find(|r| r.name == name)
     }
 
+    /// The rule a request was admitted under, if it is still configured word for word: at
+    /// its old place in the role, or elsewhere in the role when other rules were added or
+    /// removed around it. A rule that was edited is gone.
     pub fn rule(&self, r: &RuleRef) -> Option<&AccessRule> {
-        self.role(&r.role).and_then(|role| role.access.get(r.index))
+        let role = self.role(&r.role)?;
+        let same = |rule: &&AccessRule| rule.digest() == r.digest;
+        role.access
+            .get(r.index)
+            .filter(same)
+            .or_else(|| role.access.iter().find(same))
+    }
+
+    /// The reference a new request keeps to rule `index` of `role`.
+    pub fn rule_ref(&self, role: &str, index: usize) -> Option<RuleRef> {
+        let rule = self.role(role)?.access.get(index)?;
+        Some(RuleRef {
+            role: role.to_string(),
+            index,
+            digest: rule.digest(),
+        })
     }
 
     pub fn guardrail_set(&self, name: &str) -> Option<&GuardrailSet> {
@@ -709,6 +742,12 @@ impl Validator {
     ) -> AccessRule {
         let selector = match &a.hosts {
             RawHosts::Names(names) => {
+                if names.is_empty() {
+                    self.error(
+                        &format!("{at}.hosts"),
+                        "list at least one host, or [\"*\"] for every host",
+                    );
+                }
                 for (k, n) in names.iter().enumerate() {
                     if n != "*" && !hosts.iter().any(|h| &h.name == n) {
                         self.error(
@@ -719,7 +758,17 @@ impl Validator {
                 }
                 HostSelector::Names(names.clone())
             }
-            RawHosts::Labels(labels) => HostSelector::Labels(labels.clone()),
+            RawHosts::Labels(labels) => {
+                // An empty table would match every host: say so instead of granting it.
+                if labels.is_empty() {
+                    self.error(
+                        &format!("{at}.hosts"),
+                        "an empty label table would match every host; name labels, e.g. \
+                         { env = \"staging\" }, or write [\"*\"] for every host",
+                    );
+                }
+                HostSelector::Labels(labels.clone())
+            }
         };
         if a.logins.is_empty() {
             self.error(

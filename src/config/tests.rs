@@ -1,1 +1,119 @@
+//! How a request finds its access rule again after the configuration changed.
 
+use std::path::Path;
+
+use super::*;
+
+/// A role `eng` with the given `[[roles.access]]` tables, after one host and one approver role.
+fn with_rules(rules: &str) -> Config {
+    let text = format!(
+        r#"
+[server]
+data_dir = "data"
+hostname = "bastion.test"
+
+[[hosts]]
+name = "db1"
+address = "10.0.0.1:22"
+
+[[roles]]
+name = "dba"
+
+[[roles]]
+name = "eng"
+{rules}
+"#
+    );
+    Config::from_str(&text, Path::new("/tmp/jitgate.toml")).unwrap()
+}
+
+const READ: &str = r#"
+[[roles.access]]
+hosts = ["db1"]
+logins = ["readonly"]
+max_ttl = "1h"
+"#;
+
+const ROOT: &str = r#"
+[[roles.access]]
+hosts = ["db1"]
+logins = ["root"]
+max_ttl = "15m"
+approvals = 1
+approvers = ["dba"]
+"#;
+
+#[test]
+fn a_request_keeps_its_rule_while_the_rule_is_unchanged() {
+    let before = with_rules(&format!("{READ}{ROOT}"));
+    let root = before.rule_ref("eng", 1).unwrap();
+    assert_eq!(before.rule(&root).unwrap().logins, ["root"]);
+
+    // Another rule added in front: the request follows its rule to its new place.
+    let moved = with_rules(&format!("{READ}{READ}{ROOT}"));
+    assert_eq!(moved.rule(&root).unwrap().logins, ["root"]);
+}
+
+#[test]
+fn a_rule_edited_or_replaced_under_a_request_leaves_it_without_one() {
+    let before = with_rules(&format!("{READ}{ROOT}"));
+    let root = before.rule_ref("eng", 1).unwrap();
+
+    // The rule at index 1 is now another rule: the request must not pick up its approvers.
+    let swapped = with_rules(&format!("{ROOT}{READ}"));
+    assert_eq!(swapped.rule(&root).unwrap().logins, ["root"], "found at 0");
+    let replaced = with_rules(&format!("{READ}{READ}"));
+    assert!(replaced.rule(&root).is_none());
+
+    // Any edit of the rule itself, however small, ends it.
+    let edited = with_rules(&format!("{READ}{}", ROOT.replace("15m", "16m")));
+    assert!(edited.rule(&root).is_none());
+    let removed = with_rules(READ);
+    assert!(removed.rule(&root).is_none());
+}
+
+#[test]
+fn every_field_of_a_rule_moves_its_digest() {
+    let base = with_rules(ROOT).role("eng").unwrap().access[0].clone();
+    let edits: Vec<(&str, AccessRule)> = vec![
+        (
+            "hosts",
+            AccessRule {
+                hosts: HostSelector::Names(vec!["*".into()]),
+                ..base.clone()
+            },
+        ),
+        (
+            "approvals",
+            AccessRule {
+                approvals: 2,
+                ..base.clone()
+            },
+        ),
+        (
+            "approvers",
+            AccessRule {
+                approvers: vec!["eng".into()],
+                ..base.clone()
+            },
+        ),
+        (
+            "port forwarding",
+            AccessRule {
+                allow_port_forwarding: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "record_input",
+            AccessRule {
+                record_input: true,
+                ..base.clone()
+            },
+        ),
+    ];
+    for (what, edited) in edits {
+        assert_ne!(edited.digest(), base.digest(), "{what}");
+    }
+    assert_eq!(base.clone().digest(), base.digest());
+}

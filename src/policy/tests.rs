@@ -100,10 +100,7 @@ fn ask<'a>(user: &'a str, host: &'a str, login: &'a str, minutes: u64, reason: &
 }
 
 fn rule(role: &str, index: usize) -> RuleRef {
-    RuleRef {
-        role: role.into(),
-        index,
-    }
+    config().rule_ref(role, index).unwrap()
 }
 
 #[test]

@@ -25,6 +25,7 @@ fn ask(needed: u32) -> NewRequest {
         rule: RuleRef {
             role: "dba".into(),
             index: 0,
+            digest: String::new(),
         },
         approvals_needed: needed,
         created_at: T,

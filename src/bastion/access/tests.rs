@@ -46,10 +46,7 @@ fn request() -> AccessRequest {
         login: "root".into(),
         ttl_secs: 3600,
         reason: String::new(),
-        rule: RuleRef {
-            role: "engineer".into(),
-            index: 0,
-        },
+        rule: config().rule_ref("engineer", 0).unwrap(),
         approvals_needed: 0,
         state: RequestState::Approved,
         created_at: NOW - 60,
@@ -225,10 +222,25 @@ fn check_table() {
                 rule: RuleRef {
                     role: "engineer".into(),
                     index: 3,
+                    digest: String::new(),
                 },
                 ..request()
             }),
-            Some("no longer in the configuration"),
+            Some("changed or removed in the configuration"),
+        ),
+        (
+            "rule edited since the request",
+            "alice",
+            facts(),
+            Some(issued()),
+            Some(AccessRequest {
+                rule: RuleRef {
+                    digest: "0".repeat(64),
+                    ..request().rule
+                },
+                ..request()
+            }),
+            Some("changed or removed in the configuration"),
         ),
     ];
     for (name, user, f, i, r, want) in cases {
@@ -293,4 +305,48 @@ fn target_and_login_table() {
     ] {
         assert_eq!(check_login(&g, host, login).is_ok(), ok, "{host} {login}");
     }
+}
+
+#[test]
+fn a_host_that_left_its_rules_scope_is_refused() {
+    // The rule is unchanged, but it selects by label and db1 lost the label.
+    let text = |env: &str| {
+        format!(
+            r#"
+[server]
+data_dir = "data"
+hostname = "bastion.test"
+
+[[hosts]]
+name = "db1"
+address = "10.0.0.5:2222"
+labels = {{ env = "{env}" }}
+
+[[users]]
+name = "alice"
+roles = ["engineer"]
+
+[[roles]]
+name = "engineer"
+
+[[roles.access]]
+hosts = {{ env = "staging" }}
+logins = ["root"]
+max_ttl = "1h"
+require_reason = false
+"#
+        )
+    };
+    let before = Config::from_str(&text("staging"), Path::new("/tmp/jitgate.toml")).unwrap();
+    let after = Config::from_str(&text("production"), Path::new("/tmp/jitgate.toml")).unwrap();
+    let req = AccessRequest {
+        rule: before.rule_ref("engineer", 0).unwrap(),
+        ..request()
+    };
+    let at = |cfg: &Config| check(cfg, "alice", &facts(), Some(&issued()), Some(&req), NOW);
+    assert!(at(&before).is_ok());
+    let Err(Refusal(why)) = at(&after) else {
+        panic!("db1 is outside the rule now")
+    };
+    assert!(why.contains("no longer covered by its rule"), "{why}");
 }

@@ -10,7 +10,7 @@ use crate::store::{ApproveOutcome, RequestFilter, StoreError};
 
 const COLUMNS: &str = "id, requester, host, login, ttl_secs, reason, rule_role, rule_index, \
      approvals_needed, state, created_at, pending_until, approved_at, expires_at, decided_by, \
-     decision_reason, flagged";
+     decision_reason, flagged, rule_digest";
 
 /// A request row, without its approvals.
 fn from_row(r: &Row) -> rusqlite::Result<AccessRequest> {
@@ -32,6 +32,7 @@ fn from_row(r: &Row) -> rusqlite::Result<AccessRequest> {
         rule: RuleRef {
             role: r.get(6)?,
             index: r.get(7)?,
+            digest: r.get(17)?,
         },
         approvals_needed: r.get(8)?,
         state,
@@ -90,8 +91,8 @@ pub(super) fn create(conn: &Connection, new: NewRequest) -> Result<AccessRequest
     };
     conn.prepare_cached(
         "INSERT INTO requests (requester, host, login, ttl_secs, reason, rule_role, rule_index, \
-         approvals_needed, state, created_at, pending_until, approved_at, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         approvals_needed, state, created_at, pending_until, approved_at, expires_at, \
+         rule_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         new.requester,
@@ -107,6 +108,7 @@ pub(super) fn create(conn: &Connection, new: NewRequest) -> Result<AccessRequest
         new.pending_until,
         approved_at,
         expires_at,
+        new.rule.digest,
     ])?;
     let id = conn.last_insert_rowid();
     append(

@@ -12,7 +12,11 @@ use crate::store::StoreError;
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// Numbered migrations, applied in order. Append only: never edit a shipped one.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
+
+/// The fingerprint of the access rule a request was admitted under. Requests made before it
+/// have none, match no rule, and so end: requests live minutes, and guessing is worse.
+const V3: &str = "ALTER TABLE requests ADD COLUMN rule_digest TEXT NOT NULL DEFAULT '';";
 
 /// The signal that ended a session's remote command, when one did.
 const V2: &str = "ALTER TABLE sessions ADD COLUMN exit_signal TEXT;";

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jitgate::bastion::{self, BastionContext};
 use jitgate::ca::{CaKeys, EXT_PTY, UserCertSpec};
-use jitgate::config::{Config, RuleRef, StoreUrl};
+use jitgate::config::{Config, StoreUrl};
 use jitgate::hub::Hub;
 use jitgate::model::{IssuedCert, NewRequest, now};
 use jitgate::store::{SqliteStore, Store};
@@ -250,10 +250,7 @@ keys = ["{alice}"]
                 login: login.into(),
                 ttl_secs: ttl,
                 reason: "test".into(),
-                rule: RuleRef {
-                    role: "engineer".into(),
-                    index: rule,
-                },
+                rule: self.config.rule_ref("engineer", rule).unwrap(),
                 approvals_needed: approvals,
                 created_at: t - age,
                 pending_until: t - age + 3600,

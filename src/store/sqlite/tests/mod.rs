@@ -26,6 +26,7 @@ pub(super) fn ask(needed: u32) -> NewRequest {
         rule: RuleRef {
             role: "dba".into(),
             index: 1,
+            digest: "ab".repeat(32),
         },
         approvals_needed: needed,
         created_at: T,

@@ -25,7 +25,8 @@ async fn create_request_auto_approved_or_pending() -> R {
     assert_eq!(pending.state, RequestState::Pending);
     assert_eq!((pending.approved_at, pending.expires_at), (None, None));
     assert_eq!(kinds(&store, 2).await?, ["request.created"]);
-    // What is stored is what was returned.
+    // What is stored is what was returned, down to the rule's fingerprint.
+    assert_eq!(pending.rule, ask(2).rule);
     assert_eq!(store.get_request(2).await?, Some(pending));
     assert_eq!(store.get_request(3).await?, None);
     Ok(())
