@@ -1,12 +1,19 @@
 //! The guardrails behind the relay's hook points: the exec command is checked whole; a shell
 //! with a pty goes through the pty line gate (terminal emulation of the target's output); a
 //! shell without one through the line gate (each input line before it is forwarded).
+//!
+//! An allowed exec is gated the same way afterwards when it is a shell in all but name: with
+//! a pty (`ssh -t db1 bash`, `sudo -i`, `psql`), what is typed into it goes through the pty
+//! gate; without one, a shell reading standard input (`ssh db1 bash -s < script`) goes
+//! through the line gate. Other execs (`scp -t`, `rsync --server`) carry data, not commands.
 
 use super::gate::{Checked, ExecGate, Gated, InputGate, Notice, Tap};
-use crate::guardrail::{CheckedCommand, Checker, LineGate, PtyGuard, Verdict};
+use crate::guardrail::{
+    CheckedCommand, Checker, LineGate, PtyGuard, Verdict, reads_commands_from_stdin,
+};
 
 enum Mode {
-    /// Nothing started yet, an exec or a subsystem: input is not line-checked.
+    /// Nothing started yet, a subsystem, or an exec whose input is data: not line-checked.
     Raw,
     Pty(Box<PtyGuard>),
     Lines(LineGate),
@@ -47,6 +54,16 @@ impl Guard {
             mode: Mode::Raw,
         }
     }
+
+    /// How a shell's input is gated: through the screen with a pty, by lines without one.
+    fn shell_mode(&self) -> Mode {
+        match self.size {
+            Some((rows, cols)) => {
+                Mode::Pty(Box::new(PtyGuard::new(self.checker.clone(), rows, cols)))
+            }
+            None => Mode::Lines(LineGate::new(self.checker.clone())),
+        }
+    }
 }
 
 impl Tap for Guard {
@@ -62,12 +79,7 @@ impl Tap for Guard {
     }
 
     fn shell(&mut self) {
-        self.mode = match self.size {
-            Some((rows, cols)) => {
-                Mode::Pty(Box::new(PtyGuard::new(self.checker.clone(), rows, cols)))
-            }
-            None => Mode::Lines(LineGate::new(self.checker.clone())),
-        };
+        self.mode = self.shell_mode();
     }
 
     fn exec(&mut self, command: &str) -> ExecGate {
@@ -79,6 +91,9 @@ impl Tap for Guard {
                 notice: verdict.to_string(),
             }
         } else {
+            if self.size.is_some() || reads_commands_from_stdin(command) {
+                self.mode = self.shell_mode();
+            }
             ExecGate::Allow(checked)
         }
     }

@@ -1,5 +1,6 @@
-//! The gate for a shell without a pty (`ssh host < script.sh`, `bash -s`): each input line is
-//! checked before it is forwarded.
+//! The gate for a shell without a pty (`ssh host < script.sh`, or an exec of a shell that
+//! reads standard input, `ssh host bash -s < script.sh`): each input line is checked before
+//! it is forwarded.
 //!
 //! Input is buffered until a newline; a complete line that is allowed is forwarded with its
 //! newline. The first blocked line closes the gate: it and everything after it are never

@@ -8,6 +8,9 @@
 //!   before any of them is forwarded.
 //! - [`LineGate`] gates a shell without a pty (`ssh host < script.sh`): each input line is
 //!   checked before it is forwarded.
+//! - [`reads_commands_from_stdin`] tells an exec that is really a shell on standard input
+//!   (`bash -s`, `sudo -i`) from one whose input is data (`scp -t`), so the former is gated
+//!   like a shell without a pty.
 //! - [`test_commands`] backs `jitgate guardrail test`.
 //!
 //! Everything here is synchronous, pure (no I/O, no clock) and never panics on any byte stream;
@@ -16,7 +19,9 @@
 //! How the bastion uses it, per session channel (`checker = rails.checker(&rule.guardrails)?`,
 //! with `rails: Arc<Guardrails>` compiled once at start):
 //! - **exec**: `checker.check(command)`; if `is_blocked()`, write `format!("{verdict}\n")` to
-//!   stderr, exit status 126, send nothing upstream.
+//!   stderr, exit status 126, send nothing upstream. If allowed, its input is then gated as a
+//!   shell's: with a pty as below; without one as below when the command reads its commands
+//!   from standard input.
 //! - **shell with a pty**: `PtyGuard::new(checker, rows, cols)`; `resize` on window-change;
 //!   every target→client byte also goes to `feed_output`; every client→target chunk goes
 //!   through `feed_input(chunk, &mut up)`, and only `up` is sent upstream. When
@@ -33,6 +38,7 @@ mod lines;
 mod normalise;
 mod pty;
 mod report;
+mod stdin;
 mod typed;
 
 pub use engine::{Checker, DEFAULT_RULE, GuardrailError, Guardrails, Hit, Verdict};
@@ -40,6 +46,7 @@ pub use lines::{DEFAULT_MAX_LINE, LineGate, LineReport};
 pub use normalise::normalise;
 pub use pty::{Blocked, CheckedCommand, InputReport, MAX_PASTE, MAX_TYPED, PtyGuard, Source};
 pub use report::{CommandCheck, exit_code, read_command_file, test_command_file, test_commands};
+pub use stdin::reads_commands_from_stdin;
 
 #[cfg(test)]
 mod tests;

@@ -94,13 +94,73 @@ async fn a_script_without_a_pty_stops_at_the_blocked_line() {
         format!("echo one\nrm -rf {}\necho two\n", victim.display()),
     )
     .unwrap();
-    let mut cmd = lab.ssh(&["-T", "root@db1"]);
+    // A shell session, and execs of shells that read their commands from standard input.
+    for exec in [
+        None,
+        Some("bash -s"),
+        Some("cd / && exec sh"),
+        Some("env sh -s x"),
+    ] {
+        let mut args = vec!["-T", "root@db1"];
+        args.extend(exec);
+        let mut cmd = lab.ssh(&args);
+        cmd.stdin(std::fs::File::open(&script).unwrap());
+        let out = output(cmd, 60).await;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(126), "{exec:?}: {err}");
+        assert!(err.contains(NOTICE), "{exec:?}: {err}");
+        let said = text(&out.stdout);
+        assert!(!said.contains("two"), "{exec:?}: {said}");
+        assert!(victim.exists(), "{exec:?}");
+    }
+    // An exec whose input is data is not line-checked: the same bytes arrive whole.
+    let mut cmd = lab.ssh(&["-T", "root@db1", "cat"]);
     cmd.stdin(std::fs::File::open(&script).unwrap());
     let out = output(cmd, 60).await;
-    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains(NOTICE), "{}", text(&out.stderr));
-    assert!(!text(&out.stdout).contains("two"), "{}", text(&out.stdout));
-    assert!(victim.exists());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, std::fs::read(&script).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shell_started_by_exec_on_a_pty_is_gated_like_a_shell() {
+    lab::require("tmux");
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let victim = lab.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    let sock = lab.path().join("tmux.sock");
+    let ssh = format!(
+        "ssh -F {} -J alice@127.0.0.1:{} -tt root@db1 bash --norc; sleep 30",
+        lab.ssh_config.display(),
+        lab.port
+    );
+    let rm = format!("rm -rf {}", victim.display());
+    tokio::task::spawn_blocking(move || {
+        tmux(
+            &sock,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "120",
+                "-y",
+                "30",
+                &ssh,
+            ],
+        );
+        let keys = |k: &str| tmux(&sock, &["send-keys", "-t", "t", k, "Enter"]);
+        keys("export PS1='rea''dy> '");
+        pane_shows_n(&sock, "ready>", 1);
+        keys(&rm);
+        pane_shows_n(&sock, "blocked by guardrail", 1);
+        keys("echo still-$((1+1))");
+        pane_shows(&sock, "still-2");
+    })
+    .await
+    .unwrap();
+    assert!(victim.exists(), "the typed command must not have run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
