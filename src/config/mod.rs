@@ -965,7 +965,11 @@ pub const DEFAULT_MASKS: &[&str] = &[
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
     r"(?-u:\b)(?:AKIA|ASIA)[0-9A-Z]{16}(?-u:\b)",
     r"(?i)(?-u:\b)bearer\s+[A-Za-z0-9._~+/=-]{8,}",
-    r"(?i)(?-u:\b)(?:password|passwd|pwd)\s*[=:]\s*\S+",
+    // `password=x`, `DB_PASSWORD=x`, `PGPASSWORD=x`, `"password": "x y"`, `pwd: x`; never
+    // across a line end (a `Password:` prompt does not mask the next line).
+    r#"(?i)(?:(?-u:\b)|_|pg)(?:password|passwd|pwd)["']?[ \t]*[=:][ \t]*(?:"[^"\r\n]*"|'[^'\r\n]*'|\S+)"#,
+    // `mysql -u root -pSECRET` (and mysqldump, mysqladmin): the password only.
+    r"(?-u:\b)mysql[a-z]*[ \t][^\r\n]*?[ \t]-p(?P<secret>[^\s-]\S*)",
 ];
 
 fn valid_name(name: &str) -> bool {

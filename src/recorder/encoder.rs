@@ -97,7 +97,13 @@ impl Encoder {
                 self.ready(seq, t, 'r', format!("{w}x{h}").into());
             }
             Event::Marker(text) => {
-                self.ready(seq, t, 'm', text.into());
+                // A marker can quote a command line (a guardrail decision): masked like output.
+                let text = if self.masker.is_empty() {
+                    text
+                } else {
+                    self.masker.mask(&text)
+                };
+                self.ready(seq, t, 'm', text.as_str().into());
             }
         }
         self.release(now_or(t, self.last_t));

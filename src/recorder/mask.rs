@@ -13,8 +13,12 @@
 //!   falls due, every chunk older than `HOLD / 2` goes with it (so a steady trickle is matched
 //!   at most every `HOLD / 2`), masked as far as known at that moment. An idle interactive
 //!   session's recording thus catches up within `HOLD` and memory drops back to nothing. A
-//!   secret whose pieces arrive more than `HOLD / 2` apart can escape masking; in practice a
-//!   secret leaves the target in one write.
+//!   secret whose pieces arrive more than `HOLD / 2` apart is still masked from where it is
+//!   held: see look-behind.
+//! - **Look-behind**: the last `CONTEXT` bytes already released stay in front of the held text
+//!   and take part in matching. A match that began in them masks its held part, so a secret
+//!   typed one key at a time after its keyword (`--password=hunter2`, echoed key by key over
+//!   seconds) is recorded as the keyword and masks, never as the secret.
 //! - **Timing**: each chunk keeps its own time and sequence number; a mask replaces the text it
 //!   covers inside the chunk where the match starts, so playback timing is unchanged.
 //!
@@ -37,6 +41,8 @@ pub const WINDOW: usize = 8 * MAX_SECRET;
 pub const HARD_LIMIT: usize = 2 * WINDOW;
 /// Seconds a chunk is held at most before it is written.
 pub const HOLD: f64 = 0.2;
+/// Bytes of released text kept in front of the held text for matching.
+pub const CONTEXT: usize = 1024;
 
 /// The configured mask patterns, compiled once and shared by every recording.
 ///
@@ -47,9 +53,12 @@ pub const HOLD: f64 = 0.2;
 /// `String`s), but each must first compile as a `&str` regex, which refuses any pattern that
 /// could match something other than whole UTF-8 characters; a match thus starts and ends on
 /// character boundaries, and `ranges` widens it to them regardless.
+///
+/// A pattern with a capture group named `secret` masks only that group (`mysql … -pSECRET`
+/// keeps the command and hides the password); any other pattern masks its whole match.
 #[derive(Clone)]
 pub struct Masker {
-    regexes: Vec<Regex>,
+    regexes: Vec<(Regex, Option<usize>)>,
 }
 
 impl fmt::Debug for Masker {
@@ -63,8 +72,12 @@ impl Masker {
         Ok(Masker {
             regexes: patterns
                 .iter()
-                .map(|p| regex::Regex::new(p).and_then(|_| Regex::new(p)))
-                .collect::<Result<_, _>>()?,
+                .map(|p| {
+                    let re = regex::Regex::new(p).and_then(|_| Regex::new(p))?;
+                    let secret = re.capture_names().position(|n| n == Some("secret"));
+                    Ok((re, secret))
+                })
+                .collect::<Result<_, regex::Error>>()?,
         })
     }
 
@@ -89,13 +102,20 @@ impl Masker {
     /// Every match of every pattern in the UTF-8 `text`, on character boundaries,
     /// overlapping ones merged, in order.
     fn ranges(&self, text: &[u8]) -> Vec<Range<usize>> {
-        let mut all: Vec<Range<usize>> = self
-            .regexes
-            .iter()
-            .flat_map(|re| re.find_iter(text).map(|m| m.range()))
-            .filter(|r| !r.is_empty())
-            .map(|r| floor_boundary(text, r.start)..ceil_boundary(text, r.end))
-            .collect();
+        let mut all: Vec<Range<usize>> = Vec::new();
+        for (re, secret) in &self.regexes {
+            match secret {
+                None => all.extend(re.find_iter(text).map(|m| m.range())),
+                Some(group) => all.extend(
+                    re.captures_iter(text)
+                        .filter_map(|c| c.get(*group).map(|m| m.range())),
+                ),
+            }
+        }
+        all.retain(|r| !r.is_empty());
+        for r in &mut all {
+            *r = floor_boundary(text, r.start)..ceil_boundary(text, r.end);
+        }
         all.sort_by_key(|r| r.start);
         let mut merged: Vec<Range<usize>> = Vec::with_capacity(all.len());
         for r in all {
@@ -114,8 +134,11 @@ pub(crate) type Piece = (f64, u64, Text);
 /// Held text of one stream (output or input) and the chunks it came from.
 #[derive(Debug, Default)]
 pub(crate) struct MaskStream {
-    /// The held chunks end to end, for matching across them.
+    /// Up to `CONTEXT` bytes already released (`..held`), then the held chunks end to end,
+    /// for matching across them.
     buf: Vec<u8>,
+    /// Where the held text starts in `buf`.
+    held: usize,
     /// Each held chunk, in order: released as it is when no mask falls inside it.
     segs: Vec<Seg>,
 }
@@ -146,9 +169,10 @@ impl MaskStream {
             seq,
             text,
         });
-        if self.buf.len() >= WINDOW {
+        let held = self.buf.len() - self.held;
+        if held >= WINDOW {
             let want = floor_boundary(&self.buf, self.buf.len() - MAX_SECRET);
-            let force = self.buf.len() > HARD_LIMIT;
+            let force = held > HARD_LIMIT;
             self.release(m, want, force, out);
         }
     }
@@ -182,12 +206,21 @@ impl MaskStream {
         self.segs.first().map(|s| s.seq)
     }
 
-    /// Releases `[0, want)`, or less when a match straddles `want` and `force` is false.
+    /// Releases the held text up to `want` (an offset in `buf`), or less when a match
+    /// straddles `want` and `force` is false.
     fn release(&mut self, m: &Masker, want: usize, force: bool, out: &mut Vec<Piece>) {
-        if want == 0 || self.buf.is_empty() {
+        if want <= self.held || self.segs.is_empty() {
             return;
         }
-        let ranges = m.ranges(&self.buf);
+        // Matches over the look-behind and the held text; what lies in the look-behind was
+        // written already, so a match that began there masks from the held text's start.
+        let held = self.held;
+        let ranges: Vec<Range<usize>> = m
+            .ranges(&self.buf)
+            .into_iter()
+            .filter(|r| r.end > held)
+            .map(|r| r.start.max(held)..r.end)
+            .collect();
         let mut cut = want;
         if !force
             && cut < self.buf.len()
@@ -195,28 +228,29 @@ impl MaskStream {
         {
             cut = r.start;
         }
-        if cut == 0 {
+        if cut <= held {
             return;
         }
         self.emit(cut, &ranges, out);
+        // Keep the last `CONTEXT` bytes before the cut as look-behind.
+        let keep = floor_boundary(&self.buf, cut.saturating_sub(CONTEXT));
         let segs = std::mem::take(&mut self.segs);
         for seg in segs {
             let end = seg.start + seg.text.len();
             if end > cut {
                 let skip = cut.saturating_sub(seg.start);
                 self.segs.push(Seg {
-                    start: seg.start.max(cut) - cut,
+                    start: seg.start.max(cut) - keep,
                     text: seg.text.slice(skip..seg.text.len()),
                     ..seg
                 });
             }
         }
-        self.buf.drain(..cut);
-        if self.buf.is_empty() {
-            self.segs.clear();
-            if self.buf.capacity() > 4096 {
-                self.buf = Vec::new();
-            }
+        self.buf.drain(..keep);
+        self.held = cut - keep;
+        if self.segs.is_empty() && self.buf.capacity() > 4 * CONTEXT {
+            // An idle stream goes back to holding its look-behind only.
+            self.buf.shrink_to_fit();
         }
     }
 

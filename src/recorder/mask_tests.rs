@@ -22,7 +22,7 @@ fn stream(m: &Masker, chunks: &[&str]) -> (String, Vec<Piece>) {
         s.push(m, i as f64 * 0.001, i as u64, (*c).into(), &mut out);
     }
     s.flush(m, &mut out);
-    assert!(s.buf.is_empty() && s.segs.is_empty());
+    assert!(s.segs.is_empty() && s.buf.len() == s.held && s.held <= CONTEXT);
     (out.iter().map(|p| p.2.to_string()).collect(), out)
 }
 
@@ -58,6 +58,29 @@ fn default_masks_cover_the_usual_secrets() {
         // Word boundaries are ASCII: a secret beside a non-ASCII letter is still masked.
         ("clé=AKIAIOSFODNN7EXAMPLEé", "clé=[MASKED]é"),
         ("mot_de_passeépassword=x", "mot_de_passeé[MASKED]"),
+        ("export DB_PASSWORD=hunter2 next", "export DB[MASKED] next"),
+        ("PGPASSWORD=hunter2 psql", "[MASKED] psql"),
+        ("MYSQL_PWD='a b' mysql", "MYSQL[MASKED] mysql"),
+        (
+            r#"{"user": "x", "password": "two words"}"#,
+            r#"{"user": "x", "[MASKED]}"#,
+        ),
+        (
+            "mysql -u root -phunter2 shop",
+            "mysql -u root -p[MASKED] shop",
+        ),
+        (
+            "mysqldump -h db -pS3cr3t --all",
+            "mysqldump -h db -p[MASKED] --all",
+        ),
+        ("mysql -u root -p shop", "mysql -u root -p shop"),
+        ("mysql --port 3306", "mysql --port 3306"),
+        // A prompt does not mask what follows it on the next line; nor do look-alikes.
+        (
+            "Password: \r\nroot@db1:~# ls",
+            "Password: \r\nroot@db1:~# ls",
+        ),
+        ("OLDPWD=/root", "OLDPWD=/root"),
     ];
     for (input, want) in cases {
         assert_eq!(m.mask(input), want, "{input:?}");
@@ -141,14 +164,14 @@ fn memory_is_bounded_without_secrets_and_with_an_endless_match() {
     let chunk = "x".repeat(1000);
     for i in 0..200 {
         s.push(&m, 0.0, i, chunk.as_str().into(), &mut out);
-        assert!(s.buf.len() < WINDOW + chunk.len());
+        assert!(s.buf.len() < CONTEXT + WINDOW + chunk.len());
     }
     // `password=` followed by an endless token: the match keeps growing.
     let mut s = MaskStream::default();
     s.push(&m, 0.0, 0, "password=".into(), &mut out);
     for i in 1..(2 * HARD_LIMIT / chunk.len()) as u64 {
         s.push(&m, 0.0, i, chunk.as_str().into(), &mut out);
-        assert!(s.buf.len() <= HARD_LIMIT + chunk.len());
+        assert!(s.buf.len() <= CONTEXT + HARD_LIMIT + chunk.len());
     }
     let released: String = out.iter().map(|p| p.2.to_string()).collect();
     assert!(released.contains(MASK));
@@ -193,4 +216,42 @@ fn only_patterns_that_match_whole_characters_are_taken() {
     assert!(Masker::new(&[r"(?-u:\xC3)".to_string()]).is_err());
     let m = Masker::new(&[r"é+".to_string()]).expect("compiles");
     assert_eq!(m.mask("caféé!"), "caf[MASKED]!");
+}
+
+#[test]
+fn a_secret_typed_key_by_key_after_its_keyword_is_masked() {
+    // An echo of `--password=hunter2` typed one key every 300 ms: each key is released on its
+    // own, long after the keyword, and must still be recorded masked.
+    let m = defaults();
+    let mut s = MaskStream::default();
+    let mut out = Vec::new();
+    let typed = "mysql --password=hunter2 -pletmein\r\n";
+    for (i, c) in typed.char_indices() {
+        let t = i as f64 * 0.3;
+        s.release_due(&m, t, &mut out);
+        s.push(&m, t, i as u64, c.to_string().as_str().into(), &mut out);
+    }
+    s.release_due(&m, 100.0, &mut out);
+    s.flush(&m, &mut out);
+    let recorded: String = out.iter().map(|p| p.2.to_string()).collect();
+    assert!(recorded.starts_with("mysql --password="), "{recorded}");
+    for secret in ["h", "hunter", "letmein", "let"] {
+        assert!(!recorded.contains(secret), "{secret} in {recorded}");
+    }
+    assert!(recorded.contains(MASK), "{recorded}");
+    // The look-behind stays small while the stream is idle.
+    assert!(s.buf.len() <= CONTEXT && s.segs.is_empty());
+}
+
+#[test]
+fn a_match_wholly_in_the_look_behind_is_not_masked_again() {
+    let m = defaults();
+    let mut s = MaskStream::default();
+    let mut out = Vec::new();
+    s.push(&m, 0.0, 0, "pwd: s3cret\n".into(), &mut out);
+    s.release_due(&m, 1.0, &mut out);
+    s.push(&m, 2.0, 1, "ls\n".into(), &mut out);
+    s.flush(&m, &mut out);
+    let recorded: Vec<String> = out.iter().map(|p| p.2.to_string()).collect();
+    assert_eq!(recorded, ["[MASKED]\n", "ls\n"]);
 }

@@ -137,6 +137,22 @@ async fn a_key_printed_in_many_chunks_is_masked_in_the_file_only() {
 }
 
 #[tokio::test]
+async fn markers_quoting_a_command_are_masked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::new(dir.path().to_path_buf(), &cfg(1 << 20)).expect("recorder");
+    let r = rec.start(meta("s5")).expect("start");
+    r.marker("jitgate: blocked by x/y: mysql -u root -phunter2 -e 'DROP DATABASE shop'")
+        .await;
+    let f = r.finish().await.expect("finish");
+    let (text, _) = read(dir.path(), &f);
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("-p[MASKED] -e 'DROP DATABASE shop'"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn recordings_are_never_overwritten_and_ids_must_be_file_names() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = Recorder::new(dir.path().to_path_buf(), &cfg(1 << 20)).expect("recorder");
