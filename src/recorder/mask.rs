@@ -7,14 +7,16 @@
 //! - **Window**: the last `MAX_SECRET` bytes are always held back while text streams, so
 //!   any secret up to `MAX_SECRET` bytes long is seen whole. Once `WINDOW` bytes are held,
 //!   all but the last `MAX_SECRET` are released, so each byte is matched about
-//!   `WINDOW / (WINDOW - MAX_SECRET)` times (8/7), not once per chunk. A match that straddles the release point keeps the text from its start
-//!   held (up to `HARD_LIMIT`, beyond which an over-long match is released masked).
+//!   `WINDOW / (WINDOW - MAX_SECRET)` times (8/7), not once per chunk. A match that straddles
+//!   the release point keeps the text from its start held (up to `HARD_LIMIT`, beyond which an
+//!   over-long match is released masked).
 //! - **Time**: text is held at most `HOLD` seconds after it arrived; when the oldest chunk
 //!   falls due, every chunk older than `HOLD / 2` goes with it (so a steady trickle is matched
 //!   at most every `HOLD / 2`), masked as far as known at that moment. An idle interactive
-//!   session's recording thus catches up within `HOLD` and memory drops back to nothing. A
-//!   secret whose pieces arrive more than `HOLD / 2` apart is still masked from where it is
-//!   held: see look-behind.
+//!   session's recording thus catches up within `HOLD` and memory drops back to the
+//!   look-behind. When a match's pieces arrive more than `HOLD / 2` apart, the pieces already
+//!   written stay as they were and the rest is masked (see look-behind): harmless when the
+//!   early piece is a keyword (`password=`), a partial leak when it is the front of a secret.
 //! - **Look-behind**: the last `CONTEXT` bytes already released stay in front of the held text
 //!   and take part in matching. A match that began in them masks its held part, so a secret
 //!   typed one key at a time after its keyword (`--password=hunter2`, echoed key by key over
