@@ -194,7 +194,23 @@ pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
     let store = SqliteStore::open(db)?;
     let now = now();
     let root = &cfg.server.recordings_dir;
-    let pruned = jitgate::recorder::expired(root, retention, now)?;
+    // A session still open (or cut off by a crash and not yet sealed by `serve`) keeps its
+    // recording, however old: its hash has not entered the chain.
+    let open: std::collections::HashSet<String> = store
+        .list_sessions(jitgate::store::SessionFilter {
+            open: true,
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter_map(|s| s.recording)
+        .collect();
+    let (pruned, kept): (Vec<_>, Vec<_>) = jitgate::recorder::expired(root, retention, now)?
+        .into_iter()
+        .partition(|p| !open.contains(&p.path));
+    for p in &kept {
+        println!("kept {}: its session is still open", p.path);
+    }
     // The removal enters the chain first: a crash in between leaves a file the chain already
     // calls pruned, never a missing file the chain still expects.
     for p in &pruned {

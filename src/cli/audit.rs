@@ -256,12 +256,15 @@ async fn verify(
         println!("audit log NOT intact: {e}");
         return Ok(ExitCode::from(1));
     }
-    // Recordings removed by retention are expected to be gone.
-    let pruned: std::collections::HashSet<&str> = events
-        .iter()
-        .filter(|e| e.event.kind == "recording.pruned")
-        .filter_map(|e| e.event.data.get("recording").map(String::as_str))
-        .collect();
+    // Recordings removed by retention are expected to be gone, once each removal is shown
+    // to agree with the rest of the chain.
+    let pruned = match checked_prunes(&events) {
+        Ok(pruned) => pruned,
+        Err(e) => {
+            println!("audit log NOT intact: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let mut checked = 0;
     let mut sealed = std::collections::HashSet::new();
     for e in &events {
@@ -271,11 +274,16 @@ async fn verify(
         ) else {
             continue;
         };
-        if e.event.kind != "session.closed" || pruned.contains(rel.as_str()) {
+        if e.event.kind != "session.closed" {
             continue;
         }
         let path = cfg.server.recordings_dir.join(rel);
         sealed.insert(rel.as_str());
+        // A pruned recording that is still there (a crash between the event and the removal)
+        // is checked like any other.
+        if pruned.contains(rel.as_str()) && !path.exists() {
+            continue;
+        }
         match jitgate::recorder::sha256_file(&path) {
             Ok(have) if &have == want => checked += 1,
             Ok(have) => {
@@ -312,6 +320,69 @@ async fn verify(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The recordings that `recording.pruned` events removed, each checked against the rest of
+/// the chain: the session was closed, the hash is the one its close sealed, and it was at
+/// least as old as the retention the event names. A chain cannot tell a forged event
+/// appended at its end from a real one (a kept head can: `--head`), but it can refuse one
+/// that explains away a recording retention would not have touched.
+fn checked_prunes(
+    events: &[jitgate::model::AuditEvent],
+) -> Result<std::collections::HashSet<&str>, String> {
+    use std::collections::{HashMap, HashSet};
+    let mut started: HashMap<&str, i64> = HashMap::new();
+    // Closed sessions' recordings, with the hash their close sealed, if any.
+    let mut closed: HashMap<&str, Option<&str>> = HashMap::new();
+    let mut pruned = HashSet::new();
+    for e in events {
+        let data = &e.event.data;
+        let Some(rel) = data.get("recording").map(String::as_str) else {
+            continue;
+        };
+        match e.event.kind.as_str() {
+            "session.started" => {
+                started.entry(rel).or_insert(e.event.at);
+            }
+            "session.closed" => {
+                closed.insert(rel, data.get("recording_sha256").map(String::as_str));
+            }
+            "recording.pruned" => {
+                let why = |what: String| format!("recording {rel} (event {}) {what}", e.seq);
+                let Some(sha) = data.get("sha256") else {
+                    return Err(why("was pruned without its sha256".into()));
+                };
+                let Some(retention) = data
+                    .get("retention")
+                    .and_then(|r| jitgate::config::parse_duration(r).ok())
+                else {
+                    return Err(why("was pruned without a valid retention".into()));
+                };
+                if let Some(start) = started.get(rel) {
+                    match closed.get(rel) {
+                        None => return Err(why("was pruned while its session was open".into())),
+                        Some(Some(seal)) if seal != sha => {
+                            return Err(why(format!(
+                                "was pruned with sha256 {sha}, but its session sealed {seal}"
+                            )));
+                        }
+                        Some(_) => {}
+                    }
+                    let age = e.event.at.saturating_sub(*start);
+                    if age < i64::try_from(retention.as_secs()).unwrap_or(i64::MAX) {
+                        return Err(why(format!(
+                            "was pruned {age}s after its session started, younger than the \
+                             retention the event names ({})",
+                            jitgate::config::format_duration(retention)
+                        )));
+                    }
+                }
+                pruned.insert(rel);
+            }
+            _ => {}
+        }
+    }
+    Ok(pruned)
+}
+
 /// Recordings a session start named that no session close sealed with a hash (and that
 /// retention has not removed), as `path (session ID)`.
 fn unsealed(
@@ -331,4 +402,78 @@ fn unsealed(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use jitgate::model::{AuditEvent, NewAuditEvent};
+
+    use super::checked_prunes;
+
+    const REC: &str = "2026/11/22/s1.cast";
+    const DAY: i64 = 86_400;
+
+    fn event(seq: i64, at: i64, kind: &str, data: &[(&str, &str)]) -> AuditEvent {
+        let mut e = NewAuditEvent::new(at, kind, "system");
+        for (k, v) in data {
+            e = e.with(k, v);
+        }
+        AuditEvent {
+            seq,
+            event: e,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// A session started at 0 and closed at 60 with hash `aa`, then a prune at `at`.
+    fn chain(close: bool, at: i64, prune: &[(&str, &str)]) -> Vec<AuditEvent> {
+        let mut v = vec![event(1, 0, "session.started", &[("recording", REC)])];
+        if close {
+            v.push(event(
+                2,
+                60,
+                "session.closed",
+                &[("recording", REC), ("recording_sha256", "aa")],
+            ));
+        }
+        let mut data = vec![("recording", REC)];
+        data.extend_from_slice(prune);
+        v.push(event(3, at, "recording.pruned", &data));
+        v
+    }
+
+    #[test]
+    fn a_prune_must_agree_with_the_chain() {
+        let good = [("sha256", "aa"), ("retention", "30d")];
+        let events = chain(true, 31 * DAY, &good);
+        assert!(checked_prunes(&events).unwrap().contains(REC));
+        let cases: [(&str, Vec<AuditEvent>, &str); 5] = [
+            ("too young", chain(true, 29 * DAY, &good), "younger than"),
+            (
+                "other hash",
+                chain(true, 31 * DAY, &[("sha256", "bb"), ("retention", "30d")]),
+                "but its session sealed aa",
+            ),
+            (
+                "still open",
+                chain(false, 31 * DAY, &good),
+                "session was open",
+            ),
+            (
+                "no retention",
+                chain(true, 31 * DAY, &[("sha256", "aa")]),
+                "without a valid retention",
+            ),
+            (
+                "no hash",
+                chain(true, 31 * DAY, &[("retention", "30d")]),
+                "without its sha256",
+            ),
+        ];
+        for (name, events, want) in cases {
+            let err = checked_prunes(&events).expect_err(name);
+            assert!(err.contains(want) && err.contains(REC), "{name}: {err}");
+        }
+    }
 }

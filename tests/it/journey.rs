@@ -358,6 +358,73 @@ fn prune_removes_expired_recordings_and_verify_stays_green() {
 }
 
 #[test]
+fn prune_keeps_open_sessions_and_verify_refuses_a_prune_retention_would_not_make() {
+    let (setup, server, _sshd) = lab();
+    let command = approved_command(&setup, &server, "INC-7");
+    let mut child = spawn_printed(&command, "sleep 300", Stdio::null(), Stdio::null());
+    let session = wait_for(Duration::from_secs(15), || {
+        let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
+        list.as_array().unwrap().first().cloned()
+    })
+    .expect("session started");
+    let rel = session["recording"].as_str().unwrap().to_string();
+    let path = setup.path().join("recordings").join(&rel);
+    let config = setup.path().join("jitgate.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[server]", "[recordings]\nretention = \"1s\"\n\n[server]"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    // Older than the retention, but its session is open: kept.
+    let run = jitgate(&["recordings", "prune", "--config", config.to_str().unwrap()]).ok();
+    assert!(
+        run.stdout
+            .contains(&format!("kept {rel}: its session is still open"))
+            && run.stdout.contains("0 recording(s)"),
+        "{run:#?}"
+    );
+    assert!(path.exists());
+    let _ = child.kill();
+    let _ = child.wait();
+    wait_for(Duration::from_secs(10), || {
+        let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
+        list.as_array().unwrap()[0]["ended_at"].as_i64()
+    })
+    .expect("the session ended");
+    drop(server);
+    let verify = || jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(verify().code, 0, "{:#?}", verify());
+
+    // Someone deletes the fresh recording and appends a removal that names a retention it
+    // is far too young for: verify does not take it as an explanation.
+    let sha = jitgate::recorder::sha256_file(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let cfg = jitgate::config::Config::load(&config).unwrap();
+    let jitgate::config::StoreUrl::Sqlite(db) = &cfg.store;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use jitgate::store::Store;
+        let store = jitgate::store::SqliteStore::open(db).unwrap();
+        let event =
+            jitgate::model::NewAuditEvent::new(jitgate::model::now(), "recording.pruned", "system")
+                .with("recording", &rel)
+                .with("sha256", &sha)
+                .with("retention", "365d");
+        store.append_audit(event).await.unwrap();
+    });
+    let run = verify();
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stdout.contains(&format!("recording {rel}"))
+            && run
+                .stdout
+                .contains("younger than the retention the event names (365d)"),
+        "{run:#?}"
+    );
+}
+
+#[test]
 fn blocked_commands_are_indexed_audited_and_never_run() {
     let (setup, server, _sshd) = lab();
     let command = approved_command(&setup, &server, "INC-6");
