@@ -389,7 +389,10 @@ pub async fn recording(
     let rel = session
         .recording
         .ok_or_else(|| ApiError::NotFound(format!("session {id} has no recording")))?;
-    let path = app.cfg.server.recordings_dir.join(&rel);
+    let path = crate::recorder::locate(&app.cfg.server.recordings_dir, &rel).map_err(|e| {
+        tracing::error!(session = %id, error = %e, "refusing a stored recording path");
+        ApiError::NotFound(format!("session {id}'s recording path is not valid"))
+    })?;
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| ApiError::NotFound(format!("recording {rel}: {e}")))?;

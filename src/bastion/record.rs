@@ -29,7 +29,10 @@ pub async fn seal_cut_off(store: &dyn Store, recordings: &std::path::Path) {
         }
     };
     for s in sessions {
-        let file = s.recording.as_ref().map(|rel| recordings.join(rel));
+        let file = s
+            .recording
+            .as_ref()
+            .and_then(|rel| crate::recorder::locate(recordings, rel).ok());
         let read = tokio::task::spawn_blocking(move || {
             let file = file?;
             let written = std::fs::metadata(&file)

@@ -277,7 +277,13 @@ async fn verify(
         if e.event.kind != "session.closed" {
             continue;
         }
-        let path = cfg.server.recordings_dir.join(rel);
+        let path = match jitgate::recorder::locate(&cfg.server.recordings_dir, rel) {
+            Ok(path) => path,
+            Err(err) => {
+                println!("audit log NOT intact: event {} names {err}", e.seq);
+                return Ok(ExitCode::from(1));
+            }
+        };
         sealed.insert(rel.as_str());
         // A pruned recording that is still there (a crash between the event and the removal)
         // is checked like any other.

@@ -114,6 +114,8 @@ pub enum RecorderError {
     Changed { path: String },
     #[error("{path}: not an asciicast v2 file: {message}")]
     Format { path: String, message: String },
+    #[error("{0:?} is not a recording path (YYYY/MM/DD/<session>.cast)")]
+    NotARecording(String),
 }
 
 impl RecorderError {
@@ -264,6 +266,32 @@ pub fn validate_all(root: &Path) -> Result<Vec<(PathBuf, CastSummary)>, String> 
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// The file of a recording named by `rel` (a path the store or the audit log gave), under
+/// `root`. Only the recorder's own layout is taken, `YYYY/MM/DD/<name>.cast` with a plain
+/// file name, so a stored path edited to `../ca/user_ca` or `/etc/shadow` opens nothing.
+pub fn locate(root: &Path, rel: &str) -> Result<PathBuf, RecorderError> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = match parts.as_slice() {
+        [y, m, d, name] => {
+            digits(y, 4)
+                && digits(m, 2)
+                && digits(d, 2)
+                && name.len() > ".cast".len()
+                && name.ends_with(".cast")
+                && !name.starts_with('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        }
+        _ => false,
+    };
+    if !ok {
+        return Err(RecorderError::NotARecording(rel.to_string()));
+    }
+    Ok(root.join(rel))
 }
 
 /// Hex SHA-256 of a file's bytes (for `jitgate audit verify`).

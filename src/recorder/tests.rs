@@ -246,3 +246,27 @@ fn handles_can_cross_tasks() {
     shared::<RecordingTap>();
     let _ = boxed;
 }
+
+#[test]
+fn only_the_recorders_layout_is_located() {
+    let root = Path::new("/srv/recordings");
+    assert_eq!(
+        locate(root, "2026/11/22/s1-0.cast").unwrap(),
+        root.join("2026/11/22/s1-0.cast")
+    );
+    for bad in [
+        "../data/ca/user_ca",
+        "/etc/shadow",
+        "2026/11/22/../../../x.cast",
+        "2026/11/22/.cast",
+        "2026/11/22/.hidden.cast",
+        "2026/11/22/s1.txt",
+        "2026/11/s1.cast",
+        "2026/11/22/x/s1.cast",
+        "20x6/11/22/s1.cast",
+        "2026\\11\\22\\s1.cast",
+        "",
+    ] {
+        assert!(locate(root, bad).is_err(), "{bad:?}");
+    }
+}

@@ -1,21 +1,6 @@
 //! `jitgate audit verify`: offline, against the real SQLite file, after real tampering.
 
-use std::process::Command;
-
 use crate::util::*;
-
-fn sqlite(db: &std::path::Path, sql: &str) {
-    let out = Command::new(require_tool("sqlite3"))
-        .arg(db)
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sqlite3 {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A server that made a handful of events, then stopped.
 fn history() -> (Setup, std::path::PathBuf, std::path::PathBuf) {

@@ -332,6 +332,19 @@ fn replay_and_tamper_evidence_of_recordings() {
     // Restored: intact again.
     std::fs::write(&path, &original).unwrap();
     assert_eq!(verify().code, 0);
+
+    // A stored path edited to leave the recordings folder opens nothing.
+    let db = setup.path().join("data/jitgate.db");
+    sqlite(
+        &db,
+        &format!("UPDATE sessions SET recording = '../data/ca/user_ca' WHERE id = '{session}'"),
+    );
+    let run = server.cli(&setup.dave, &["replay", &session, "--cat"]);
+    assert_ne!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stderr.contains("recording path is not valid") && !run.stdout.contains("PRIVATE"),
+        "{run:#?}"
+    );
 }
 
 #[test]

@@ -354,3 +354,17 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs one SQL statement on a store with the `sqlite3` CLI (tampering, in tests).
+pub fn sqlite(db: &Path, sql: &str) {
+    let out = Command::new(require_tool("sqlite3"))
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
