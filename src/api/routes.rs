@@ -414,6 +414,7 @@ pub async fn commands(
             user: app.user_filter(&caller, q.user),
             host: q.host,
             since: q.since,
+            ..CommandFilter::default()
         })
         .await?;
     Ok(Json(

@@ -10,7 +10,7 @@ use super::access::Grant;
 use super::gate::Checked;
 use crate::model::{self, CommandRecord, NewAuditEvent, now};
 use crate::recorder::{Recording, RecordingTap, SessionMeta};
-use crate::store::{SessionEnd, SessionFilter, Store};
+use crate::store::{CommandFilter, SessionEnd, SessionFilter, Store};
 
 /// Closes the sessions a stop without warning (a crash, `kill -9`) left open: each gets its
 /// end (when its recording was last written, else when it started), and its recording's
@@ -102,8 +102,6 @@ pub struct SessionLog {
     id: String,
     recording: Option<Recording>,
     started: bool,
-    /// Commands blocked in this session so far.
-    blocks: u32,
 }
 
 fn dim(n: u32) -> u16 {
@@ -118,7 +116,6 @@ impl SessionLog {
             id,
             recording: None,
             started: false,
-            blocks: 0,
         }
     }
 
@@ -193,10 +190,12 @@ impl SessionLog {
     }
 
     /// Indexes checked commands; audits and alerts warnings and blocks. Returns true once the
-    /// rule's `max_blocks` is reached: the request is then revoked and flagged for review.
+    /// request's blocked commands reach the rule's `max_blocks`: the request is then revoked
+    /// and flagged for review.
     pub async fn commands(&mut self, checked: &[Checked]) -> bool {
         let shared = &self.shared;
         let g = &self.grant;
+        let mut blocked_now = false;
         for c in checked {
             let text = match &shared.masker {
                 Ok(m) => m.mask(&c.text),
@@ -218,7 +217,7 @@ impl SessionLog {
                 _ => continue,
             };
             if c.is_blocked() {
-                self.blocks += 1;
+                blocked_now = true;
             }
             let rule = c.rule.clone().unwrap_or_default();
             tracing::warn!(session = %self.id, user = %g.user, host = %g.host.name, verdict = c.verdict, %rule, "guardrail");
@@ -236,10 +235,30 @@ impl SessionLog {
             shared.ctx.hub.emit(kind, Some(g.request.id), data);
         }
         let limit = g.rule.max_blocks;
-        if limit == 0 || self.blocks < limit {
+        if limit == 0 || !blocked_now {
             return false;
         }
-        let reason = format!("{} commands blocked in session {}", self.blocks, self.id);
+        // Counted over the whole request, every session and connection of it: three blocked
+        // `ssh db1 'rm -rf /'` are three sessions of one access.
+        let filter = CommandFilter {
+            request_id: Some(g.request.id),
+            verdict: Some("blocked".into()),
+            ..CommandFilter::default()
+        };
+        let blocks = match shared.ctx.store.list_commands(filter).await {
+            Ok(list) => list.len(),
+            Err(e) => {
+                tracing::error!(request = g.request.id, error = %e, "cannot count blocked commands");
+                return false;
+            }
+        };
+        if blocks < limit as usize {
+            return false;
+        }
+        let reason = format!(
+            "{blocks} commands blocked under request {} (the last in session {})",
+            g.request.id, self.id
+        );
         match shared
             .ctx
             .store

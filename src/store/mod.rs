@@ -63,6 +63,10 @@ pub struct CommandFilter {
     pub user: Option<String>,
     pub host: Option<String>,
     pub since: Option<UnixTime>,
+    /// Only commands of this request's sessions.
+    pub request_id: Option<i64>,
+    /// Only commands with this verdict (`blocked`, …).
+    pub verdict: Option<String>,
 }
 
 /// How a session ended, for `Store::end_session`.

@@ -317,20 +317,24 @@ pub(super) fn list_commands(
         "SELECT c.session_id, c.at, c.text, c.verdict, c.rule, {SESSION_COLUMNS} \
          FROM commands c JOIN sessions s ON s.id = c.session_id \
          WHERE (?1 IS NULL OR s.user = ?1) AND (?2 IS NULL OR s.host = ?2) \
-           AND (?3 IS NULL OR c.at >= ?3) \
+           AND (?3 IS NULL OR c.at >= ?3) AND (?4 IS NULL OR s.request_id = ?4) \
+           AND (?5 IS NULL OR c.verdict = ?5) \
          ORDER BY c.at DESC, c.id DESC"
     ))?;
-    let rows = st.query_map(params![f.user, f.host, f.since], |r| {
-        Ok((
-            CommandRecord {
-                session_id: r.get(0)?,
-                at: r.get(1)?,
-                text: r.get(2)?,
-                verdict: r.get(3)?,
-                rule: r.get(4)?,
-            },
-            session_from_row(r, 5)?,
-        ))
-    })?;
+    let rows = st.query_map(
+        params![f.user, f.host, f.since, f.request_id, f.verdict],
+        |r| {
+            Ok((
+                CommandRecord {
+                    session_id: r.get(0)?,
+                    at: r.get(1)?,
+                    text: r.get(2)?,
+                    verdict: r.get(3)?,
+                    rule: r.get(4)?,
+                },
+                session_from_row(r, 5)?,
+            ))
+        },
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -85,7 +85,6 @@ async fn a_blocked_exec_never_reaches_the_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_script_without_a_pty_stops_at_the_blocked_line() {
     let lab = Lab::start().await;
-    lab.grant("db1", "root", 1, 3600, 0).await;
     let victim = lab.path().join("victim");
     std::fs::create_dir_all(&victim).unwrap();
     let script = lab.path().join("script.sh");
@@ -101,6 +100,8 @@ async fn a_script_without_a_pty_stops_at_the_blocked_line() {
         Some("cd / && exec sh"),
         Some("env sh -s x"),
     ] {
+        // A request each: blocks count over a request, and its third would end it.
+        lab.grant("db1", "root", 1, 3600, 0).await;
         let mut args = vec!["-T", "root@db1"];
         args.extend(exec);
         let mut cmd = lab.ssh(&args);
@@ -215,4 +216,24 @@ async fn an_interactive_block_cancels_the_line_and_three_flag_the_request() {
     let request = lab.store.get_request(id).await.unwrap().unwrap();
     assert!(request.flagged, "{request:?}");
     assert_eq!(request.state, jitgate::model::RequestState::Revoked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blocks_are_counted_over_the_request_not_one_session() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let victim = lab.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    let rm = format!("rm -rf {}", victim.display());
+    // Three connections, one blocked exec each: the rule's max_blocks (3) is reached.
+    for n in 1..=3 {
+        let out = output(lab.ssh(&["root@db1", &rm]), 60).await;
+        assert_eq!(out.status.code(), Some(126), "{n}: {}", text(&out.stderr));
+    }
+    let request = lab.store.get_request(id).await.unwrap().unwrap();
+    assert!(request.flagged, "{request:?}");
+    assert_eq!(request.state, jitgate::model::RequestState::Revoked);
+    let out = output(lab.ssh(&["root@db1", "echo in"]), 60).await;
+    assert_ne!(out.status.code(), Some(0), "the access is over");
+    assert!(victim.exists());
 }

@@ -198,17 +198,17 @@ async fn sessions_and_commands_are_listed_with_filters() -> R {
     store
         .start_session(session("s3", a, "alice", "db1", T + 3))
         .await?;
-    for (sid, at, text) in [
-        ("s1", T + 1, "ls"),
-        ("s2", T + 4, "rm -rf /"),
-        ("s3", T + 5, "df"),
+    for (sid, at, text, verdict) in [
+        ("s1", T + 1, "ls", "allowed"),
+        ("s2", T + 4, "rm -rf /", "blocked"),
+        ("s3", T + 5, "df", "allowed"),
     ] {
         store
             .record_command(CommandRecord {
                 session_id: sid.into(),
                 at,
                 text: text.into(),
-                verdict: "allowed".into(),
+                verdict: verdict.into(),
                 rule: None,
             })
             .await?;
@@ -300,6 +300,17 @@ async fn sessions_and_commands_are_listed_with_filters() -> R {
     assert_eq!(commands(f).await?, ["alice@db1:df"]);
     let f = CommandFilter {
         host: Some("web1".into()),
+        ..Default::default()
+    };
+    assert_eq!(commands(f).await?, ["bob@web1:rm -rf /"]);
+    // By request (every session of it) and by verdict.
+    let f = CommandFilter {
+        request_id: Some(a),
+        ..Default::default()
+    };
+    assert_eq!(commands(f).await?, ["alice@db1:df", "alice@db1:ls"]);
+    let f = CommandFilter {
+        verdict: Some("blocked".into()),
         ..Default::default()
     };
     assert_eq!(commands(f).await?, ["bob@web1:rm -rf /"]);
