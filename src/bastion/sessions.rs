@@ -87,11 +87,20 @@ struct Entry {
     control: ControlHandle,
 }
 
-/// Every live, authenticated connection, by a process-unique number.
+/// Every live, authenticated connection, by a process-unique number, and the requests whose
+/// access has ended.
 #[derive(Default)]
 pub struct Registry {
     next: AtomicU64,
-    live: Mutex<HashMap<u64, Entry>>,
+    live: Mutex<Live>,
+}
+
+#[derive(Default)]
+struct Live {
+    conns: HashMap<u64, Entry>,
+    /// Requests `close_request` ended, with why: a connection that checked its request just
+    /// before the revocation and registers just after it is closed at once, not missed.
+    ended: HashMap<i64, String>,
 }
 
 /// Removes its connection from the registry when dropped.
@@ -102,36 +111,44 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        self.registry.lock().conns.remove(&self.id);
     }
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
         // A panic while holding this lock leaves a plain map behind: still usable.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Adds a connection of `request_id`; one whose request already ended is closed at once.
     pub fn register(self: &Arc<Self>, request_id: i64, control: ControlHandle) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(
+        let mut live = self.lock();
+        if let Some(reason) = live.ended.get(&request_id) {
+            control.close(reason);
+        }
+        live.conns.insert(
             id,
             Entry {
                 request_id,
                 control,
             },
         );
+        drop(live);
         Registration {
             registry: Arc::clone(self),
             id,
         }
     }
 
-    /// Closes every connection of `request_id`; returns how many there were.
+    /// Closes every connection of `request_id`, now and when registered later; returns how
+    /// many there were.
     pub fn close_request(&self, request_id: i64, reason: &str) -> usize {
-        let live = self.lock();
+        let mut live = self.lock();
+        live.ended.insert(request_id, reason.to_string());
         let mut n = 0;
-        for e in live.values().filter(|e| e.request_id == request_id) {
+        for e in live.conns.values().filter(|e| e.request_id == request_id) {
             e.control.close(reason);
             n += 1;
         }
@@ -140,26 +157,26 @@ impl Registry {
 
     /// The requests with live connections.
     pub fn requests(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.lock().values().map(|e| e.request_id).collect();
+        let mut ids: Vec<i64> = self.lock().conns.values().map(|e| e.request_id).collect();
         ids.sort_unstable();
         ids.dedup();
         ids
     }
 
     pub fn notice_all(&self, text: &str) {
-        for e in self.lock().values() {
+        for e in self.lock().conns.values() {
             e.control.notice(text);
         }
     }
 
     pub fn close_all(&self, reason: &str) {
-        for e in self.lock().values() {
+        for e in self.lock().conns.values() {
             e.control.close(reason);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().conns.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -223,6 +240,19 @@ mod tests {
         assert!(rx_b.borrow().close.is_none());
         drop(gb);
         assert_eq!(reg.requests(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_registered_after_its_request_ended_is_closed() {
+        // Checked the store before the revocation, registered after it: still closed.
+        let reg = Arc::new(Registry::default());
+        assert_eq!(reg.close_request(1, "revoked by bob"), 0);
+        let (late, mut rx) = ControlHandle::new();
+        let _g = reg.register(1, late);
+        assert_eq!(closed(&mut rx).await, "revoked by bob");
+        let (other, rx_other) = ControlHandle::new();
+        let _o = reg.register(2, other);
+        assert!(rx_other.borrow().close.is_none());
     }
 
     #[tokio::test]
