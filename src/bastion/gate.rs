@@ -49,6 +49,9 @@ pub struct Gated {
     pub checked: Vec<Checked>,
     /// A line was blocked where the session cannot go on (no pty): end it with status 126.
     pub end: bool,
+    /// A line was blocked and cancelled upstream: what came after it in the same input is
+    /// dropped (the gate stopped reading there).
+    pub cancelled: bool,
 }
 
 /// What happens to a chunk of input.
@@ -82,6 +85,11 @@ pub trait Tap: Send {
     /// Whether input was sent that the target has not echoed yet (a pty line gate reads the
     /// line from the screen at Enter, so the relay lets the echo arrive first).
     fn echo_pending(&self) -> bool {
+        false
+    }
+    /// Whether a line ended and the target has shown nothing since (its next prompt): keys
+    /// typed now would start a line before its prompt.
+    fn prompt_pending(&self) -> bool {
         false
     }
 }

@@ -104,8 +104,10 @@ impl Tap for Guard {
             Mode::Raw => InputGate::Forward,
             Mode::Pty(g) => {
                 let report = g.feed_input(data, &mut forward);
+                let cancelled = report.blocked.as_ref().is_some_and(|b| b.cancelled);
                 InputGate::Gated(Gated {
                     forward,
+                    cancelled,
                     notice: report.blocked.map(|b| Notice {
                         text: b.notice,
                         stderr: false,
@@ -125,6 +127,7 @@ impl Tap for Guard {
                     }),
                     checked: all(&report.checked),
                     end,
+                    cancelled: false,
                 })
             }
         }
@@ -145,6 +148,7 @@ impl Tap for Guard {
             }),
             checked: all(&report.checked),
             end,
+            cancelled: false,
         })
     }
 
@@ -155,10 +159,14 @@ impl Tap for Guard {
     }
 
     fn reads_screen(&self) -> bool {
-        matches!(self.mode, Mode::Pty(_))
+        matches!(&self.mode, Mode::Pty(g) if !g.alternate_screen())
     }
 
     fn echo_pending(&self) -> bool {
         matches!(&self.mode, Mode::Pty(g) if g.echo_pending())
+    }
+
+    fn prompt_pending(&self) -> bool {
+        matches!(&self.mode, Mode::Pty(g) if g.prompt_pending())
     }
 }

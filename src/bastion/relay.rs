@@ -278,27 +278,45 @@ async fn forward_up(
             if let Some(r) = s.rec.get() {
                 r.input(&data).await;
             }
-            // Keys typed ahead of their echo: the keys go first, and the Enter after them
-            // waits until the screen the gate reads the line from has caught up. (Without
-            // a pty nothing is read from a screen, and bulk input is not scanned.)
-            let enter = s
-                .tap()
-                .reads_screen()
-                .then(|| data.iter().position(|&b| b == b'\r'));
-            if let Some(at) = enter.flatten() {
+            // Keys typed ahead of their echo: the keys go first, and each Enter after them
+            // waits until the screen the gate reads the line from has caught up: the first
+            // Enter of a chunk always, a later one when its line holds more than plain text
+            // (recalled or completed, so only the screen shows it; plain text is checked as
+            // typed, and a pasted script is not slowed line by line). Without a pty nothing
+            // is read from a screen, and bulk input is not scanned.
+            // A line after the first that holds more than text also waits for its prompt
+            // before its first key, so that the gate knows where the line begins.
+            let mut first = true;
+            while s.tap().reads_screen() {
+                let Some((at, len)) = enter_key(&data) else {
+                    break;
+                };
                 let keys = data.split_to(at);
-                if !keys.is_empty()
-                    && !matches!(gate_input(s, log, keys, c_tx, t_tx).await, Ok(true))
-                {
-                    return false;
+                let edited = keys.iter().any(|&b| b < 0x20 || b == 0x7f);
+                if !first && edited {
+                    settle(s, |t| t.prompt_pending()).await;
                 }
-                if s.tap().echo_pending() {
-                    settle_echo(s).await;
+                if !keys.is_empty() {
+                    match gate_input(s, log, keys, c_tx, t_tx).await {
+                        Ok(After::Go) => {}
+                        Ok(After::Dropped) => return true,
+                        Ok(After::End) | Err(_) => return false,
+                    }
+                }
+                if (first || edited) && s.tap().echo_pending() {
+                    settle(s, |t| t.echo_pending()).await;
+                }
+                first = false;
+                match gate_input(s, log, data.split_to(len), c_tx, t_tx).await {
+                    Ok(After::Go) => {}
+                    // A blocked Enter drops the rest of what came with it.
+                    Ok(After::Dropped) => return true,
+                    Ok(After::End) | Err(_) => return false,
                 }
             }
             match gate_input(s, log, data, c_tx, t_tx).await {
-                Ok(true) => Ok(()),
-                Ok(false) | Err(_) => return false,
+                Ok(After::Go | After::Dropped) => Ok(()),
+                Ok(After::End) | Err(_) => return false,
             }
         }
         ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
@@ -306,8 +324,8 @@ async fn forward_up(
             let held = s.tap().eof();
             if let Some(g) = held {
                 match act(s, log, g, c_tx, t_tx).await {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) => return false,
+                    Ok(After::Go | After::Dropped) => {}
+                    Ok(After::End) | Err(_) => return false,
                 }
             }
             t_tx.eof().await
@@ -423,28 +441,48 @@ async fn forward_up(
     sent.is_ok()
 }
 
-/// Passes one piece of input through the gate and on; false when the session must end.
+/// The first Enter key in `data`, as its offset and length: CR, LF, Ctrl-O (operate and get
+/// next) or the keypad's `ESC O M`, as the line gate reads them.
+fn enter_key(data: &[u8]) -> Option<(usize, usize)> {
+    data.iter().enumerate().find_map(|(i, &b)| match b {
+        b'\r' | b'\n' | 0x0f => Some((i, 1)),
+        0x1b if data[i + 1..].starts_with(b"OM") => Some((i, 3)),
+        _ => None,
+    })
+}
+
+/// What is left of the session after the gate saw some input.
+enum After {
+    Go,
+    /// A command was blocked: drop whatever else came with it.
+    Dropped,
+    /// The session must end.
+    End,
+}
+
+/// Passes one piece of input through the gate and on.
 async fn gate_input(
     s: &Shared<'_>,
     log: &mut SessionLog,
     data: bytes::Bytes,
     c_tx: &ClientTx,
     t_tx: &TargetTx,
-) -> Result<bool, russh::Error> {
+) -> Result<After, russh::Error> {
     let gate = s.tap().input(&data);
     match gate {
-        InputGate::Forward => t_tx.data_bytes(data).await.map(|()| true),
+        InputGate::Forward => t_tx.data_bytes(data).await.map(|()| After::Go),
         InputGate::Gated(g) => act(s, log, g, c_tx, t_tx).await,
     }
 }
 
-/// Waits for the target to show what was typed before an Enter: for output to arrive and
-/// then pause for `ECHO_QUIET` (a shell redraws an edited line in several writes), at most
-/// `ECHO_WAIT` in all (a prompt that does not echo, such as a password's, costs that once).
-async fn settle_echo(s: &Shared<'_>) {
+/// Waits for the target to show what `pending` says it owes (the echo of what was typed
+/// before an Enter, or the prompt after one): for output to arrive and then pause for
+/// `ECHO_QUIET` (a shell redraws an edited line in several writes), at most `ECHO_WAIT` in
+/// all (a prompt that does not echo, such as a password's, costs that once).
+async fn settle(s: &Shared<'_>, pending: impl Fn(&dyn Tap) -> bool) {
     let deadline = tokio::time::Instant::now() + ECHO_WAIT;
     loop {
-        let until = if s.tap().echo_pending() {
+        let until = if pending(&**s.tap()) {
             deadline
         } else {
             (tokio::time::Instant::now() + ECHO_QUIET).min(deadline)
@@ -490,7 +528,7 @@ async fn act(
     g: Gated,
     c_tx: &ClientTx,
     t_tx: &TargetTx,
-) -> Result<bool, russh::Error> {
+) -> Result<After, russh::Error> {
     let over = report(s, log, &g.checked).await;
     if !g.forward.is_empty() {
         t_tx.data_bytes(g.forward).await?;
@@ -499,8 +537,9 @@ async fn act(
         let notice = g.notice.map(|n| n.text).unwrap_or_default();
         end(s, c_tx, &notice).await;
         let _ = t_tx.close().await;
-        return Ok(false);
+        return Ok(After::End);
     }
+    let cancelled = g.cancelled;
     if let Some(n) = g.notice {
         let bytes = n.text.into_bytes();
         if n.stderr {
@@ -519,7 +558,7 @@ async fn act(
         )
         .await;
         let _ = t_tx.close().await;
-        return Ok(false);
+        return Ok(After::End);
     }
-    Ok(true)
+    Ok(if cancelled { After::Dropped } else { After::Go })
 }

@@ -118,6 +118,15 @@ pub struct PtyGuard {
     paste: Option<Paste>,
     /// Keys went upstream and no output has come back since.
     unechoed: bool,
+    /// A line ended (Enter, Ctrl-C) and no output has come back since: the next line's
+    /// prompt is not on the screen yet, so where its input begins is not known.
+    ended: bool,
+    /// The current line began before its prompt showed (typed ahead).
+    ahead: bool,
+    /// Every key of the current line was text: the typed model knows it exactly.
+    plain: bool,
+    /// Where the last line typed at a prompt began: the width of that prompt.
+    prompt_width: Option<usize>,
 }
 
 impl std::fmt::Debug for PtyGuard {
@@ -143,6 +152,10 @@ impl PtyGuard {
             anchor: None,
             paste: None,
             unechoed: false,
+            ended: false,
+            ahead: false,
+            plain: true,
+            prompt_width: None,
         }
     }
 
@@ -155,6 +168,7 @@ impl PtyGuard {
     /// Bytes the target sent towards the client (feed them as they are relayed).
     pub fn feed_output(&mut self, bytes: &[u8]) {
         self.unechoed = false;
+        self.ended = false;
         let (rows, cols) = self.parser.screen().size();
         let parser = &mut self.parser;
         self.clamp
@@ -166,6 +180,12 @@ impl PtyGuard {
     /// then waits for the echo before it hands the Enter over.
     pub fn echo_pending(&self) -> bool {
         self.unechoed && self.paste.is_none() && !self.alternate_screen()
+    }
+
+    /// Whether a line ended and the target has shown nothing since: a line typed now starts
+    /// before its prompt is on the screen.
+    pub fn prompt_pending(&self) -> bool {
+        self.ended && self.paste.is_none() && !self.alternate_screen()
     }
 
     /// Whether a full-screen program holds the terminal (input is then not line-checked).
@@ -235,7 +255,20 @@ impl PtyGuard {
             }
             key => {
                 if self.anchor.is_none() {
-                    self.anchor = Some(self.cursor_offset());
+                    // Typed ahead of its prompt (in the same write as the Enter before it),
+                    // the cursor still stands on the line before: the line is read from
+                    // where the last prompt ended instead.
+                    self.ahead = self.ended;
+                    self.anchor = Some(if self.ahead {
+                        self.prompt_width.unwrap_or(0)
+                    } else {
+                        let at = self.cursor_offset();
+                        self.prompt_width = Some(at);
+                        at
+                    });
+                }
+                if !matches!(key, Key::Text(_)) {
+                    self.plain = false;
                 }
                 self.typed.key(key);
                 up.extend_from_slice(self.keys.take_unsent());
@@ -247,10 +280,28 @@ impl PtyGuard {
     fn reset_line(&mut self) {
         self.anchor = None;
         self.typed.clear();
+        self.ended = true;
+        self.ahead = false;
+        self.plain = true;
     }
 
     /// Checks the line at Enter: the screen from the anchor, and the typed text.
     fn check_line(&mut self) -> (Verdict, Option<CheckedCommand>) {
+        if self.ahead && self.plain {
+            // Typed ahead as plain text: the keys are the line, whatever the prompt.
+            let typed = self.typed.text();
+            let typed = typed.trim();
+            if typed.is_empty() {
+                return (Verdict::Allow, None);
+            }
+            let verdict = self.checker.check(typed);
+            let c = CheckedCommand {
+                text: typed.to_string(),
+                verdict: verdict.clone(),
+                source: Source::Typed,
+            };
+            return (verdict, Some(c));
+        }
         let anchor = match self.anchor {
             Some(a) => a,
             None => self.cursor_offset(),

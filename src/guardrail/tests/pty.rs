@@ -198,6 +198,40 @@ fn wrapped_long_lines_are_read_whole_even_when_the_screen_scrolls() {
 }
 
 #[test]
+fn a_line_typed_ahead_of_its_prompt_is_read_whole() {
+    // `echo ok`, Enter, then a history recall, all before the shell answered: the recalled
+    // line's start is not where the cursor stood when its first key arrived.
+    let mut t = Term::new(24, 80);
+    t.type_echo("echo ok");
+    assert_eq!(t.enter().blocked, None);
+    assert_eq!(t.input(b"\x1b[A"), InputReport::default());
+    // The shell now prints the output, its prompt and the recalled line.
+    t.out("\r\nok\r\n$ rm -rf /");
+    let r = t.enter();
+    assert_eq!(
+        blocked_rule(&r).as_deref(),
+        Some("destructive/rm-recursive-system"),
+        "{r:?}"
+    );
+    // Plain text typed ahead is judged as typed, whatever prompt comes.
+    t.shell_cancels();
+    t.type_echo("ls");
+    assert_eq!(t.enter().blocked, None);
+    t.input(b"rm -rf /");
+    t.out("\r\nfile\r\n[a much longer prompt]$ rm -rf /");
+    assert_eq!(
+        blocked_rule(&t.enter()).as_deref(),
+        Some("destructive/rm-recursive-system")
+    );
+    t.shell_cancels();
+    t.type_echo("ls");
+    assert_eq!(t.enter().blocked, None);
+    t.input(b"echo fine");
+    t.out("\r\nfile\r\n[rm -rf /]$ echo fine");
+    assert_eq!(t.enter().blocked, None);
+}
+
+#[test]
 fn a_risky_prompt_is_not_part_of_the_command() {
     let mut t = Term::new(24, 80);
     t.out("\r\n[reboot; rm -rf /]$ ");

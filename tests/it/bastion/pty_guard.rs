@@ -181,6 +181,33 @@ async fn a_history_edit_typed_ahead_of_its_echo_is_still_checked_as_shown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_enter_of_a_typed_ahead_write_waits_for_its_echo() {
+    // A command, then a history edit ended by Ctrl-J (also Enter to a shell), all in one
+    // write: the second Enter must wait for the screen too, whatever byte it is.
+    let lab = Lab::start().await;
+    let v = victim(&lab, "victim-second");
+    let sock = shell(&lab).await;
+    let path = v.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        // A prompt that blocks nothing, so that only the recalled line can.
+        ready(&sock);
+        literal(&sock, "export PS1='calm> '");
+        key(&sock, "Enter");
+        pane_shows_n(&sock, "calm>", 2);
+        line(&sock, &format!("xx -rf {path}"), "xx: command not found");
+        ready(&sock);
+        let mut keys = vec!["send-keys", "-t", "t"];
+        keys.extend(["e", "c", "h", "o", " ", "o", "k", "Enter"]);
+        keys.extend(["Up", "Up", "C-a", "C-d", "C-d", "r", "m", "C-j"]);
+        tmux(&sock, &keys);
+        pane_shows_n(&sock, BLOCKED, 1);
+    })
+    .await
+    .unwrap();
+    assert_not_run(&v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tab_completion_and_pastes_are_checked_before_anything_runs() {
     let lab = Lab::start().await;
     let v = victim(&lab, "victim-tab");
