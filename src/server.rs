@@ -37,6 +37,11 @@ pub struct Parts {
 impl Parts {
     /// Creates missing CA keys, opens the store (running migrations).
     pub fn open(cfg: Config) -> Result<Parts, ServerError> {
+        if let Some(tls) = &cfg.server.tls {
+            api::tls::check(tls).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("server.tls_cert / tls_key: {e}"))
+            })?;
+        }
         let (ca, created_keys) = CaKeys::ensure(&cfg.ca_dir())?;
         let store: Arc<dyn Store> = match &cfg.store {
             StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
@@ -74,6 +79,7 @@ pub async fn run(
     let expiry = tokio::spawn(api::expire_loop(state.clone()));
     // One shutdown signal, two listeners.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let api_failed = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -89,8 +95,19 @@ pub async fn run(
         store: parts.store.clone(),
         hub: parts.hub.clone(),
     };
+    // The API ending on its own is an error: the bastion then stops too (with its grace for
+    // live sessions), and `serve` exits with the error rather than run half a server.
+    let api_stop = stopped(stop_rx.clone());
+    let api = async move {
+        let result = api::serve(api_listener, state, api_stop).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the API stopped; stopping the bastion");
+        }
+        let _ = api_failed.send(true);
+        result
+    };
     let (api_result, ()) = tokio::join!(
-        api::serve(api_listener, state, stopped(stop_rx.clone())),
+        api,
         bastion::run(ssh_listener, Arc::new(bastion), stopped(stop_rx)),
     );
     expiry.abort();

@@ -10,7 +10,7 @@ pub mod dto;
 mod error;
 mod metrics;
 mod routes;
-mod tls;
+pub(crate) mod tls;
 pub mod webhook;
 
 use std::future::Future;

@@ -34,6 +34,12 @@ fn acceptor(tls: &Tls) -> std::io::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Loads the certificate and key as `serve` will: `jitgate serve` checks them before it
+/// listens, so a bad file stops the start instead of leaving a server without its API.
+pub fn check(tls: &Tls) -> std::io::Result<()> {
+    acceptor(tls).map(|_| ())
+}
+
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -45,7 +51,15 @@ pub async fn serve(
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => accepted?,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: the listener stays, and is tried again.
+                    tracing::error!(error = %e, "cannot accept an API connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
         };
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());

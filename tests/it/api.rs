@@ -425,6 +425,33 @@ fn api_over_tls() {
 }
 
 #[test]
+fn a_tls_file_that_cannot_be_read_stops_serve_at_start() {
+    let setup = Setup::new();
+    let config = setup.config_with(
+        "tls_cert = \"missing.crt\"\ntls_key = \"missing.key\"",
+        Setup::standard_policy(),
+    );
+    let mut child = std::process::Command::new(jitgate_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_for(Duration::from_secs(30), || child.try_wait().unwrap());
+    if exited.is_none() {
+        let _ = child.kill();
+        panic!("serve kept running without its API");
+    }
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_ne!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stderr.contains("tls") && run.stderr.contains("missing.crt"),
+        "{run:#?}"
+    );
+}
+
+#[test]
 fn expiry_reaches_webhooks() {
     let setup = Setup::new();
     let (url, rx) = receiver(0);
