@@ -291,7 +291,9 @@ pub async fn login(g: &Global, id: i64, out: Option<PathBuf>) -> anyhow::Result<
     if per_host != cert_path {
         std::fs::write(&per_host, format!("{}\n", cert.certificate.trim()))?;
     }
-    let known_hosts = folder.join("known_hosts");
+    // Named for the request, never plain `known_hosts`: `--out ~/.ssh/x-cert.pub` must not
+    // replace the engineer's own file.
+    let known_hosts = cert_path.with_file_name(format!("{id}.known_hosts"));
     std::fs::write(&known_hosts, format!("{}\n", cert.bastion.known_hosts_line))?;
     let identity = identity_path(g)?;
     let config_path = cert_path.with_file_name(format!("{id}.ssh_config"));

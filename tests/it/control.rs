@@ -581,3 +581,37 @@ fn init_creates_keys_once_and_prints_trust_lines() {
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.stderr.contains("chmod 600"), "{run:#?}");
 }
+
+#[test]
+fn login_out_never_replaces_the_engineers_known_hosts() {
+    let (setup, server) = standard();
+    server
+        .request(&setup.alice, "web1", "deploy", "20m", "x")
+        .ok();
+    let ssh = setup.path().join("dot-ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let mine = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n";
+    std::fs::write(ssh.join("known_hosts"), mine).unwrap();
+    let out = ssh.join("id_ed25519-cert.pub");
+    server
+        .cli(
+            &setup.alice,
+            &["login", "1", "--out", out.to_str().unwrap()],
+        )
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(ssh.join("known_hosts")).unwrap(),
+        mine
+    );
+    let config = std::fs::read_to_string(ssh.join("1.ssh_config")).unwrap();
+    let ours = ssh.join("1.known_hosts");
+    assert!(
+        config.contains(&format!("UserKnownHostsFile {}", ours.display())),
+        "{config}"
+    );
+    assert!(
+        std::fs::read_to_string(&ours)
+            .unwrap()
+            .starts_with("@cert-authority"),
+    );
+}
