@@ -87,19 +87,66 @@ async fn deliver(
         data: &event.data,
         audit_head: audit_head.as_deref(),
     };
+    // Webhook URLs often carry their secret in the path or query (chat incoming hooks):
+    // logs name the endpoint only.
+    let shown = endpoint(&url);
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=ATTEMPTS {
         match client.post(&url).json(&body).send().await {
             Ok(resp) if resp.status().is_success() => return,
             Ok(resp) => {
-                tracing::warn!(%url, event = %event.kind, status = %resp.status(), attempt, "webhook refused")
+                tracing::warn!(url = %shown, event = %event.kind, status = %resp.status(), attempt, "webhook refused")
             }
             Err(e) => {
-                tracing::warn!(%url, event = %event.kind, error = %e, attempt, "webhook failed")
+                let e = e.without_url();
+                tracing::warn!(url = %shown, event = %event.kind, error = %e, attempt, "webhook failed")
             }
         }
         tokio::time::sleep(backoff).await;
         backoff *= 2;
     }
-    tracing::error!(%url, event = %event.kind, "webhook given up after {ATTEMPTS} attempts");
+    tracing::error!(url = %shown, event = %event.kind, "webhook given up after {ATTEMPTS} attempts");
+}
+
+/// `scheme://host:port/…`: a URL without its user info, path and query.
+fn endpoint(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if u.path() == "/" && u.query().is_none() {
+                ""
+            } else {
+                "/…"
+            };
+            format!(
+                "{}://{}{port}{rest}",
+                u.scheme(),
+                u.host_str().unwrap_or("?")
+            )
+        }
+        Err(_) => "(unparsable URL)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint;
+
+    #[test]
+    fn logged_urls_keep_no_secret() {
+        for (url, shown) in [
+            (
+                "https://hooks.slack.com/services/T000/B000/XXXXsecret",
+                "https://hooks.slack.com/…",
+            ),
+            (
+                "https://user:pw@example.com:8443/h?token=abc",
+                "https://example.com:8443/…",
+            ),
+            ("http://127.0.0.1:9000/", "http://127.0.0.1:9000"),
+            ("not a url", "(unparsable URL)"),
+        ] {
+            assert_eq!(endpoint(url), shown, "{url}");
+        }
+    }
 }
