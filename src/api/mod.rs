@@ -10,6 +10,7 @@ pub mod dto;
 mod error;
 mod metrics;
 mod routes;
+mod throttle;
 pub(crate) mod tls;
 pub mod webhook;
 
@@ -46,6 +47,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub metrics: Metrics,
     nonces: auth::NonceCache,
+    refusals: throttle::RefusalThrottle,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
             hub,
             metrics: Metrics::default(),
             nonces: auth::NonceCache::default(),
+            refusals: throttle::RefusalThrottle::default(),
         })
     }
 }
@@ -163,15 +166,30 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
                     .and_then(|k| app.cfg.user_by_key(&k).map(|u| u.name.clone())),
                 _ => None,
             };
-            let event =
-                NewAuditEvent::new(now(), "api.refused", actor.as_deref().unwrap_or("unknown"))
-                    .with("reason", &e)
-                    .with("method", &parts.method)
-                    .with("path", path);
-            if let Err(err) = app.store.append_audit(event).await {
-                tracing::error!(error = %err, "could not audit a refused call");
+            let actor = actor.as_deref().unwrap_or("unknown");
+            match app.refusals.admit(actor, Instant::now()) {
+                throttle::Admit::Write { suppressed } => {
+                    let mut event = NewAuditEvent::new(now(), "api.refused", actor)
+                        .with("reason", &e)
+                        .with("method", &parts.method)
+                        .with("path", path);
+                    if suppressed > 0 {
+                        event = event.with("suppressed", suppressed);
+                    }
+                    if let Err(err) = app.store.append_audit(event).await {
+                        tracing::error!(error = %err, "could not audit a refused call");
+                    }
+                    tracing::warn!(reason = %e, %path, "API call refused");
+                }
+                throttle::Admit::Skip { first } => {
+                    if first {
+                        tracing::warn!(
+                            actor,
+                            "refused API calls arrive too fast; counting them instead of auditing each"
+                        );
+                    }
+                }
             }
-            tracing::warn!(reason = %e, %path, "API call refused");
             ApiError::Unauthorized(e.to_string()).into_response()
         }
     }

@@ -146,6 +146,51 @@ fn bad_signatures_replays_and_skew_are_refused_and_audited() {
     assert!(reasons.iter().any(|r| r.contains("replayed")));
 }
 
+#[test]
+fn a_flood_of_refused_calls_is_counted_not_audited_one_by_one() {
+    let setup = Setup::new();
+    let server = Server::start(&setup.config(Setup::standard_policy()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let unsigned = |n: usize| {
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            for _ in 0..n {
+                let status = client
+                    .get(format!("{}/v1/requests", server.url))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status.as_u16(), 401);
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    unsigned(300);
+    let took = started.elapsed().as_secs() as usize;
+    std::thread::sleep(Duration::from_millis(1100));
+    unsigned(1);
+    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    let refused: Vec<&serde_json::Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "api.refused")
+        .collect();
+    // A burst of ten, about one a second after it, and the last one after the pause.
+    assert!(refused.len() <= 10 + took + 2, "{}", refused.len());
+    // Every refusal is accounted for: written, or counted on a later written one.
+    let counted: usize = refused
+        .iter()
+        .filter_map(|e| e["data"]["suppressed"].as_str())
+        .map(|n| n.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(refused.len() + counted, 301, "{refused:?}");
+}
+
 /// A tiny HTTP receiver: answers `fail_first` calls with 500, then 200; sends bodies.
 fn receiver(fail_first: usize) -> (String, mpsc::Receiver<serde_json::Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
