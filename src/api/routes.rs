@@ -46,6 +46,22 @@ impl AppState {
             ))),
         }
     }
+
+    /// `load` for a call that would act on the request: not finding it is a refusal like
+    /// any other, audited as `kind` (someone tried to decide a request they cannot see).
+    async fn load_to_act(
+        &self,
+        caller: &Caller,
+        id: i64,
+        kind: &str,
+    ) -> ApiResult<crate::model::AccessRequest> {
+        match self.load(caller, id).await {
+            Err(e @ ApiError::NotFound(_)) => {
+                Err(self.refuse(&caller.user, kind, Some(id), e).await)
+            }
+            other => other,
+        }
+    }
 }
 
 pub async fn create_request(
@@ -125,7 +141,7 @@ pub async fn approve(
     Json(body): Json<DecisionBody>,
 ) -> ApiResult<Json<RequestView>> {
     let now = now();
-    let req = app.load(&caller, id).await?;
+    let req = app.load_to_act(&caller, id, "approval.refused").await?;
     if let Err(reason) = policy::check_decider(&app.cfg, &caller.user, &req, now) {
         let err = decider_error(&req, now, reason);
         return Err(app
@@ -177,7 +193,7 @@ pub async fn deny(
             "a reason is required: --reason \"why\"".into(),
         ));
     }
-    let req = app.load(&caller, id).await?;
+    let req = app.load_to_act(&caller, id, "denial.refused").await?;
     if let Err(why) = policy::check_decider(&app.cfg, &caller.user, &req, now) {
         let err = decider_error(&req, now, why);
         return Err(app
@@ -205,7 +221,7 @@ pub async fn revoke(
 ) -> ApiResult<Json<RequestView>> {
     let now = now();
     let reason = body.reason.unwrap_or_else(|| "revoked".into());
-    let req = app.load(&caller, id).await?;
+    let req = app.load_to_act(&caller, id, "revocation.refused").await?;
     if let Err(why) = policy::check_revoker(&app.cfg, &caller.user, &req, now) {
         let err = if req.state_at(now) == RequestState::Pending
             || req.state_at(now) == RequestState::Approved
@@ -244,7 +260,7 @@ pub async fn certificate(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<CertificateView>> {
     let now = now();
-    let req = app.load(&caller, id).await?;
+    let req = app.load_to_act(&caller, id, "certificate.refused").await?;
     if req.requester != caller.user {
         let err = ApiError::Forbidden(format!(
             "request {id} is {}'s; only the requester gets its certificate",

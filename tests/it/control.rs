@@ -273,11 +273,22 @@ fn refusals_are_clear_audited_and_change_nothing() {
         .cli(&setup.bob, &["login", "1"])
         .refused("already denied");
     let kinds = audit_kinds(&server, &setup);
-    assert!(
-        kinds.iter().filter(|k| *k == "approval.refused").count() >= 3,
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "approval.refused").count(),
+        4,
         "{kinds:?}"
     );
     assert!(kinds.iter().any(|k| k == "request.denied"));
+    // Trying to decide a request one cannot see is audited like any other refusal.
+    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "approval.refused" && e["actor"] == "alice"),
+        "{events}"
+    );
 }
 
 #[test]
