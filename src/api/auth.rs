@@ -65,6 +65,11 @@ pub enum AuthError {
     BadSignature,
     #[error("nonce was already used (replayed call)")]
     Replayed,
+    #[error(
+        "the call was signed at {got}, before this server started ({since}), so it cannot be \
+         told from a replay; sign it again (and check your clock if this repeats)"
+    )]
+    BeforeStart { got: i64, since: i64 },
 }
 
 /// One API call as its client signed it: the request and the three headers with the proof.
@@ -93,6 +98,12 @@ pub fn verify_call(
         return Err(AuthError::Skew {
             got: timestamp,
             now,
+        });
+    }
+    if timestamp < nonces.since {
+        return Err(AuthError::BeforeStart {
+            got: timestamp,
+            since: nonces.since,
         });
     }
     let nonce = call.nonce;
@@ -131,10 +142,12 @@ pub fn signing_key(sig_hex: &str) -> Option<PublicKey> {
     Some(PublicKey::from(sig.public_key().clone()))
 }
 
-/// Nonces seen within the last `2 × MAX_SKEW_SECS`, purged once a minute.
-#[derive(Default)]
+/// Nonces seen within the last `2 × MAX_SKEW_SECS`, purged once a minute, and since when.
+/// A restart forgets them, so a call signed before the cache began (which an earlier run
+/// may have seen) is refused rather than taken as new.
 pub struct NonceCache {
     inner: Mutex<Nonces>,
+    since: UnixTime,
 }
 
 #[derive(Default)]
@@ -144,6 +157,14 @@ struct Nonces {
 }
 
 impl NonceCache {
+    /// A cache that has seen nothing before `since`.
+    pub fn new(since: UnixTime) -> NonceCache {
+        NonceCache {
+            inner: Mutex::default(),
+            since,
+        }
+    }
+
     /// Records `nonce`; false if it was seen already.
     pub fn insert(&self, nonce: &str, now: UnixTime) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -63,7 +63,7 @@ impl AppState {
             ca,
             hub,
             metrics: Metrics::default(),
-            nonces: auth::NonceCache::default(),
+            nonces: auth::NonceCache::new(now()),
             refusals: throttle::RefusalThrottle::default(),
         })
     }
@@ -158,6 +158,7 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
             let actor = match &e {
                 auth::AuthError::Replayed
                 | auth::AuthError::Skew { .. }
+                | auth::AuthError::BeforeStart { .. }
                 | auth::AuthError::BadSignature => parts
                     .headers
                     .get(auth::HEADER_SIGNATURE)

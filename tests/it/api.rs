@@ -147,6 +147,37 @@ fn bad_signatures_replays_and_skew_are_refused_and_audited() {
 }
 
 #[test]
+fn a_call_signed_before_a_restart_cannot_be_replayed_after_it() {
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let body = r#"{"host":"web1","login":"deploy","ttl":"5m","reason":"x"}"#;
+    let nonce = auth::new_nonce();
+    let server = Server::start(&config);
+    let call = Call {
+        method: "POST",
+        path: "/v1/requests",
+        body,
+        timestamp: jitgate::model::now(),
+        nonce: &nonce,
+    };
+    let (status, text) = raw_call(&server.url, &setup.alice, &call, None);
+    assert_eq!(status, 201, "{text}");
+    drop(server);
+    // Restarted in a later second, well inside the clock-skew window of the call.
+    std::thread::sleep(Duration::from_millis(1100));
+    // The new server never saw the nonce, but refuses the call all the same.
+    let server = Server::start(&config);
+    let (status, text) = raw_call(&server.url, &setup.alice, &call, None);
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("before this server started"), "{text}");
+    let list = server
+        .cli(&setup.alice, &["requests", "--json"])
+        .ok()
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "no second request");
+}
+
+#[test]
 fn a_flood_of_refused_calls_is_counted_not_audited_one_by_one() {
     let setup = Setup::new();
     let server = Server::start(&setup.config(Setup::standard_policy()));
