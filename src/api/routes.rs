@@ -110,19 +110,33 @@ pub async fn list_requests(
     Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<RequestView>>> {
+    // The newest `SHOWN` the caller may see, read a page at a time: requests others may not
+    // see must not push the caller's own off the list.
+    const SHOWN: usize = 500;
     let now = now();
-    let filter = RequestFilter {
-        pending_at: q.pending.then_some(now),
-        requester: q.user.clone(),
-        limit: Some(500),
-    };
-    let list = app.store.list_requests(filter).await?;
-    Ok(Json(
-        list.iter()
-            .filter(|r| policy::may_view(&app.cfg, &caller.user, r))
-            .map(|r| RequestView::new(r, now))
-            .collect(),
-    ))
+    let mut shown = Vec::new();
+    let mut before_id = None;
+    loop {
+        let filter = RequestFilter {
+            pending_at: q.pending.then_some(now),
+            requester: q.user.clone(),
+            before_id,
+            limit: Some(SHOWN as u32),
+        };
+        let page = app.store.list_requests(filter).await?;
+        let last = page.last().map(|r| r.id);
+        shown.extend(
+            page.iter()
+                .filter(|r| policy::may_view(&app.cfg, &caller.user, r))
+                .map(|r| RequestView::new(r, now)),
+        );
+        match last {
+            Some(id) if shown.len() < SHOWN && page.len() == SHOWN => before_id = Some(id),
+            _ => break,
+        }
+    }
+    shown.truncate(SHOWN);
+    Ok(Json(shown))
 }
 
 pub async fn show_request(

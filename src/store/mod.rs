@@ -45,6 +45,8 @@ pub struct RequestFilter {
     /// Only requests whose stored state is pending and not past `pending_until` at `now`.
     pub pending_at: Option<UnixTime>,
     pub requester: Option<String>,
+    /// Only requests with a smaller id (the next page, newest first).
+    pub before_id: Option<i64>,
     pub limit: Option<u32>,
 }
 

@@ -548,3 +548,51 @@ fn expiry_reaches_webhooks() {
     // Only the subscribed event was sent.
     assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
 }
+
+#[test]
+fn requests_lists_the_callers_own_behind_many_others() {
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    {
+        let server = Server::start(&config);
+        server
+            .request(&setup.alice, "web1", "deploy", "5m", "mine")
+            .ok();
+    }
+    // 600 newer requests by someone else, straight into the store.
+    let cfg = jitgate::config::Config::load(&config).unwrap();
+    let jitgate::config::StoreUrl::Sqlite(db) = &cfg.store;
+    let rule = cfg.rule_ref("engineer", 0).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use jitgate::store::Store;
+        let store = jitgate::store::SqliteStore::open(db).unwrap();
+        let t = jitgate::model::now();
+        for _ in 0..600 {
+            store
+                .create_request(jitgate::model::NewRequest {
+                    requester: "bob".into(),
+                    host: "web1".into(),
+                    login: "deploy".into(),
+                    ttl_secs: 300,
+                    reason: "theirs".into(),
+                    rule: rule.clone(),
+                    approvals_needed: 0,
+                    created_at: t,
+                    pending_until: t + 3600,
+                })
+                .await
+                .unwrap();
+        }
+    });
+    let server = Server::start(&config);
+    let list = server
+        .cli(&setup.alice, &["requests", "--json"])
+        .ok()
+        .json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["reason"], "mine");
+    // Bob sees his newest 500.
+    let list = server.cli(&setup.bob, &["requests", "--json"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 500);
+}

@@ -168,12 +168,14 @@ pub(super) fn list(
     if filter.requester.is_some() {
         sql.push_str(" AND requester = ?2");
     }
-    sql.push_str(" ORDER BY id DESC LIMIT ?3");
+    // Always there (a page of everything starts below `i64::MAX`): numbered parameters make
+    // as many as the highest number, so all four always bind.
+    sql.push_str(" AND id < ?4 ORDER BY id DESC LIMIT ?3");
     let mut st = conn.prepare_cached(&sql)?;
     let limit = filter.limit.map_or(-1, i64::from);
-    // Numbered parameters: `?3` alone still makes three, so all three always bind.
+    let before = filter.before_id.unwrap_or(i64::MAX);
     let rows = st.query_map(
-        params![filter.pending_at, filter.requester, limit],
+        params![filter.pending_at, filter.requester, limit, before],
         from_row,
     )?;
     let mut out: Vec<AccessRequest> = rows.collect::<Result<_, _>>()?;

@@ -246,8 +246,13 @@ async fn list_requests_newest_first_with_filters() -> R {
     assert_eq!(ids(store.list_requests(alice.clone()).await?), [3, 1]);
     let one = RequestFilter {
         limit: Some(1),
-        ..alice
+        ..alice.clone()
     };
     assert_eq!(ids(store.list_requests(one).await?), [3]);
+    let next_page = RequestFilter {
+        before_id: Some(3),
+        ..alice
+    };
+    assert_eq!(ids(store.list_requests(next_page).await?), [1]);
     Ok(())
 }
