@@ -519,6 +519,17 @@ impl Validator {
             }
         };
         let data_dir = self.path(&raw.data_dir);
+        let pending_ttl = self.duration(
+            "server.pending_ttl",
+            raw.pending_ttl.as_deref(),
+            Duration::from_secs(3600),
+        );
+        if pending_ttl.is_zero() {
+            self.error(
+                "server.pending_ttl",
+                "must be more than 0s: every request needing approval would expire at once",
+            );
+        }
         Server {
             recordings_dir: raw
                 .recordings_dir
@@ -537,11 +548,7 @@ impl Validator {
             ),
             hostname: raw.hostname.trim().to_string(),
             tls,
-            pending_ttl: self.duration(
-                "server.pending_ttl",
-                raw.pending_ttl.as_deref(),
-                Duration::from_secs(3600),
-            ),
+            pending_ttl,
             shutdown_grace: self.duration(
                 "server.shutdown_grace",
                 raw.shutdown_grace.as_deref(),
