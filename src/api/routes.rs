@@ -168,6 +168,14 @@ pub async fn approve(
         .await
     {
         Ok(ApproveOutcome::Counted(r)) => {
+            // Each approval, as the audit log has it; then the approval that decided it.
+            let mut data = request_data(&r);
+            data.insert("approver".into(), caller.user.clone());
+            data.insert(
+                "approvals".into(),
+                format!("{} of {}", r.approvals.len(), r.approvals_needed),
+            );
+            app.hub.emit("request.approval", Some(id), data);
             if r.state == RequestState::Approved {
                 app.metrics.request("approved");
                 app.hub.emit("request.approved", Some(id), request_data(&r));

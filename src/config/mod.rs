@@ -28,6 +28,7 @@ pub const DEFAULT_SSH_LISTEN: &str = "127.0.0.1:2222";
 /// The webhook events jitgate emits; `[[webhooks]] events` may name only these.
 pub const WEBHOOK_EVENTS: &[&str] = &[
     "request.created",
+    "request.approval",
     "request.approved",
     "request.denied",
     "request.revoked",

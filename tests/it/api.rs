@@ -289,7 +289,7 @@ fn webhooks_are_delivered_and_retried() {
         .ok();
     let mut got = Vec::new();
     let mut heads = Vec::new();
-    while got.len() < 5 {
+    while got.len() < 6 {
         let event = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("webhook delivered");
@@ -309,9 +309,14 @@ fn webhooks_are_delivered_and_retried() {
             assert_eq!(event["data"]["reason"], "INC-7");
             assert_eq!(event["data"]["requester"], "alice");
         }
+        if event["event"] == "request.approval" {
+            assert_eq!(event["data"]["approver"], "bob");
+            assert_eq!(event["data"]["approvals"], "1 of 1");
+        }
     }
     got.sort();
     let want: Vec<(String, i64)> = [
+        ("request.approval", 1),
         ("request.approved", 1),
         ("request.created", 1),
         ("request.created", 2),
