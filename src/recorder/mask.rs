@@ -141,6 +141,9 @@ pub(crate) struct MaskStream {
     buf: Vec<u8>,
     /// Where the held text starts in `buf`.
     held: usize,
+    /// Not due before this time: set when a due release was held back by a match running on
+    /// into younger text, so that the writer does not spin until that text is due too.
+    retry_at: f64,
     /// Each held chunk, in order: released as it is when no mask falls inside it.
     segs: Vec<Seg>,
 }
@@ -185,12 +188,17 @@ impl MaskStream {
         if self.segs.first().is_none_or(|s| s.t > now - HOLD) {
             return;
         }
+        if now < self.retry_at {
+            return;
+        }
         let want = self
             .segs
             .iter()
             .find(|s| s.t > now - HOLD / 2.0)
             .map_or(self.buf.len(), |s| s.start);
-        self.release(m, want, false, out);
+        if !self.release(m, want, false, out) {
+            self.retry_at = now + HOLD / 2.0;
+        }
     }
 
     /// Releases everything (the stream ends).
@@ -200,7 +208,7 @@ impl MaskStream {
 
     /// When the oldest held chunk falls due, in seconds since the recording began.
     pub(crate) fn deadline(&self) -> Option<f64> {
-        self.segs.first().map(|s| s.t + HOLD)
+        self.segs.first().map(|s| (s.t + HOLD).max(self.retry_at))
     }
 
     /// Sequence number of the oldest held chunk: nothing later may be written before it.
@@ -209,10 +217,10 @@ impl MaskStream {
     }
 
     /// Releases the held text up to `want` (an offset in `buf`), or less when a match
-    /// straddles `want` and `force` is false.
-    fn release(&mut self, m: &Masker, want: usize, force: bool, out: &mut Vec<Piece>) {
+    /// straddles `want` and `force` is false; false when nothing could go.
+    fn release(&mut self, m: &Masker, want: usize, force: bool, out: &mut Vec<Piece>) -> bool {
         if want <= self.held || self.segs.is_empty() {
-            return;
+            return false;
         }
         // Matches over the look-behind and the held text; what lies in the look-behind was
         // written already, so a match that began there masks from the held text's start.
@@ -231,7 +239,7 @@ impl MaskStream {
             cut = r.start;
         }
         if cut <= held {
-            return;
+            return false;
         }
         self.emit(cut, &ranges, out);
         // Keep the last `CONTEXT` bytes before the cut as look-behind.
@@ -254,6 +262,7 @@ impl MaskStream {
             // An idle stream goes back to holding its look-behind only.
             self.buf.shrink_to_fit();
         }
+        true
     }
 
     /// Pushes the chunks' text in `[0, cut)` with `ranges` masked: a chunk no mask touches

@@ -255,3 +255,21 @@ fn a_match_wholly_in_the_look_behind_is_not_masked_again() {
     let recorded: Vec<String> = out.iter().map(|p| p.2.to_string()).collect();
     assert_eq!(recorded, ["[MASKED]\n", "ls\n"]);
 }
+
+#[test]
+fn a_release_held_back_by_a_match_moves_the_deadline() {
+    // The match starts the held text and runs into a younger chunk: nothing can go when the
+    // first chunk falls due, and the stream must not report itself due again at once.
+    let m = defaults();
+    let mut s = MaskStream::default();
+    let mut out = Vec::new();
+    s.push(&m, 0.0, 0, "AKIAIOSF".into(), &mut out);
+    s.push(&m, 0.25, 1, "ODNN7EXAMPLE ok".into(), &mut out);
+    s.release_due(&m, 0.3, &mut out);
+    assert!(out.is_empty());
+    let next = s.deadline().expect("held");
+    assert!(next > 0.3, "due again at {next}, already past");
+    s.release_due(&m, next, &mut out);
+    let recorded: String = out.iter().map(|p| p.2.to_string()).collect();
+    assert_eq!(recorded, "[MASKED] ok");
+}
