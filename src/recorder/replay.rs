@@ -58,6 +58,13 @@ pub enum Played {
     Quit,
 }
 
+/// The longest pause between two events, whatever the recording says.
+const MAX_GAP: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Undoes what a recording quit midway may have left in the terminal: the alternate screen
+/// (a full-screen program), colours and a hidden cursor.
+const TERMINAL_RESET: &str = "\x1b[?1049l\x1b[0m\x1b[?25h";
+
 /// Plays the `o` events of `reader` to `out` with their timing.
 pub fn play<R: BufRead, W: Write>(
     reader: R,
@@ -84,7 +91,11 @@ pub fn play<R: BufRead, W: Write>(
         if let Some(limit) = idle {
             gap = gap.min(limit.max(0.0));
         }
-        if wait(waiter, Duration::from_secs_f64(gap / speed)) == Played::Quit {
+        // A year at most: a damaged or hostile time must not overflow the clock.
+        let d = Duration::try_from_secs_f64(gap / speed)
+            .unwrap_or(MAX_GAP)
+            .min(MAX_GAP);
+        if wait(waiter, d) == Played::Quit {
             return Ok(Played::Quit);
         }
         out.write_all(e.data.as_bytes())
@@ -137,9 +148,25 @@ pub fn play_terminal<R: BufRead, W: Write>(
 ) -> Result<Played, RecorderError> {
     match tty::RawTty::new() {
         // Dropped on every return and unwind: the terminal is restored.
-        Some(mut raw) => play(reader, out, opts, &mut raw),
-        None => play(reader, out, opts, &mut Sleeper),
+        Some(mut raw) => play_to_terminal(reader, out, opts, &mut raw),
+        None => play_to_terminal(reader, out, opts, &mut Sleeper),
     }
+}
+
+/// `play`, then, when quit midway, `TERMINAL_RESET`.
+fn play_to_terminal<R: BufRead, W: Write>(
+    reader: R,
+    out: &mut W,
+    opts: &PlayOptions,
+    waiter: &mut dyn Waiter,
+) -> Result<Played, RecorderError> {
+    let played = play(reader, out, opts, waiter)?;
+    if played == Played::Quit {
+        out.write_all(TERMINAL_RESET.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(output_err)?;
+    }
+    Ok(played)
 }
 
 /// No terminal: just sleeps.
@@ -288,7 +315,13 @@ impl<R: BufRead> Lines<R> {
         if complete {
             buf.pop();
         }
-        let line = String::from_utf8(buf).map_err(|_| format_err(self.n, "not UTF-8".into()))?;
+        // A last line a crash cut short may end inside a character: it is dropped as
+        // incomplete (it cannot parse), not refused as not UTF-8.
+        let line = if complete {
+            String::from_utf8(buf).map_err(|_| format_err(self.n, "not UTF-8".into()))?
+        } else {
+            String::from_utf8_lossy(&buf).into_owned()
+        };
         Ok(Some((self.n, line, complete)))
     }
 }

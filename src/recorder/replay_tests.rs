@@ -139,3 +139,66 @@ fn a_crash_cut_last_line_is_ignored_but_bad_lines_are_errors() {
     assert!(cat(&b""[..], &mut Vec::new()).is_err());
     assert!(cat(&b"{\"version\":1}\n"[..], &mut Vec::new()).is_err());
 }
+
+#[test]
+fn a_last_line_cut_inside_a_character_is_dropped() {
+    let mut cast = "{\"version\":2,\"width\":80,\"height\":24}\n[0.5, \"o\", \"a\"]\n"
+        .as_bytes()
+        .to_vec();
+    // "[0.6, "o", "é" cut after the first byte of é.
+    cast.extend_from_slice(b"[0.6, \"o\", \"\xc3");
+    let mut out = Vec::new();
+    let r = play(
+        cast.as_slice(),
+        &mut out,
+        &PlayOptions::default(),
+        &mut Script::new(vec![]),
+    );
+    assert_eq!(
+        (r.expect("plays"), out.as_slice()),
+        (Played::Finished, &b"a"[..])
+    );
+    let mut out = Vec::new();
+    cat(cast.as_slice(), &mut out).expect("cats");
+    assert_eq!(out, b"a");
+}
+
+#[test]
+fn an_absurd_gap_is_capped_not_a_panic() {
+    let cast = "{\"version\":2,\"width\":80,\"height\":24}\n[1e300, \"o\", \"a\"]\n";
+    let (r, out, asked) = run(
+        cast,
+        PlayOptions {
+            speed: 1e-300,
+            idle_limit: None,
+        },
+        vec![],
+    );
+    assert_eq!((r, out.as_str()), (Played::Finished, "a"));
+    assert_eq!(asked, vec![Some(MAX_GAP)]);
+}
+
+#[test]
+fn quitting_midway_leaves_the_terminal_as_it_was() {
+    let cast = "{\"version\":2,\"width\":80,\"height\":24}\n\
+                [0.1, \"o\", \"\\u001b[?1049h\\u001b[?25lvi\"]\n[0.5, \"o\", \"more\"]\n";
+    let mut out = Vec::new();
+    let mut s = Script::new(vec![
+        Control::Elapsed,
+        Control::Key(Key::Quit, Duration::ZERO),
+    ]);
+    let r = play_to_terminal(cast.as_bytes(), &mut out, &PlayOptions::default(), &mut s);
+    assert_eq!(r.expect("plays"), Played::Quit);
+    let out = String::from_utf8(out).expect("utf-8");
+    assert_eq!(out, format!("\u{1b}[?1049h\u{1b}[?25lvi{TERMINAL_RESET}"));
+    // Played to the end, the recording's own output is all there is.
+    let mut out = Vec::new();
+    let r = play_to_terminal(
+        cast.as_bytes(),
+        &mut out,
+        &PlayOptions::default(),
+        &mut Script::new(vec![]),
+    );
+    assert_eq!(r.expect("plays"), Played::Finished);
+    assert!(!String::from_utf8(out).unwrap().contains(TERMINAL_RESET));
+}
