@@ -512,12 +512,21 @@ impl server::Handler for Inner {
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _command: &[u8],
+        command: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         // A command the guardrails block still gets "success": the relay answers it with
         // the block message and exit status 126.
-        self.reply(channel, self.allows(Request::Exec), session)
+        let command = String::from_utf8_lossy(command);
+        let ok = self.allows(Request::Exec(&command));
+        if !ok {
+            self.refused(
+                "subsystem",
+                "an exec of sftp-server is sftp, which the access rule does not allow",
+            )
+            .await;
+        }
+        self.reply(channel, ok, session)
     }
 
     async fn subsystem_request(

@@ -366,7 +366,9 @@ async fn forward_up(
             s.pending().push_back(Pending::Start);
             t_tx.request_shell(true).await
         }
-        ChannelMsg::Exec { command, .. } => {
+        ChannelMsg::Exec { command, .. }
+            if allows(s.rule, Request::Exec(&String::from_utf8_lossy(&command))) =>
+        {
             let text = String::from_utf8_lossy(&command).into_owned();
             if !s.start(log, Start::Exec(&text), c_tx).await {
                 return false;

@@ -13,7 +13,8 @@ pub fn env_allowed(name: &str) -> bool {
 pub enum Request<'a> {
     Pty,
     Shell,
-    Exec,
+    /// With its command: an exec of the sftp server is sftp.
+    Exec(&'a str),
     Subsystem(&'a str),
     Env(&'a str),
     WindowChange,
@@ -27,7 +28,11 @@ pub enum Request<'a> {
 pub fn allows(rule: &AccessRule, req: Request<'_>) -> bool {
     match req {
         Request::Pty => rule.allow_pty,
-        Request::Shell | Request::Exec | Request::WindowChange => true,
+        Request::Shell | Request::WindowChange => true,
+        // `sftp -s /usr/lib/openssh/sftp-server` asks for an exec, not the subsystem.
+        Request::Exec(command) => {
+            rule.allow_sftp || !crate::guardrail::runs_program(command, "sftp-server")
+        }
         Request::Subsystem(name) => name == "sftp" && rule.allow_sftp,
         Request::Env(name) => env_allowed(name),
         Request::Agent => rule.allow_agent_forwarding,
@@ -67,7 +72,8 @@ mod tests {
         for (req, on_open, on_closed) in [
             (Request::Pty, true, false),
             (Request::Shell, true, true),
-            (Request::Exec, true, true),
+            (Request::Exec("ls"), true, true),
+            (Request::Exec("/usr/lib/openssh/sftp-server"), true, false),
             (Request::WindowChange, true, true),
             (Request::Subsystem("sftp"), true, false),
             (Request::Subsystem("netconf"), false, false),

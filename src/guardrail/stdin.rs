@@ -62,6 +62,28 @@ fn simple_reads_stdin(words: &[String]) -> bool {
     }
 }
 
+/// Whether any simple command of `command` runs a program named `name` (by base name, after
+/// the same wrappers: `sudo /usr/lib/openssh/sftp-server` runs `sftp-server`).
+pub fn runs_program(command: &str, name: &str) -> bool {
+    split(command).iter().any(|words| {
+        let mut rest: &[String] = words;
+        loop {
+            let Some((first, tail)) = rest.split_first() else {
+                return false;
+            };
+            rest = match base_name(first) {
+                _ if is_assignment(first) => tail,
+                "exec" | "command" | "nohup" => skip_options(tail, &[]),
+                "nice" => skip_options(tail, &["-n"]),
+                "env" => skip_options(tail, &["-u", "-C", "-S"]),
+                "doas" => skip_options(tail, &["-u", "-C"]),
+                "sudo" => skip_options(tail, SUDO_VALUE),
+                program => return program == name,
+            };
+        }
+    })
+}
+
 /// A shell reads standard input unless it is given `-c` or a script file (`-s` keeps reading
 /// standard input, with the words after it as arguments).
 fn shell_reads_stdin(name: &str, args: &[String]) -> bool {
@@ -228,6 +250,21 @@ mod tests {
             "echo `bash`",
         ] {
             assert!(reads_commands_from_stdin(command), "{command:?}");
+        }
+    }
+
+    #[test]
+    fn programs_are_found_behind_wrappers() {
+        use super::runs_program;
+        for (command, runs) in [
+            ("/usr/lib/openssh/sftp-server", true),
+            ("sudo -u root /usr/lib/openssh/sftp-server -l INFO", true),
+            ("exec env A=b sftp-server", true),
+            ("true; sftp-server", true),
+            ("ls /usr/lib/openssh/sftp-server", false),
+            ("scp -t /tmp", false),
+        ] {
+            assert_eq!(runs_program(command, "sftp-server"), runs, "{command:?}");
         }
     }
 

@@ -45,9 +45,30 @@ async fn port_forwarding_and_sftp_refused_by_rule() {
         "sftp should fail: {}",
         text(&out.stderr)
     );
+    // Nor through an exec of the sftp server itself (`sftp -s PATH`).
+    let mut sftp = tokio::process::Command::new("sftp");
+    sftp.arg("-F")
+        .arg(&lab.ssh_config)
+        .args(["-o", &lab.jump(), "-s", "/usr/lib/openssh/sftp-server"])
+        .args(["-b", "-", "root@db1"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = output(sftp, 60).await;
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "sftp -s should fail: {}",
+        text(&out.stderr)
+    );
     let reasons = lab.refusals().await;
     assert!(
         reasons.iter().any(|r| r.contains("subsystem \"sftp\"")),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("an exec of sftp-server is sftp")),
         "{reasons:#?}"
     );
     assert!(
