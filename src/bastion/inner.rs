@@ -7,6 +7,7 @@
 //! a channel-open failure whose text the engineer's `ssh` prints.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +85,7 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
         dialled: dial_rx.clone(),
         grant: None,
         registration: None,
+        sessions: Arc::new(AtomicUsize::new(0)),
     };
     match russh::server::run_stream(config, stream, handler).await {
         Ok(mut running) => {
@@ -124,7 +126,14 @@ struct Inner {
     /// Set by the nested login.
     grant: Option<Grant>,
     registration: Option<Registration>,
+    /// Session channels open on this connection (at most `MAX_SESSIONS`).
+    sessions: Arc<AtomicUsize>,
 }
+
+/// Session channels one connection may have open at once: OpenSSH's `MaxSessions` default.
+/// Each holds a relay, an upstream channel, a recording and bounded buffers, so an
+/// engineer cannot make the bastion hold more than this many per connection.
+pub const MAX_SESSIONS: usize = 10;
 
 impl Inner {
     /// Whether the logged-in request's rule allows `req`; nothing is allowed before login.
@@ -347,6 +356,24 @@ impl server::Handler for Inner {
                 .await;
             return Ok(());
         };
+        if self.sessions.fetch_add(1, Ordering::AcqRel) >= MAX_SESSIONS {
+            self.sessions.fetch_sub(1, Ordering::AcqRel);
+            self.refused(
+                "session",
+                &format!("more than {MAX_SESSIONS} session channels on one connection"),
+            )
+            .await;
+            reply
+                .reject(failure(
+                    2,
+                    format!(
+                        "jitgate: at most {MAX_SESSIONS} sessions per connection; open another connection"
+                    ),
+                ))
+                .await;
+            return Ok(());
+        }
+        let open = Arc::clone(&self.sessions);
         let cx = ChannelCtx {
             shared: Arc::clone(&self.conn.shared),
             grant,
@@ -358,6 +385,7 @@ impl server::Handler for Inner {
         let live = self.conn.shared.tasks.enter();
         tokio::spawn(async move {
             session_channel(cx, channel, reply).await;
+            open.fetch_sub(1, Ordering::AcqRel);
             drop(live);
         });
         Ok(())

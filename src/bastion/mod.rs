@@ -37,6 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
+pub use inner::MAX_SESSIONS;
 pub use record::seal_cut_off;
 
 use crate::ca::{CaError, CaKeys};

@@ -263,3 +263,77 @@ async fn request_expiry_closes_the_session_while_the_certificate_is_valid() {
         lab.refusals().await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_connection_holds_at_most_ten_sessions() {
+    // OpenSSH multiplexing: one master connection to db1, then sessions over it.
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let sock = lab.path().join("mux.sock");
+    let sock = sock.to_str().unwrap();
+    let mux = ["-S", sock, "-o", "ControlMaster=no"];
+    let master = output(
+        lab.ssh(&[
+            "-M",
+            "-S",
+            sock,
+            "-o",
+            "ControlPersist=60",
+            "-fN",
+            "root@db1",
+        ]),
+        60,
+    )
+    .await;
+    assert_eq!(master.status.code(), Some(0), "{}", text(&master.stderr));
+    let mut held = Vec::new();
+    for _ in 0..jitgate::bastion::MAX_SESSIONS {
+        let mut args = mux.to_vec();
+        args.extend(["root@db1", "echo up; sleep 30"]);
+        let mut c = lab.ssh(&args);
+        c.stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+            .await
+            .unwrap();
+        assert_eq!(line, "up\n");
+        held.push(child);
+    }
+    // The eleventh is refused on that connection (the client then opens a new one, as it
+    // does when sshd's MaxSessions refuses it), and the refusal is audited.
+    let mut args = mux.to_vec();
+    args.extend(["root@db1", "echo eleventh"]);
+    let out = output(lab.ssh(&args), 60).await;
+    assert!(
+        text(&out.stderr).contains("Session open refused by peer"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        lab.refusals()
+            .await
+            .iter()
+            .any(|r| r.contains("more than 10 session channels on one connection")),
+        "{:?}",
+        lab.refusals().await
+    );
+    // One ends: the connection has room again.
+    let mut first = held.remove(0);
+    first.kill().await.unwrap();
+    let _ = first.wait().await;
+    let mut args = mux.to_vec();
+    args.extend(["root@db1", "echo room"]);
+    let mut room = false;
+    for _ in 0..50 {
+        let out = output(lab.ssh(&args), 60).await;
+        if !text(&out.stderr).contains("refused by peer") && text(&out.stdout) == "room\n" {
+            room = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(room, "a freed session slot is used again");
+    let _ = output(lab.ssh(&["-S", sock, "-O", "exit", "root@db1"]), 30).await;
+}
