@@ -133,10 +133,12 @@ pub(super) fn configure(conn: &Connection) -> Result<(), StoreError> {
             "could not switch the database to WAL mode (it is in {mode} mode)"
         )));
     }
-    // In WAL mode, NORMAL syncs the log at checkpoints, not at every commit: a committed
-    // transaction survives a crash of the process (the WAL is in the OS page cache), though
-    // the last commits may be lost if the whole machine loses power.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // FULL syncs the WAL at every commit, so a commit the caller heard of survives a power
+    // loss too (NORMAL would keep it only across a crash of the process): an issued
+    // certificate's serial, an approval and the audit event beside it are never handed out
+    // and then forgotten. Calls waiting together share one commit, so one sync; measured
+    // with `cargo bench --bench certificates`, about 2,700 certificates a second either way.
+    conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())

@@ -70,7 +70,8 @@ async fn open_creates_folder_and_file_in_wal_mode() -> R {
             )?)
         })
         .await?;
-    assert_eq!((mode.as_str(), sync, fk), ("wal", 1, 1));
+    // synchronous = FULL (2): every commit is on disk before the caller hears of it.
+    assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
     Ok(())
 }
 
