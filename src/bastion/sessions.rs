@@ -52,12 +52,25 @@ impl ControlHandle {
         });
     }
 
-    /// Closes at Unix time `at` (a certificate or request ending), if still alive then.
+    /// Closes at Unix time `at` (a certificate or request ending), if still alive then. The
+    /// timer ends with the connection: many short connections under a long grant leave no
+    /// sleeping tasks behind.
     pub fn close_at(&self, at: i64, reason: String) {
         let weak = Arc::downgrade(&self.tx);
+        let mut rx = self.tx.subscribe();
         let wait = u64::try_from(at - crate::model::now()).unwrap_or(0);
         tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            let due = tokio::time::sleep(std::time::Duration::from_secs(wait));
+            tokio::pin!(due);
+            loop {
+                tokio::select! {
+                    () = &mut due => break,
+                    // Every handle dropped: the connection is gone.
+                    changed = rx.changed() => if changed.is_err() {
+                        return;
+                    },
+                }
+            }
             if let Some(tx) = weak.upgrade() {
                 ControlHandle { tx }.close(&reason);
             }
@@ -240,6 +253,25 @@ mod tests {
         assert!(rx_b.borrow().close.is_none());
         drop(gb);
         assert_eq!(reg.requests(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_close_timer_ends_with_its_connection() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let (c, _rx) = ControlHandle::new();
+        c.close_at(crate::model::now() + 3600, "expired".into());
+        tokio::task::yield_now().await;
+        assert_eq!(metrics.num_alive_tasks(), before + 1);
+        drop(c);
+        drop(_rx);
+        for _ in 0..100 {
+            if metrics.num_alive_tasks() == before {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the timer outlived its connection");
     }
 
     #[tokio::test]
