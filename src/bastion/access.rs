@@ -9,7 +9,7 @@ use std::fmt;
 use ssh_key::Certificate;
 
 use crate::config::{AccessRule, Config, Host};
-use crate::model::{AccessRequest, IssuedCert, UnixTime};
+use crate::model::{AccessRequest, IssuedCert, RequestState, UnixTime};
 
 /// Why a connection, login or channel was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,16 @@ pub fn check(
         ));
     }
     if !request.is_active(now) {
-        return refuse(format!("request {request_id} is {}", request.state_at(now)));
+        return refuse(match request.state_at(now) {
+            RequestState::Pending => format!(
+                "request {request_id} is still pending approval; see jitgate show {request_id}"
+            ),
+            RequestState::Expired => crate::policy::already_decided(request, RequestState::Expired),
+            state => format!(
+                "request {request_id} was {state}; run jitgate request --host {} --login {} for new access",
+                request.host, request.login
+            ),
+        });
     }
     let Some(rule) = config.rule(&request.rule) else {
         return refuse(format!(

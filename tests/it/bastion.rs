@@ -128,9 +128,9 @@ async fn refuses_without_request_expired_out_of_scope_and_wrong_login() {
     let reasons = lab.refusals().await;
     for want in [
         "only jitgate certificates",
-        "is pending",
+        "is still pending approval",
         "was not issued by this jitgate",
-        "is expired",
+        "expired at",
         "db2 is not in request",
         "not the approved login",
     ] {

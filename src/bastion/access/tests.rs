@@ -178,7 +178,7 @@ fn check_table() {
                 state: RequestState::Revoked,
                 ..request()
             }),
-            Some("is revoked"),
+            Some("was revoked; run jitgate request --host db1 --login root"),
         ),
         (
             "pending",
@@ -189,7 +189,7 @@ fn check_table() {
                 state: RequestState::Pending,
                 ..request()
             }),
-            Some("is pending"),
+            Some("is still pending approval; see jitgate show 7"),
         ),
         (
             "expired by time",
@@ -200,7 +200,7 @@ fn check_table() {
                 expires_at: Some(NOW),
                 ..request()
             }),
-            Some("is expired"),
+            Some("expired at"),
         ),
         (
             "host left the inventory",

@@ -258,7 +258,8 @@ async fn request_expiry_closes_the_session_while_the_certificate_is_valid() {
         lab.refusals()
             .await
             .iter()
-            .any(|r| r.contains(&format!("request {id} is expired"))),
+            .any(|r| r.contains(&format!("request {id} expired at"))
+                && r.contains("run jitgate request")),
         "{:?}",
         lab.refusals().await
     );
