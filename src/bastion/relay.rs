@@ -282,10 +282,10 @@ async fn forward_up(
             // waits until the screen the gate reads the line from has caught up: the first
             // Enter of a chunk always, a later one when its line holds more than plain text
             // (recalled or completed, so only the screen shows it; plain text is checked as
-            // typed, and a pasted script is not slowed line by line). Without a pty nothing
-            // is read from a screen, and bulk input is not scanned.
-            // A line after the first that holds more than text also waits for its prompt
-            // before its first key, so that the gate knows where the line begins.
+            // typed, and a pasted script is not slowed line by line). Such a later line also
+            // waits for its prompt before its first key, so that the gate knows where the
+            // line begins. Without a pty nothing is read from a screen, and bulk input is not
+            // scanned.
             let mut first = true;
             while s.tap().reads_screen() {
                 let Some((at, len)) = enter_key(&data) else {
@@ -366,10 +366,13 @@ async fn forward_up(
             s.pending().push_back(Pending::Start);
             t_tx.request_shell(true).await
         }
-        ChannelMsg::Exec { command, .. }
-            if allows(s.rule, Request::Exec(&String::from_utf8_lossy(&command))) =>
-        {
+        ChannelMsg::Exec { command, .. } => {
             let text = String::from_utf8_lossy(&command).into_owned();
+            if !allows(s.rule, Request::Exec(&text)) {
+                // Refused in the handler's reply already (sftp-server under a rule without
+                // sftp), like the refused requests below.
+                return true;
+            }
             if !s.start(log, Start::Exec(&text), c_tx).await {
                 return false;
             }

@@ -347,20 +347,25 @@ fn replay_and_tamper_evidence_of_recordings() {
     );
 }
 
+/// Sets `recordings.retention = "1s"`, lets two seconds pass, and prunes.
+fn prune_with_a_second_of_retention(config: &std::path::Path) -> Run {
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(
+        config,
+        text.replace("[server]", "[recordings]\nretention = \"1s\"\n\n[server]"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    jitgate(&["recordings", "prune", "--config", config.to_str().unwrap()]).ok()
+}
+
 #[test]
 fn prune_removes_expired_recordings_and_verify_stays_green() {
     let (setup, server, _sshd) = lab();
     let (_session, path) = recorded_session(&setup, &server);
     drop(server);
     let config = setup.path().join("jitgate.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("[server]", "[recordings]\nretention = \"1s\"\n\n[server]"),
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(2100));
-    let run = jitgate(&["recordings", "prune", "--config", config.to_str().unwrap()]).ok();
+    let run = prune_with_a_second_of_retention(&config);
     assert!(
         run.stdout.contains("1 recording(s) older than 1s removed"),
         "{run:#?}"
@@ -383,15 +388,8 @@ fn prune_keeps_open_sessions_and_verify_refuses_a_prune_retention_would_not_make
     let rel = session["recording"].as_str().unwrap().to_string();
     let path = setup.path().join("recordings").join(&rel);
     let config = setup.path().join("jitgate.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("[server]", "[recordings]\nretention = \"1s\"\n\n[server]"),
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(2100));
     // Older than the retention, but its session is open: kept.
-    let run = jitgate(&["recordings", "prune", "--config", config.to_str().unwrap()]).ok();
+    let run = prune_with_a_second_of_retention(&config);
     assert!(
         run.stdout
             .contains(&format!("kept {rel}: its session is still open"))

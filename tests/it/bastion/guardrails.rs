@@ -122,23 +122,23 @@ async fn a_script_without_a_pty_stops_at_the_blocked_line() {
     assert_eq!(out.stdout, std::fs::read(&script).unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_shell_started_by_exec_on_a_pty_is_gated_like_a_shell() {
+/// A tmux pane running `ssh -tt root@db1 [remote]` through the lab's bastion, with a prompt
+/// that reads `ready>` (its echo does not); returns the tmux socket and a victim folder that
+/// a blocked `rm -rf` must leave in place.
+async fn interactive(lab: &Lab, remote: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     lab::require("tmux");
-    let lab = Lab::start().await;
-    lab.grant("db1", "root", 0, 3600, 0).await;
     let victim = lab.path().join("victim");
     std::fs::create_dir_all(&victim).unwrap();
     let sock = lab.path().join("tmux.sock");
     let ssh = format!(
-        "ssh -F {} -J alice@127.0.0.1:{} -tt root@db1 bash --norc; sleep 30",
+        "ssh -F {} -J alice@127.0.0.1:{} -tt root@db1 {remote}; sleep 30",
         lab.ssh_config.display(),
         lab.port
     );
-    let rm = format!("rm -rf {}", victim.display());
+    let pane = sock.clone();
     tokio::task::spawn_blocking(move || {
         tmux(
-            &sock,
+            &pane,
             &[
                 "new-session",
                 "-d",
@@ -151,12 +151,30 @@ async fn a_shell_started_by_exec_on_a_pty_is_gated_like_a_shell() {
                 &ssh,
             ],
         );
-        let keys = |k: &str| tmux(&sock, &["send-keys", "-t", "t", k, "Enter"]);
-        keys("export PS1='rea''dy> '");
-        pane_shows_n(&sock, "ready>", 1);
-        keys(&rm);
+        // The echo shows rea''dy, only the prompt shows ready.
+        line(&pane, "export PS1='rea''dy> '");
+        pane_shows_n(&pane, "ready>", 1);
+    })
+    .await
+    .unwrap();
+    (sock, victim)
+}
+
+/// Types `text` and Enter into the pane.
+fn line(sock: &std::path::Path, text: &str) {
+    tmux(sock, &["send-keys", "-t", "t", text, "Enter"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shell_started_by_exec_on_a_pty_is_gated_like_a_shell() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let (sock, victim) = interactive(&lab, "bash --norc").await;
+    let rm = format!("rm -rf {}", victim.display());
+    tokio::task::spawn_blocking(move || {
+        line(&sock, &rm);
         pane_shows_n(&sock, "blocked by guardrail", 1);
-        keys("echo still-$((1+1))");
+        line(&sock, "echo still-$((1+1))");
         pane_shows(&sock, "still-2");
     })
     .await
@@ -166,48 +184,22 @@ async fn a_shell_started_by_exec_on_a_pty_is_gated_like_a_shell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_interactive_block_cancels_the_line_and_three_flag_the_request() {
-    lab::require("tmux");
     let lab = Lab::start().await;
     let id = lab.grant("db1", "root", 0, 3600, 0).await;
-    let victim = lab.path().join("victim");
-    std::fs::create_dir_all(&victim).unwrap();
-    let sock = lab.path().join("tmux.sock");
-    let ssh = format!(
-        "ssh -F {} -J alice@127.0.0.1:{} -tt root@db1; sleep 30",
-        lab.ssh_config.display(),
-        lab.port
-    );
+    let (sock, victim) = interactive(&lab, "").await;
     let rm = format!("rm -rf {}", victim.display());
     tokio::task::spawn_blocking(move || {
-        tmux(
-            &sock,
-            &[
-                "new-session",
-                "-d",
-                "-s",
-                "t",
-                "-x",
-                "120",
-                "-y",
-                "30",
-                &ssh,
-            ],
-        );
-        let keys = |k: &str| tmux(&sock, &["send-keys", "-t", "t", k, "Enter"]);
-        // The echo shows rea''dy, only the prompt shows ready.
-        keys("export PS1='rea''dy> '");
-        pane_shows_n(&sock, "ready>", 1);
-        keys(&rm);
+        line(&sock, &rm);
         pane_shows_n(&sock, "blocked by guardrail", 1);
         pane_shows_n(&sock, "ready>", 2);
-        keys("echo still-$((1+1))");
+        line(&sock, "echo still-$((1+1))");
         pane_shows(&sock, "still-2");
         pane_shows_n(&sock, "ready>", 3);
         // The default max_blocks is 3: the third block ends the session.
-        keys(&rm);
+        line(&sock, &rm);
         pane_shows_n(&sock, "blocked by guardrail", 2);
         pane_shows_n(&sock, "ready>", 4);
-        keys(&rm);
+        line(&sock, &rm);
         pane_shows(&sock, "flagged for review");
     })
     .await
