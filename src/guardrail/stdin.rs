@@ -4,10 +4,10 @@
 //! unchecked while `ssh db1 < script` checks them.
 //!
 //! The test reads every simple command of the line (split at `;`, `&`, `|`, parentheses and
-//! backquotes) the way a shell would split its words, without expanding anything: leading `VAR=value` assignments and the wrappers `exec`, `env`, `command`,
-//! `nohup`, `nice`, `sudo` and `doas` are passed over; what is left must be a shell (by base
-//! name) that is given neither `-c` nor a script file, or `sudo -i`/`sudo -s`, or `su` without
-//! `-c`. Anything else (`scp -t`, `rsync --server`, `tar xf -`) is a program whose input is
+//! backquotes) the way a shell would split its words, without expanding anything: leading
+//! `VAR=value` assignments and the wrappers `exec`, `env`, `command`, `nohup`, `nice`,
+//! `sudo` and `doas` are passed over; what is left must be a shell (by base name) that is
+//! given neither `-c` nor a script file, or `sudo -i`/`sudo -s`, or `su` without `-c`. Anything else (`scp -t`, `rsync --server`, `tar xf -`) is a program whose input is
 //! data, and is not line-checked.
 
 /// Shells, by the base name of the program.
@@ -24,64 +24,61 @@ const SUDO_VALUE: &[&str] = &[
 /// Whether `command` runs a shell reading its commands from standard input anywhere in it
 /// (`cd /srv && bash`, `cat | sh`: every simple command of a list or pipeline counts).
 pub fn reads_commands_from_stdin(command: &str) -> bool {
-    split(command).iter().any(|words| simple_reads_stdin(words))
-}
-
-/// Whether one simple command (its words) is a shell reading standard input.
-fn simple_reads_stdin(words: &[String]) -> bool {
-    let mut rest = words;
-    loop {
-        let Some((first, tail)) = rest.split_first() else {
-            return false;
-        };
-        let name = base_name(first);
-        match name {
-            _ if is_assignment(first) => rest = tail,
-            "exec" | "command" | "nohup" => rest = skip_options(tail, &[]),
-            "nice" => rest = skip_options(tail, &["-n"]),
-            "env" => rest = skip_options(tail, &["-u", "-C", "-S"]),
-            "doas" => rest = skip_options(tail, &["-u", "-C"]),
-            "sudo" => {
-                let after = skip_options(tail, SUDO_VALUE);
-                let options = &tail[..tail.len() - after.len()];
-                let login_or_shell = options.iter().any(|o| match o.strip_prefix('-') {
-                    Some(long) if long.starts_with('-') => long == "-login" || long == "-shell",
-                    Some(flags) => flags.contains('i') || flags.contains('s'),
-                    None => false,
-                });
-                if after.is_empty() {
-                    // `sudo -i` or `sudo -s` alone starts a shell; plain `sudo` does not.
-                    return login_or_shell;
-                }
-                rest = after;
-            }
-            "su" => return !tail.iter().any(|w| w == "-c" || w.starts_with("--command")),
-            _ if SHELLS.contains(&name) => return shell_reads_stdin(name, tail),
-            _ => return false,
-        }
-    }
+    split(command).iter().any(|words| match unwrap(words) {
+        Run::SudoShell => true,
+        Run::Program("su", args) => !args.iter().any(|w| w == "-c" || w.starts_with("--command")),
+        Run::Program(name, args) if SHELLS.contains(&name) => shell_reads_stdin(name, args),
+        Run::Program(..) | Run::Nothing => false,
+    })
 }
 
 /// Whether any simple command of `command` runs a program named `name` (by base name, after
 /// the same wrappers: `sudo /usr/lib/openssh/sftp-server` runs `sftp-server`).
 pub fn runs_program(command: &str, name: &str) -> bool {
-    split(command).iter().any(|words| {
-        let mut rest: &[String] = words;
-        loop {
-            let Some((first, tail)) = rest.split_first() else {
-                return false;
-            };
-            rest = match base_name(first) {
-                _ if is_assignment(first) => tail,
-                "exec" | "command" | "nohup" => skip_options(tail, &[]),
-                "nice" => skip_options(tail, &["-n"]),
-                "env" => skip_options(tail, &["-u", "-C", "-S"]),
-                "doas" => skip_options(tail, &["-u", "-C"]),
-                "sudo" => skip_options(tail, SUDO_VALUE),
-                program => return program == name,
-            };
-        }
-    })
+    split(command)
+        .iter()
+        .any(|words| matches!(unwrap(words), Run::Program(p, _) if p == name))
+}
+
+/// What one simple command runs, once its assignments and wrappers are passed over.
+enum Run<'a> {
+    /// A program (its base name) and its arguments.
+    Program(&'a str, &'a [String]),
+    /// `sudo -i` or `sudo -s` with no command: sudo starts a shell itself.
+    SudoShell,
+    /// Only assignments and wrappers, or `sudo` alone.
+    Nothing,
+}
+
+fn unwrap(words: &[String]) -> Run<'_> {
+    let mut rest = words;
+    loop {
+        let Some((first, tail)) = rest.split_first() else {
+            return Run::Nothing;
+        };
+        rest = match base_name(first) {
+            _ if is_assignment(first) => tail,
+            "exec" | "command" | "nohup" => skip_options(tail, &[]),
+            "nice" => skip_options(tail, &["-n"]),
+            "env" => skip_options(tail, &["-u", "-C", "-S"]),
+            "doas" => skip_options(tail, &["-u", "-C"]),
+            "sudo" => {
+                let after = skip_options(tail, SUDO_VALUE);
+                if !after.is_empty() {
+                    after
+                } else if tail.iter().any(|o| match o.strip_prefix('-') {
+                    Some(long) if long.starts_with('-') => long == "-login" || long == "-shell",
+                    Some(flags) => flags.contains('i') || flags.contains('s'),
+                    None => false,
+                }) {
+                    return Run::SudoShell;
+                } else {
+                    return Run::Nothing;
+                }
+            }
+            program => return Run::Program(program, tail),
+        };
+    }
 }
 
 /// A shell reads standard input unless it is given `-c` or a script file (`-s` keeps reading
@@ -96,10 +93,7 @@ fn shell_reads_stdin(name: &str, args: &[String]) -> bool {
         args
     };
     for a in args {
-        if a == "--" {
-            return false;
-        }
-        if a == "--command" {
+        if a == "--" || a == "--command" {
             return false;
         }
         if let Some(flags) = a.strip_prefix('-').filter(|f| !f.starts_with('-')) {
