@@ -135,6 +135,26 @@ struct Inner {
 /// engineer cannot make the bastion hold more than this many per connection.
 pub const MAX_SESSIONS: usize = 10;
 
+/// A session channel's place among its connection's `MAX_SESSIONS`, given back when dropped
+/// (also when its task unwinds).
+struct SessionSlot(Arc<AtomicUsize>);
+
+impl SessionSlot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<SessionSlot> {
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_SESSIONS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(SessionSlot(Arc::clone(open)))
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Inner {
     /// Whether the logged-in request's rule allows `req`; nothing is allowed before login.
     fn allows(&self, req: Request<'_>) -> bool {
@@ -356,8 +376,7 @@ impl server::Handler for Inner {
                 .await;
             return Ok(());
         };
-        if self.sessions.fetch_add(1, Ordering::AcqRel) >= MAX_SESSIONS {
-            self.sessions.fetch_sub(1, Ordering::AcqRel);
+        let Some(slot) = SessionSlot::take(&self.sessions) else {
             self.refused(
                 "session",
                 &format!("more than {MAX_SESSIONS} session channels on one connection"),
@@ -372,8 +391,7 @@ impl server::Handler for Inner {
                 ))
                 .await;
             return Ok(());
-        }
-        let open = Arc::clone(&self.sessions);
+        };
         let cx = ChannelCtx {
             shared: Arc::clone(&self.conn.shared),
             grant,
@@ -385,7 +403,7 @@ impl server::Handler for Inner {
         let live = self.conn.shared.tasks.enter();
         tokio::spawn(async move {
             session_channel(cx, channel, reply).await;
-            open.fetch_sub(1, Ordering::AcqRel);
+            drop(slot);
             drop(live);
         });
         Ok(())
