@@ -83,18 +83,7 @@ pub fn evaluate(cfg: &Config, ask: &Ask, now: UnixTime) -> Decision {
         .roles
         .iter()
         .filter_map(|r| cfg.role(r))
-        .flat_map(|role| {
-            role.access.iter().enumerate().map(move |(index, rule)| {
-                (
-                    RuleRef {
-                        role: role.name.clone(),
-                        index,
-                        digest: rule.digest(),
-                    },
-                    rule,
-                )
-            })
-        })
+        .flat_map(|role| role.rules())
         .filter(|(_, rule)| rule.hosts.matches(host))
         .collect();
     if for_host.is_empty() {

@@ -117,6 +117,27 @@ pub struct Role {
     /// Auditors see every request, session and audit event.
     pub audit: bool,
     pub access: Vec<AccessRule>,
+    /// `access[i].digest()`, computed once at load: requests are matched to rules by it on
+    /// every approval, certificate, connection and listing.
+    digests: Vec<String>,
+}
+
+impl Role {
+    /// Each access rule with the reference a request keeps to it.
+    pub fn rules(&self) -> impl Iterator<Item = (RuleRef, &AccessRule)> {
+        self.access
+            .iter()
+            .zip(&self.digests)
+            .enumerate()
+            .map(|(index, (rule, digest))| {
+                let r = RuleRef {
+                    role: self.name.clone(),
+                    index,
+                    digest: digest.clone(),
+                };
+                (r, rule)
+            })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,21 +314,17 @@ impl Config {
     /// removed around it. A rule that was edited is gone.
     pub fn rule(&self, r: &RuleRef) -> Option<&AccessRule> {
         let role = self.role(&r.role)?;
-        let same = |rule: &&AccessRule| rule.digest() == r.digest;
-        role.access
-            .get(r.index)
-            .filter(same)
-            .or_else(|| role.access.iter().find(same))
+        let at = if role.digests.get(r.index) == Some(&r.digest) {
+            r.index
+        } else {
+            role.digests.iter().position(|d| *d == r.digest)?
+        };
+        role.access.get(at)
     }
 
     /// The reference a new request keeps to rule `index` of `role`.
     pub fn rule_ref(&self, role: &str, index: usize) -> Option<RuleRef> {
-        let rule = self.role(role)?.access.get(index)?;
-        Some(RuleRef {
-            role: role.to_string(),
-            index,
-            digest: rule.digest(),
-        })
+        self.role(role)?.rules().nth(index).map(|(r, _)| r)
     }
 
     pub fn guardrail_set(&self, name: &str) -> Option<&GuardrailSet> {
@@ -725,7 +742,7 @@ impl Validator {
         }
         let mut roles = Vec::new();
         for (i, r) in raw.iter().enumerate() {
-            let access = r
+            let access: Vec<AccessRule> = r
                 .access
                 .iter()
                 .enumerate()
@@ -734,6 +751,7 @@ impl Validator {
             roles.push(Role {
                 name: r.name.clone(),
                 audit: r.audit,
+                digests: access.iter().map(AccessRule::digest).collect(),
                 access,
             });
         }
