@@ -328,9 +328,10 @@ async fn verify(
 
 /// The recordings that `recording.pruned` events removed, each checked against the rest of
 /// the chain: the session was closed, the hash is the one its close sealed, and it was at
-/// least as old as the retention the event names. A chain cannot tell a forged event
-/// appended at its end from a real one (a kept head can: `--head`), but it can refuse one
-/// that explains away a recording retention would not have touched.
+/// least as old as the retention the event names. A hash chain cannot tell a forged event
+/// appended after its newest one from a real one (a kept head only shows that nothing before
+/// it changed), but it can refuse one that explains away a recording retention would not
+/// have touched.
 fn checked_prunes(
     events: &[jitgate::model::AuditEvent],
 ) -> Result<std::collections::HashSet<&str>, String> {
