@@ -1,7 +1,9 @@
 //! Recorder speed: 64 MiB of session output (`yes`-style text lines, in 32 KiB chunks, as the
 //! relay hands them over) through a real `Recording` into a file in a temp folder, with the
-//! default masks and without: decoding, masking, formatting, hashing and writing, from the
-//! first `output` call to `finish` (which fsyncs). Criterion reports the throughput.
+//! default masks and without, and a shell's directory listing with the default masks (text
+//! where a mask's literal prefilter finds many candidates): decoding, masking, formatting,
+//! hashing and writing, from the first `output` call to `finish` (which fsyncs). Criterion
+//! reports the throughput.
 //!
 //! Run with `cargo bench --bench recorder`.
 
@@ -15,6 +17,8 @@ use jitgate::recorder::{Recorder, SessionMeta};
 const CHUNK: usize = 32 << 10;
 const CHUNKS: usize = 2048;
 const LINE: &str = "the quick brown fox jumps over the lazy dog 0123456789\n";
+const LISTING: &str =
+    "-rw------- 1 postgres postgres 16777216 Dec  5 10:21 pg_wal/000000010000000000000042\r\n";
 
 fn recorder(root: &std::path::Path, masks: bool) -> Recorder {
     let cfg = Recordings {
@@ -51,13 +55,20 @@ fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     // `Bytes`, as the relay hands over what it forwards.
-    let chunk: bytes::Bytes = LINE.bytes().cycle().take(CHUNK).collect::<Vec<u8>>().into();
+    let chunk = |line: &str| -> bytes::Bytes {
+        line.bytes().cycle().take(CHUNK).collect::<Vec<u8>>().into()
+    };
     let next = AtomicU64::new(0);
     let mut group = c.benchmark_group("recorder");
     group.throughput(Throughput::Bytes((CHUNK * CHUNKS) as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
-    for (name, masks) in [("64MiB_default_masks", true), ("64MiB_no_masks", false)] {
+    for (name, line, masks) in [
+        ("64MiB_default_masks", LINE, true),
+        ("64MiB_no_masks", LINE, false),
+        ("64MiB_listing_default_masks", LISTING, true),
+    ] {
+        let chunk = chunk(line);
         let rec = runtime.block_on(async { recorder(dir.path(), masks) });
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -60,6 +60,10 @@ fn default_masks_cover_the_usual_secrets() {
         ("mot_de_passeépassword=x", "mot_de_passeé[MASKED]"),
         ("export DB_PASSWORD=hunter2 next", "export DB[MASKED] next"),
         ("PGPASSWORD=hunter2 psql", "[MASKED] psql"),
+        // `pg` counts wherever it stands, in any case, before any of the three words.
+        ("export MYPGPassWd: hunter2", "export MY[MASKED]"),
+        ("x_pgpwd=hunter2", "x_[MASKED]"),
+        ("Passwd = 'a b' next", "[MASKED] next"),
         ("MYSQL_PWD='a b' mysql", "MYSQL[MASKED] mysql"),
         (
             r#"{"user": "x", "password": "two words"}"#,
