@@ -216,7 +216,7 @@ def main():
     res["load"]["after_keystroke"] = loadavg()
 
     nbytes = env_int("BENCH_BULK_BYTES", 512 << 20)
-    runs = env_int("BENCH_BULK_RUNS", 15)
+    runs = env_int("BENCH_BULK_RUNS", 25)
     log(f"(b), (e) bulk output: {nbytes} bytes, {runs} runs through each path: jitgate "
         "recording as configured, in full and not at all; OpenSSH with its defaults and "
         "with AES-GCM")
