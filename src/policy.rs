@@ -151,15 +151,29 @@ fn check_rule(rule: &AccessRule, ask: &Ask, now: UnixTime) -> Result<(), String>
     if rule.require_reason && ask.reason.trim().is_empty() {
         return Err("a reason is required: add --reason \"INC-1234: why you need access\"".into());
     }
-    if let Some(hours) = &rule.hours
-        && !hours.contains(now)
-    {
+    hours_end(rule, ask.host, ask.login, now)?;
+    Ok(())
+}
+
+/// When the rule's allowed hours end access that is used at `now`: `Ok(None)` when the rule
+/// has none (or they never end), `Err` with the engineer's message outside them. Checked when
+/// a request is made, a certificate signed and a connection accepted; a session open when
+/// they end is closed then.
+pub fn hours_end(
+    rule: &AccessRule,
+    host: &str,
+    login: &str,
+    now: UnixTime,
+) -> Result<Option<UnixTime>, String> {
+    let Some(hours) = &rule.hours else {
+        return Ok(None);
+    };
+    if !hours.contains(now) {
         return Err(format!(
-            "access to {} as {} is allowed only {hours}",
-            ask.host, ask.login
+            "access to {host} as {login} is allowed only {hours}"
         ));
     }
-    Ok(())
+    Ok(hours.ends_after(now))
 }
 
 /// Whether `approver` may approve or deny `req` at `now`. The store re-checks the state

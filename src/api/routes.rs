@@ -331,9 +331,21 @@ pub async fn certificate(
     if rule.allow_x11 {
         extensions.push(ca::EXT_X11_FORWARDING);
     }
+    // Outside the rule's allowed hours nothing is signed; inside them the certificate ends
+    // with them (the bastion closes sessions then too).
+    let hours_end = match policy::hours_end(rule, &req.host, &req.login, now) {
+        Ok(end) => end,
+        Err(why) => {
+            let err = ApiError::Forbidden(format!("{why}; request {id} can be used then"));
+            return Err(app
+                .refuse(&caller.user, "certificate.refused", Some(id), err)
+                .await);
+        }
+    };
     let serial = app.store.next_serial().await?;
     let valid_after = now - app.cfg.ca.clock_skew.as_secs() as i64;
     let valid_before = req.expires_at.unwrap_or(now);
+    let valid_before = hours_end.map_or(valid_before, |h| h.min(valid_before));
     let spec = UserCertSpec {
         key: &caller.key,
         serial,

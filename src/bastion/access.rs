@@ -34,8 +34,28 @@ pub struct Grant {
     pub host: Host,
     /// The certificate's serial.
     pub serial: u64,
-    /// Access ends at the earlier of the certificate's and the request's end.
+    /// Access ends at the earliest of the certificate's end, the request's and the end of
+    /// the rule's allowed hours.
     pub until: UnixTime,
+    /// The allowed hours are what ends it.
+    pub until_hours: bool,
+}
+
+impl Grant {
+    /// The notice a session gets when `until` comes.
+    pub fn end_notice(&self) -> String {
+        let at = crate::model::format_time(self.until);
+        match (&self.rule.hours, self.until_hours) {
+            (Some(hours), true) => format!(
+                "access through request {} is allowed only {hours}; it ended at {at}; closing",
+                self.request.id
+            ),
+            _ => format!(
+                "access through request {} ended at {at}; closing",
+                self.request.id
+            ),
+        }
+    }
 }
 
 /// What the checks need from a certificate, read once.
@@ -128,15 +148,19 @@ pub fn check(
             request.host, request.rule
         ));
     }
+    let hours_end = crate::policy::hours_end(rule, &request.host, &request.login, now)
+        .map_err(|why| Refusal(format!("{why} (request {request_id})")))?;
     let cert_end = i64::try_from(cert.valid_before).unwrap_or(i64::MAX);
     let until = request.expires_at.map_or(cert_end, |e| e.min(cert_end));
+    let until_hours = hours_end.is_some_and(|h| h < until);
     Ok(Grant {
         user: user.to_string(),
         request: request.clone(),
         rule: rule.clone(),
         host: host.clone(),
         serial: cert.serial,
-        until,
+        until: hours_end.map_or(until, |h| h.min(until)),
+        until_hours,
     })
 }
 

@@ -345,14 +345,7 @@ impl server::Handler for Inner {
                         .registry
                         .register(grant.request.id, self.control.clone()),
                 );
-                self.control.close_at(
-                    grant.until,
-                    format!(
-                        "access through request {} ended at {}; closing",
-                        grant.request.id,
-                        crate::model::format_time(grant.until)
-                    ),
-                );
+                self.control.close_at(grant.until, grant.end_notice());
                 self.dialer.dial(grant.request.id, login, &grant.rule);
                 self.grant = Some(grant);
                 Ok(Auth::Accept)

@@ -160,14 +160,7 @@ impl server::Handler for Outer {
                         .registry
                         .register(grant.request.id, self.control.clone()),
                 );
-                self.control.close_at(
-                    grant.until,
-                    format!(
-                        "access through request {} ended at {}; closing",
-                        grant.request.id,
-                        format_time(grant.until)
-                    ),
-                );
+                self.control.close_at(grant.until, grant.end_notice());
                 self.grant = Some(grant);
                 self.authed.store(true, Ordering::Release);
                 Ok(Auth::Accept)

@@ -77,6 +77,37 @@ impl Hours {
         }
     }
 
+    /// When the allowed time around `unix_secs` ends: `None` outside these hours, else the
+    /// first instant after it that is outside (windows that meet, such as `00:00-24:00` on
+    /// consecutive days, count as one; `None` too when they never end, as with `*`).
+    pub fn ends_after(&self, unix_secs: i64) -> Option<i64> {
+        let mut t = unix_secs;
+        // Seven days of windows at most; one more meeting the last means every day.
+        for _ in 0..8 {
+            if !self.contains(t) {
+                return (t != unix_secs).then_some(t);
+            }
+            t = self.window_end(t);
+        }
+        None
+    }
+
+    /// The end of the window that contains `unix_secs` (which must be inside one).
+    fn window_end(&self, unix_secs: i64) -> i64 {
+        let offset = i64::from(self.offset_minutes) * 60;
+        let local = unix_secs + offset;
+        let midnight = local - local.rem_euclid(86_400);
+        let minute = (local.rem_euclid(86_400) / 60) as u32;
+        let end = i64::from(self.end) * 60;
+        let local_end = if self.start > self.end && minute >= self.start {
+            // The evening part of a window that wraps: it ends tomorrow.
+            midnight + 86_400 + end
+        } else {
+            midnight + end
+        };
+        local_end - offset
+    }
+
     fn day_allowed(&self, weekday: u8) -> bool {
         self.days & (1 << weekday) != 0
     }
@@ -187,6 +218,34 @@ mod tests {
         let h = Hours::parse("Mon-Fri 09:00-17:00 +02:00").unwrap();
         assert!(h.contains(at(0, 7, 0)), "07:00 UTC is 09:00 at +02:00");
         assert!(!h.contains(at(0, 6, 59)));
+    }
+
+    #[test]
+    fn allowed_time_ends_where_the_window_does() {
+        let h = Hours::parse("Mon-Fri 08:00-18:00 UTC").unwrap();
+        assert_eq!(h.ends_after(at(0, 17, 55)), Some(at(0, 18, 0)));
+        assert_eq!(h.ends_after(at(0, 8, 0)), Some(at(0, 18, 0)));
+        assert_eq!(h.ends_after(at(0, 18, 0)), None, "outside");
+        assert_eq!(h.ends_after(at(5, 12, 0)), None, "Saturday");
+        // A window past midnight ends the next morning, whichever side of midnight.
+        let h = Hours::parse("Fri 22:00-06:00 UTC").unwrap();
+        assert_eq!(h.ends_after(at(4, 23, 0)), Some(at(5, 6, 0)));
+        assert_eq!(h.ends_after(at(5, 5, 59)), Some(at(5, 6, 0)));
+        // An offset moves the end with it.
+        let h = Hours::parse("Mon-Fri 09:00-17:00 +02:00").unwrap();
+        assert_eq!(h.ends_after(at(0, 7, 0)), Some(at(0, 15, 0)));
+        // Whole days that meet are one stretch; every day is never over.
+        let h = Hours::parse("Mon-Wed 00:00-24:00 UTC").unwrap();
+        assert_eq!(h.ends_after(at(0, 12, 0)), Some(at(3, 0, 0)));
+        let h = Hours::parse("Sat-Sun 20:00-08:00 +01:00").unwrap();
+        assert_eq!(h.ends_after(at(5, 20, 0)), Some(at(6, 7, 0)));
+        assert_eq!(h.ends_after(at(6, 6, 59)), Some(at(6, 7, 0)));
+        assert_eq!(h.ends_after(at(6, 20, 0)), Some(at(7, 7, 0)));
+        let h = Hours::parse("* 00:00-24:00 UTC").unwrap();
+        assert_eq!(h.ends_after(at(2, 3, 0)), None);
+        let h = Hours::parse("* 06:00-06:01 +14:00").unwrap();
+        assert!(h.contains(at(2, 16, 0)));
+        assert_eq!(h.ends_after(at(2, 16, 0)), Some(at(2, 16, 1)));
     }
 
     #[test]

@@ -403,6 +403,45 @@ hours = "{hours}"
 }
 
 #[test]
+fn inside_allowed_hours_the_certificate_ends_with_them() {
+    let setup = Setup::new();
+    // Every day from ten minutes ago to five minutes from now (wrapping past midnight when
+    // it must): a 15-minute request is granted, its certificate only until the window ends.
+    let minute = jitgate::model::now() / 60;
+    let hhmm = |m: i64| format!("{:02}:{:02}", m.rem_euclid(1440) / 60, m.rem_euclid(60));
+    let hours = format!("* {}-{} UTC", hhmm(minute - 10), hhmm(minute + 5));
+    let policy = format!(
+        r#"
+[[hosts]]
+name = "db1"
+address = "127.0.0.1:1"
+[[roles]]
+name = "engineer"
+[[roles.access]]
+hosts = ["db1"]
+logins = ["postgres"]
+max_ttl = "15m"
+require_reason = false
+hours = "{hours}"
+"#
+    );
+    let server = Server::start(&setup.config(&policy));
+    server
+        .request(&setup.alice, "db1", "postgres", "15m", "x")
+        .ok();
+    let cert = server
+        .cli(&setup.alice, &["login", "1", "--json"])
+        .ok()
+        .json();
+    let req = server
+        .cli(&setup.alice, &["show", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(cert["valid_before"].as_i64(), Some((minute + 5) * 60));
+    assert!(req["expires_at"].as_i64().unwrap() > (minute + 5) * 60);
+}
+
+#[test]
 fn api_over_tls() {
     let setup = Setup::new();
     require_tool("openssl");

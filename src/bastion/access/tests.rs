@@ -9,6 +9,11 @@ use crate::model::RequestState;
 const NOW: i64 = 1_800_000_000;
 
 fn config() -> Config {
+    config_with("")
+}
+
+/// The test configuration with `extra` lines added to its access rule.
+fn config_with(extra: &str) -> Config {
     let text = r#"
 [server]
 data_dir = "data"
@@ -35,7 +40,7 @@ logins = ["root"]
 max_ttl = "1h"
 require_reason = false
 "#;
-    Config::from_str(text, Path::new("/tmp/jitgate.toml")).unwrap()
+    Config::from_str(&format!("{text}{extra}\n"), Path::new("/tmp/jitgate.toml")).unwrap()
 }
 
 fn request() -> AccessRequest {
@@ -275,6 +280,39 @@ fn access_ends_at_the_earlier_of_certificate_and_request() {
     let g = check(&cfg, "alice", &long, Some(&issued()), Some(&request()), NOW).unwrap();
     assert_eq!(g.until, NOW + 600, "request ends first");
     assert_eq!(g.host.name, "db1");
+}
+
+#[test]
+fn access_is_refused_outside_the_rules_hours_and_ends_with_them() {
+    // NOW is a Friday, 08:00 UTC; the certificate ends at NOW + 300.
+    let at = |hours: &str| {
+        let cfg = config_with(&format!("hours = \"{hours}\""));
+        let req = AccessRequest {
+            rule: cfg.rule_ref("engineer", 0).unwrap(),
+            ..request()
+        };
+        check(&cfg, "alice", &facts(), Some(&issued()), Some(&req), NOW)
+    };
+    let g = at("Mon-Fri 06:00-08:02 UTC").unwrap();
+    assert_eq!(g.until, NOW + 120, "the hours end first");
+    assert!(g.until_hours);
+    assert_eq!(
+        g.end_notice(),
+        "access through request 7 is allowed only Mon-Fri 06:00-08:02 UTC; \
+         it ended at 2027-01-15 08:02:00 UTC; closing"
+    );
+    let g = at("Fri 07:00-09:00 UTC").unwrap();
+    assert_eq!(g.until, NOW + 300, "the certificate ends first");
+    assert!(!g.until_hours);
+    assert_eq!(
+        g.end_notice(),
+        "access through request 7 ended at 2027-01-15 08:05:00 UTC; closing"
+    );
+    let refusal = at("Mon-Fri 08:01-18:00 UTC").unwrap_err();
+    assert_eq!(
+        refusal.0,
+        "access to db1 as root is allowed only Mon-Fri 08:01-18:00 UTC (request 7)"
+    );
 }
 
 #[test]
