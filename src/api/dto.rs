@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::format_duration;
+use crate::config::{Config, format_duration};
 use crate::model::{AccessRequest, AuditEvent, CommandRecord, Session};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,9 +55,30 @@ pub struct RequestView {
     pub decided_by: Option<String>,
     pub decision_reason: Option<String>,
     pub flagged: bool,
+    /// The rule's allowed hours, when it has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    /// When those hours end access that is open now, if that is before `expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours_end: Option<i64>,
 }
 
 impl RequestView {
+    /// The view with what the request's rule in `cfg` says of its hours.
+    pub fn of(cfg: &Config, r: &AccessRequest, now: i64) -> RequestView {
+        let mut view = RequestView::new(r, now);
+        if let Some(rule) = cfg.rule(&r.rule)
+            && let Some(hours) = &rule.hours
+        {
+            view.hours = Some(hours.to_string());
+            let end = crate::policy::hours_end(rule, &r.host, &r.login, now)
+                .ok()
+                .flatten();
+            view.hours_end = end.filter(|&e| r.expires_at.is_some_and(|x| e < x));
+        }
+        view
+    }
+
     pub fn new(r: &AccessRequest, now: i64) -> RequestView {
         RequestView {
             id: r.id,
@@ -85,6 +106,8 @@ impl RequestView {
             decided_by: r.decided_by.clone(),
             decision_reason: r.decision_reason.clone(),
             flagged: r.flagged,
+            hours: None,
+            hours_end: None,
         }
     }
 }

@@ -102,7 +102,10 @@ pub async fn create_request(
             .emit("request.approved", Some(req.id), request_data(&req));
     }
     tracing::info!(request = req.id, user = %caller.user, host = %req.host, login = %req.login, state = %state, "request created");
-    Ok((StatusCode::CREATED, Json(RequestView::new(&req, now))))
+    Ok((
+        StatusCode::CREATED,
+        Json(RequestView::of(&app.cfg, &req, now)),
+    ))
 }
 
 pub async fn list_requests(
@@ -128,7 +131,7 @@ pub async fn list_requests(
         shown.extend(
             page.iter()
                 .filter(|r| policy::may_view(&app.cfg, &caller.user, r))
-                .map(|r| RequestView::new(r, now)),
+                .map(|r| RequestView::of(&app.cfg, r, now)),
         );
         match last {
             Some(id) if shown.len() < SHOWN && page.len() == SHOWN => before_id = Some(id),
@@ -145,7 +148,7 @@ pub async fn show_request(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<RequestView>> {
     let req = app.load(&caller, id).await?;
-    Ok(Json(RequestView::new(&req, now())))
+    Ok(Json(RequestView::of(&app.cfg, &req, now())))
 }
 
 pub async fn approve(
@@ -181,7 +184,7 @@ pub async fn approve(
                 app.hub.emit("request.approved", Some(id), request_data(&r));
             }
             tracing::info!(request = id, approver = %caller.user, state = %r.state, "approval recorded");
-            Ok(Json(RequestView::new(&r, now)))
+            Ok(Json(RequestView::of(&app.cfg, &r, now)))
         }
         Ok(ApproveOutcome::AlreadyApproved(r)) => {
             let needed =
@@ -232,7 +235,7 @@ pub async fn deny(
     };
     app.metrics.request("denied");
     app.hub.emit("request.denied", Some(id), request_data(&r));
-    Ok(Json(RequestView::new(&r, now)))
+    Ok(Json(RequestView::of(&app.cfg, &r, now)))
 }
 
 pub async fn revoke(
@@ -272,7 +275,7 @@ pub async fn revoke(
     app.metrics.request("revoked");
     app.hub.emit("request.revoked", Some(id), request_data(&r));
     tracing::info!(request = id, by = %caller.user, "request revoked");
-    Ok(Json(RequestView::new(&r, now)))
+    Ok(Json(RequestView::of(&app.cfg, &r, now)))
 }
 
 /// Signs a certificate for the key that signed this call, for an approved request.

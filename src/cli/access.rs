@@ -72,6 +72,12 @@ fn print_outcome(r: &RequestView) {
                 "request {} approved: {} as {} until {until}",
                 r.id, r.host, r.login
             );
+            if let (Some(end), Some(hours)) = (r.hours_end, &r.hours) {
+                println!(
+                    "note: access is allowed only {hours}; certificates and sessions end at {}",
+                    output::short_time(end, now)
+                );
+            }
             println!("next: jitgate login {}", r.id);
         }
         "pending" => {
@@ -183,6 +189,12 @@ pub async fn show(g: &Global, id: i64) -> anyhow::Result<ExitCode> {
         "rule       {} ({} approval(s) needed)",
         r.rule, r.approvals_needed
     );
+    if let Some(hours) = &r.hours {
+        match r.hours_end {
+            Some(end) => println!("hours      {hours} (access ends at {})", output::time(end)),
+            None => println!("hours      {hours}"),
+        }
+    }
     println!("created    {}", output::time(r.created_at));
     for a in &r.approvals {
         let c = a

@@ -426,9 +426,16 @@ hours = "{hours}"
 "#
     );
     let server = Server::start(&setup.config(&policy));
-    server
+    let run = server
         .request(&setup.alice, "db1", "postgres", "15m", "x")
         .ok();
+    assert!(
+        run.stdout.contains(&format!(
+            "note: access is allowed only {hours}; certificates and sessions end at"
+        )),
+        "{}",
+        run.stdout
+    );
     let cert = server
         .cli(&setup.alice, &["login", "1", "--json"])
         .ok()
@@ -439,6 +446,13 @@ hours = "{hours}"
         .json();
     assert_eq!(cert["valid_before"].as_i64(), Some((minute + 5) * 60));
     assert!(req["expires_at"].as_i64().unwrap() > (minute + 5) * 60);
+    assert_eq!(req["hours"].as_str(), Some(hours.as_str()));
+    assert_eq!(req["hours_end"].as_i64(), Some((minute + 5) * 60));
+    let shown = server.cli(&setup.alice, &["show", "1"]).ok().stdout;
+    assert!(
+        shown.contains(&format!("hours      {hours} (access ends at ")),
+        "{shown}"
+    );
 }
 
 #[test]
