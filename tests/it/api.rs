@@ -375,14 +375,9 @@ fn webhooks_never_block_the_api() {
     );
 }
 
-#[test]
-fn outside_allowed_hours_is_refused() {
-    let setup = Setup::new();
-    // A one-hour window starting two hours from now, every day: now is outside it.
-    let now = jitgate::model::now();
-    let start = ((now / 3600 + 2) % 24) as u32;
-    let hours = format!("* {:02}:00-{:02}:00 UTC", start, (start + 1) % 24);
-    let policy = format!(
+/// A policy: engineers may reach db1 as postgres for up to 15 minutes within `hours`.
+fn db1_within(hours: &str) -> String {
+    format!(
         r#"
 [[hosts]]
 name = "db1"
@@ -395,8 +390,17 @@ logins = ["postgres"]
 max_ttl = "15m"
 hours = "{hours}"
 "#
-    );
-    let server = Server::start(&setup.config(&policy));
+    )
+}
+
+#[test]
+fn outside_allowed_hours_is_refused() {
+    let setup = Setup::new();
+    // A one-hour window starting two hours from now, every day: now is outside it.
+    let now = jitgate::model::now();
+    let start = ((now / 3600 + 2) % 24) as u32;
+    let hours = format!("* {:02}:00-{:02}:00 UTC", start, (start + 1) % 24);
+    let server = Server::start(&setup.config(&db1_within(&hours)));
     server
         .request(&setup.alice, "db1", "postgres", "5m", "x")
         .refused(&format!("allowed only {hours}"));
@@ -410,22 +414,7 @@ fn inside_allowed_hours_the_certificate_ends_with_them() {
     let minute = jitgate::model::now() / 60;
     let hhmm = |m: i64| format!("{:02}:{:02}", m.rem_euclid(1440) / 60, m.rem_euclid(60));
     let hours = format!("* {}-{} UTC", hhmm(minute - 10), hhmm(minute + 5));
-    let policy = format!(
-        r#"
-[[hosts]]
-name = "db1"
-address = "127.0.0.1:1"
-[[roles]]
-name = "engineer"
-[[roles.access]]
-hosts = ["db1"]
-logins = ["postgres"]
-max_ttl = "15m"
-require_reason = false
-hours = "{hours}"
-"#
-    );
-    let server = Server::start(&setup.config(&policy));
+    let server = Server::start(&setup.config(&db1_within(&hours)));
     let run = server
         .request(&setup.alice, "db1", "postgres", "15m", "x")
         .ok();
