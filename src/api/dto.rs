@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, format_duration};
-use crate::model::{AccessRequest, AuditEvent, CommandRecord, Session};
+use crate::model::{AccessRequest, AuditEvent, CommandRecord, RequestState, Session};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +58,7 @@ pub struct RequestView {
     /// The rule's allowed hours, when it has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hours: Option<String>,
-    /// When those hours end access that is open now, if that is before `expires_at`.
+    /// When those hours end the access of an approved request, if before `expires_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hours_end: Option<i64>,
 }
@@ -74,7 +74,8 @@ impl RequestView {
             let end = crate::policy::hours_end(rule, &r.host, &r.login, now)
                 .ok()
                 .flatten();
-            view.hours_end = end.filter(|&e| r.expires_at.is_some_and(|x| e < x));
+            let open = r.state_at(now) == RequestState::Approved;
+            view.hours_end = end.filter(|&e| open && r.expires_at.is_some_and(|x| e < x));
         }
         view
     }

@@ -77,17 +77,17 @@ impl Hours {
         }
     }
 
-    /// When the allowed time around `unix_secs` ends: `None` outside these hours, else the
-    /// first instant after it that is outside (windows that meet, such as `00:00-24:00` on
-    /// consecutive days, count as one; `None` too when they never end, as with `*`).
+    /// When the allowed stretch that contains `unix_secs` ends (callers check `contains`
+    /// first): the first instant after it that is outside. Windows that meet, such as
+    /// `00:00-24:00` on consecutive days, count as one; `None` when they never end.
     pub fn ends_after(&self, unix_secs: i64) -> Option<i64> {
         let mut t = unix_secs;
-        // Seven days of windows at most; one more meeting the last means every day.
+        // Seven days of windows at most; an eighth that meets the last means every day.
         for _ in 0..8 {
-            if !self.contains(t) {
-                return (t != unix_secs).then_some(t);
-            }
             t = self.window_end(t);
+            if !self.contains(t) {
+                return Some(t);
+            }
         }
         None
     }
@@ -225,8 +225,6 @@ mod tests {
         let h = Hours::parse("Mon-Fri 08:00-18:00 UTC").unwrap();
         assert_eq!(h.ends_after(at(0, 17, 55)), Some(at(0, 18, 0)));
         assert_eq!(h.ends_after(at(0, 8, 0)), Some(at(0, 18, 0)));
-        assert_eq!(h.ends_after(at(0, 18, 0)), None, "outside");
-        assert_eq!(h.ends_after(at(5, 12, 0)), None, "Saturday");
         // A window past midnight ends the next morning, whichever side of midnight.
         let h = Hours::parse("Fri 22:00-06:00 UTC").unwrap();
         assert_eq!(h.ends_after(at(4, 23, 0)), Some(at(5, 6, 0)));
