@@ -994,8 +994,8 @@ pub const DEFAULT_MASKS: &[&str] = &[
     // `password=x`, `DB_PASSWORD=x`, `"password": "x y"`, `pwd: x`; never across a line end
     // (a `Password:` prompt does not mask the next line). `PGPASSWORD=x` has a pattern of its
     // own: with `pg` as a third way in, the regex's literal prefilter gives out and it scans
-    // shell output at a tenth of the speed (`pass(?:word|wd)` rather than `password|passwd`
-    // for the same reason).
+    // a shell's directory listing seven times slower (`pass(?:word|wd)` rather than
+    // `password|passwd` for the same reason).
     r#"(?i)(?:(?-u:\b)|_)(?:pass(?:word|wd)|pwd)["']?[ \t]*[=:][ \t]*(?:"[^"\r\n]*"|'[^'\r\n]*'|\S+)"#,
     r#"(?i)pg(?:pass(?:word|wd)|pwd)["']?[ \t]*[=:][ \t]*(?:"[^"\r\n]*"|'[^'\r\n]*'|\S+)"#,
     // `mysql -u root -pSECRET` (and mysqldump, mysqladmin): the password only.
