@@ -53,10 +53,8 @@ fn raw_call(url: &str, key: &Key, call: &Call, tamper_body: Option<&str>) -> (u1
 }
 
 fn refused_calls(server: &Server, setup: &Setup) -> Vec<String> {
-    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
-    events
-        .as_array()
-        .unwrap()
+    server
+        .audit_events(&setup.dave)
         .iter()
         .filter(|e| e["kind"] == "api.refused")
         .map(|e| e["data"]["reason"].as_str().unwrap().to_string())
@@ -204,10 +202,8 @@ fn a_flood_of_refused_calls_is_counted_not_audited_one_by_one() {
     let took = started.elapsed().as_secs() as usize;
     std::thread::sleep(Duration::from_millis(1100));
     unsigned(1);
-    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    let events = server.audit_events(&setup.dave);
     let refused: Vec<&serde_json::Value> = events
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|e| e["kind"] == "api.refused")
         .collect();

@@ -13,10 +13,8 @@ fn standard() -> (Setup, Server) {
 }
 
 fn audit_kinds(server: &Server, setup: &Setup) -> Vec<String> {
-    let run = server.cli(&setup.dave, &["audit", "--json"]).ok();
-    run.json()
-        .as_array()
-        .unwrap()
+    server
+        .audit_events(&setup.dave)
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect()
@@ -280,14 +278,12 @@ fn refusals_are_clear_audited_and_change_nothing() {
     );
     assert!(kinds.iter().any(|k| k == "request.denied"));
     // Trying to decide a request one cannot see is audited like any other refusal.
-    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    let events = server.audit_events(&setup.dave);
     assert!(
         events
-            .as_array()
-            .unwrap()
             .iter()
             .any(|e| e["kind"] == "approval.refused" && e["actor"] == "alice"),
-        "{events}"
+        "{events:?}"
     );
 }
 
@@ -445,10 +441,8 @@ fn global_flags_before_or_after_and_exit_codes() {
     server
         .cli(&stranger, &["requests"])
         .refused("is not enrolled");
-    let events = server.cli(&setup.dave, &["audit", "--json"]).ok().json();
+    let events = server.audit_events(&setup.dave);
     let refused = events
-        .as_array()
-        .unwrap()
         .iter()
         .find(|e| e["kind"] == "api.refused")
         .expect("audited");

@@ -244,6 +244,14 @@ impl Server {
         )
     }
 
+    /// The audit log as the owner of `key` (an auditor) reads it: `jitgate audit --json`.
+    pub fn audit_events(&self, key: &Key) -> Vec<serde_json::Value> {
+        match self.cli(key, &["audit", "--json"]).ok().json() {
+            serde_json::Value::Array(events) => events,
+            other => panic!("audit --json printed {other}"),
+        }
+    }
+
     /// Runs the CLI as the owner of `key` against this server.
     pub fn cli(&self, key: &Key, args: &[&str]) -> Run {
         let out = Command::new(jitgate_bin())
