@@ -8,13 +8,8 @@ use crate::model::RequestState;
 
 const NOW: i64 = 1_800_000_000;
 
-fn config() -> Config {
-    config_with("")
-}
-
-/// The test configuration with `extra` lines added to its access rule.
-fn config_with(extra: &str) -> Config {
-    let text = r#"
+/// The test configuration: db1 and db2, and alice an engineer with one rule over both.
+const TEXT: &str = r#"
 [server]
 data_dir = "data"
 hostname = "bastion.test"
@@ -40,10 +35,26 @@ logins = ["root"]
 max_ttl = "1h"
 require_reason = false
 "#;
-    Config::from_str(&format!("{text}{extra}\n"), Path::new("/tmp/jitgate.toml")).unwrap()
+
+fn parse(text: &str) -> Config {
+    Config::from_str(text, Path::new("/tmp/jitgate.toml")).unwrap()
+}
+
+fn config() -> Config {
+    config_with("")
+}
+
+/// `TEXT` with `extra` lines added to its access rule.
+fn config_with(extra: &str) -> Config {
+    parse(&format!("{TEXT}{extra}\n"))
 }
 
 fn request() -> AccessRequest {
+    request_under(&config())
+}
+
+/// Request 7, approved under the engineer's rule as `cfg` has it.
+fn request_under(cfg: &Config) -> AccessRequest {
     AccessRequest {
         id: 7,
         requester: "alice".into(),
@@ -51,7 +62,7 @@ fn request() -> AccessRequest {
         login: "root".into(),
         ttl_secs: 3600,
         reason: String::new(),
-        rule: config().rule_ref("engineer", 0).unwrap(),
+        rule: cfg.rule_ref("engineer", 0).unwrap(),
         approvals_needed: 0,
         state: RequestState::Approved,
         created_at: NOW - 60,
@@ -287,11 +298,14 @@ fn access_is_refused_outside_the_rules_hours_and_ends_with_them() {
     // NOW is a Friday, 08:00 UTC; the certificate ends at NOW + 300.
     let at = |hours: &str| {
         let cfg = config_with(&format!("hours = \"{hours}\""));
-        let req = AccessRequest {
-            rule: cfg.rule_ref("engineer", 0).unwrap(),
-            ..request()
-        };
-        check(&cfg, "alice", &facts(), Some(&issued()), Some(&req), NOW)
+        check(
+            &cfg,
+            "alice",
+            &facts(),
+            Some(&issued()),
+            Some(&request_under(&cfg)),
+            NOW,
+        )
     };
     let g = at("Mon-Fri 06:00-08:02 UTC").unwrap();
     assert_eq!(g.until, NOW + 120, "the hours end first");
@@ -348,39 +362,22 @@ fn target_and_login_table() {
 #[test]
 fn a_host_that_left_its_rules_scope_is_refused() {
     // The rule is unchanged, but it selects by label and db1 lost the label.
-    let text = |env: &str| {
-        format!(
-            r#"
-[server]
-data_dir = "data"
-hostname = "bastion.test"
-
-[[hosts]]
-name = "db1"
-address = "10.0.0.5:2222"
-labels = {{ env = "{env}" }}
-
-[[users]]
-name = "alice"
-roles = ["engineer"]
-
-[[roles]]
-name = "engineer"
-
-[[roles.access]]
-hosts = {{ env = "staging" }}
-logins = ["root"]
-max_ttl = "1h"
-require_reason = false
-"#
+    let labelled = |env: &str| {
+        parse(
+            &TEXT
+                .replace(
+                    "address = \"10.0.0.5:2222\"\n",
+                    &format!("address = \"10.0.0.5:2222\"\nlabels = {{ env = \"{env}\" }}\n"),
+                )
+                .replace(
+                    r#"hosts = ["db1", "db2"]"#,
+                    r#"hosts = { env = "staging" }"#,
+                ),
         )
     };
-    let before = Config::from_str(&text("staging"), Path::new("/tmp/jitgate.toml")).unwrap();
-    let after = Config::from_str(&text("production"), Path::new("/tmp/jitgate.toml")).unwrap();
-    let req = AccessRequest {
-        rule: before.rule_ref("engineer", 0).unwrap(),
-        ..request()
-    };
+    let before = labelled("staging");
+    let after = labelled("production");
+    let req = request_under(&before);
     let at = |cfg: &Config| check(cfg, "alice", &facts(), Some(&issued()), Some(&req), NOW);
     assert!(at(&before).is_ok());
     let Err(Refusal(why)) = at(&after) else {
