@@ -49,7 +49,7 @@
 //! the bytes the relay handed over.
 //! A batch is worked:
 //!
-//! - when it holds 256 KiB of events, or
+//! - when it holds 1 MiB of events (`FLUSH_BYTES`, a quarter of `MAX_IN_FLIGHT`), or
 //! - 250 ms after its first event (a timer armed only while something waits, so an idle
 //!   session costs no wake-ups), or when held text falls due (`mask::HOLD`), and
 //! - at `finish`, followed by `fsync`.
