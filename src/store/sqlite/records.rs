@@ -272,6 +272,9 @@ pub(super) fn end_session(
     if let Some(sha) = end.recording_sha256 {
         ev = ev.with("recording_sha256", sha);
     }
+    if let Some(error) = end.recording_error {
+        ev = ev.with("recording_error", error);
+    }
     if end.cut_off {
         ev = ev.with("cut_off", "sealed at the next start");
     }

@@ -268,12 +268,17 @@ async fn sessions_and_commands_are_listed_with_filters() -> R {
     let cut = SessionEnd {
         ended_at: T + 4,
         cut_off: true,
+        recording_error: Some("unreadable"),
         ..SessionEnd::default()
     };
     store.end_session("s2", cut).await?;
     assert_eq!(sessions(open()).await?, ["s3", "s1"]);
     let closed = closed_event(&store, "s2").await?;
     assert!(closed.event.data.contains_key("cut_off"), "{closed:?}");
+    assert_eq!(
+        closed.event.data.get("recording_error").map(String::as_str),
+        Some("unreadable")
+    );
 
     let commands = |f: CommandFilter| {
         let store = store.clone();
