@@ -86,7 +86,7 @@ use chrono::{DateTime, Datelike};
 
 pub use cast::{CastSummary, Event, Header, event_line, parse_event, parse_header, validate_cast};
 pub use mask::{MASK, Masker};
-pub use prune::{PruneReport, Pruned, expired, prune, remove};
+pub use prune::{PruneReport, Pruned, counted_start, day_of, expired, prune, remove};
 pub use replay::{Control, Key, PlayOptions, Played, Waiter, cat, play, play_terminal};
 pub use tap::{Chunk, MAX_IN_FLIGHT, MAX_IN_FLIGHT_TOTAL, RecordingTap};
 pub use writer::{Finished, Recording};
