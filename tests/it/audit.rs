@@ -56,6 +56,26 @@ fn a_deleted_row_is_named() {
     assert!(run.stdout.contains("event 3 is missing"), "{run:#?}");
 }
 
+#[test]
+fn a_key_given_twice_is_named() {
+    let (_setup, config, db) = history();
+    // The map the chain hashed keeps the last "reason"; `json_extract` reads the first.
+    sqlite(
+        &db,
+        "DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete; \
+         UPDATE audit_events SET data = '{\"reason\":\"rm -rf /x\",' || substr(data, 2) WHERE seq = 1;",
+    );
+    let run = verify(&config);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stdout.starts_with("audit log NOT intact: ")
+            && run
+                .stdout
+                .contains("audit event 1: data is not stored as it was written"),
+        "{run:#?}"
+    );
+}
+
 /// The `SEQ:HASH` after "head " in a verify's output.
 fn printed_head(run: &Run) -> String {
     let head = run.stdout.rsplit("; head ").next().unwrap().trim();
