@@ -106,7 +106,10 @@ pub(crate) fn start(
 ) -> Result<Recording, RecorderError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?;
     let full = root.join(&rel);
-    if let Some(dir) = full.parent() {
+    // The day's folder exists but for the first recording of a day: one look, no `mkdir`.
+    let dir = full.parent().filter(|dir| !dir.is_dir());
+    let new_folders = dir.is_some();
+    if let Some(dir) = dir {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -136,6 +139,7 @@ pub(crate) fn start(
             record_input,
             masker,
             total,
+            new_folders,
         },
     ))
 }
@@ -146,6 +150,8 @@ struct Setup {
     record_input: bool,
     masker: Arc<Masker>,
     total: Arc<Semaphore>,
+    /// The recording created its date folders (see `sync_folders`).
+    new_folders: bool,
 }
 
 /// Starts the writer task for `file`, whose first line `head` is written already.
@@ -162,6 +168,7 @@ fn spawn(
         record_input,
         masker,
         total,
+        new_folders,
     } = setup;
     let start = Instant::now();
     let mut hash = Sha256::new();
@@ -180,6 +187,7 @@ fn spawn(
         bytes: head.len() as u64,
         failed: None,
         alarm,
+        new_folders,
         start,
         shared: shared.clone(),
     };
@@ -208,6 +216,7 @@ struct Task {
     failed: Option<std::io::Error>,
     /// Tells `Recording::failed` of the error that stopped the recording.
     alarm: watch::Sender<Option<String>>,
+    new_folders: bool,
     start: Instant,
     shared: Arc<Shared>,
 }
@@ -285,6 +294,16 @@ impl Task {
         {
             self.fail(e);
         }
+        // Before the hash goes to the store (whose commits are synced), the file's name too.
+        let (full, new_folders) = (self.full.clone(), self.new_folders);
+        if self.failed.is_none() {
+            let synced = tokio::task::spawn_blocking(move || sync_folders(&full, new_folders));
+            match synced.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.fail(e),
+                Err(e) => self.fail(std::io::Error::other(e)),
+            }
+        }
         match (self.failed, self.work) {
             (Some(e), _) => Err(RecorderError::io(&self.full, e)),
             (None, Some(work)) => Ok(Finished {
@@ -344,6 +363,17 @@ impl Task {
         self.alarm.send_replace(Some(e.to_string()));
         self.failed = Some(e);
     }
+}
+
+/// Makes a finished recording's directory entry durable: fsyncs the folder that holds
+/// `full` and, when the recording created the date folders (`new_folders`), those above it
+/// up to the recordings folder, whose entries name them.
+fn sync_folders(full: &Path, new_folders: bool) -> std::io::Result<()> {
+    let levels = if new_folders { 4 } else { 1 };
+    for dir in full.ancestors().skip(1).take(levels) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Runs a file operation on tokio's blocking pool.

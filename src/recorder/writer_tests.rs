@@ -1,4 +1,4 @@
-//! Tests of the recording writer: a writer that fails.
+//! Tests of the recording writer: a writer that fails, and the folders synced at finish.
 
 use super::*;
 use crate::recorder::MAX_IN_FLIGHT_TOTAL;
@@ -9,6 +9,7 @@ fn setup() -> Setup {
         record_input: false,
         masker: Arc::new(Masker::new(&[]).expect("no masks")),
         total: Arc::new(Semaphore::new(MAX_IN_FLIGHT_TOTAL)),
+        new_folders: false,
     }
 }
 
@@ -57,4 +58,18 @@ async fn a_clean_finish_reports_no_failure() {
     rec.output(b"hello").await;
     rec.finish().await.expect("finished");
     assert_eq!(failed.await, None);
+}
+
+#[test]
+fn a_finished_recording_s_folders_are_synced() {
+    // That the entries reach the disk cannot be seen from here; that the calls are made on
+    // the right folders, and fail when one is missing, can.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let full = dir.path().join("recordings/2026/11/22/s.cast");
+    std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&full, "{}\n").expect("write");
+    sync_folders(&full, false).expect("the day's folder");
+    sync_folders(&full, true).expect("the date folders and the recordings folder");
+    let gone = dir.path().join("recordings/2026/11/23/s.cast");
+    assert!(sync_folders(&gone, false).is_err());
 }
