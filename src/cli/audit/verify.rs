@@ -1,6 +1,7 @@
 //! `jitgate audit verify`: offline, against the store's file and the recordings folder. The
 //! hash chain first (and a kept head), then every `recording.pruned` event against the rest
-//! of the chain and the configured retention, then every recording a session's close names.
+//! of the chain (the retention in force, sessions, hashes), then every recording a session's
+//! close names.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -36,13 +37,15 @@ pub(super) async fn verify(config: &Path, kept: Option<&Head>) -> anyhow::Result
         return Ok(broken(e));
     }
     // Recordings removed by retention are expected to be gone, once each removal is shown
-    // to agree with the rest of the chain and with the configuration.
-    let retention = cfg.recordings.retention;
-    let pruned = match checked_prunes(&events, retention, jitgate::model::now()) {
-        Ok(pruned) => pruned,
+    // to agree with the rest of the chain.
+    let prunes = match checked_prunes(&events, jitgate::model::now()) {
+        Ok(prunes) => prunes,
         Err(e) => return Ok(broken(e)),
     };
-    let report = match check_recordings(&events, &cfg.server.recordings_dir, &pruned) {
+    for line in &prunes.retentions {
+        println!("retention: {line}");
+    }
+    let report = match check_recordings(&events, &cfg.server.recordings_dir, &prunes.pruned) {
         Ok(report) => report,
         Err(e) => return Ok(broken(e)),
     };
@@ -190,26 +193,50 @@ fn check_closed(
     }
 }
 
+/// What the prunes in the chain showed, when nothing was wrong.
+#[derive(Debug, Default)]
+struct Prunes<'a> {
+    /// The recordings `recording.pruned` events removed.
+    pruned: HashSet<&'a str>,
+    /// Each retention that came into force (a `recordings.retention` event), as a line for
+    /// the auditor: a retention shortened to explain away a deletion shows here.
+    retentions: Vec<String>,
+}
+
 /// The recordings that `recording.pruned` events removed, each checked against the rest of
-/// the chain and the configured `retention`: one is configured, and the event names no
-/// shorter one; the event is not dated after `now` (beyond `CLOCK_SKEW`); the session was
-/// closed, the hash is the one its close sealed; and the recording was at least as old as
-/// the retention the event names, counted as `recorder::prune` counts it (from its session's
-/// start, or, with none in the chain, the end of its folder's day). A hash chain cannot tell
-/// a forged event appended after its newest one from a real one (a kept head only shows that
-/// nothing before it changed), but it can refuse one that explains away a recording
-/// retention would not have touched.
-fn checked_prunes(
-    events: &[AuditEvent],
-    retention: Option<std::time::Duration>,
-    now: UnixTime,
-) -> Result<HashSet<&str>, String> {
+/// the chain: a `recordings.retention` event (which `recordings prune` appends whenever the
+/// configured retention differs from the one last entered) put a retention in force before
+/// it, and the event names no shorter one; the event is not dated after `now` (beyond
+/// `CLOCK_SKEW`); the session was closed, the hash is the one its close sealed; and the
+/// recording was at least as old as the retention the event names, counted as
+/// `recorder::prune` counts it (from its session's start, or, with none in the chain, the end
+/// of its folder's day). The retention is taken from the chain, not from today's
+/// configuration, so that raising it later leaves earlier prunes valid. A hash chain cannot
+/// tell a forged event appended after its newest one from a real one (a kept head only shows
+/// that nothing before it changed), but it can refuse one that explains away a recording
+/// the retention in force would not have touched, and it shows every change of retention.
+fn checked_prunes(events: &[AuditEvent], now: UnixTime) -> Result<Prunes<'_>, String> {
+    let mut out = Prunes::default();
+    let mut in_force: Option<(std::time::Duration, i64)> = None;
     let mut started: HashMap<&str, i64> = HashMap::new();
     // Closed sessions' recordings, with the hash their close sealed, if any.
     let mut closed: HashMap<&str, Option<&str>> = HashMap::new();
-    let mut pruned = HashSet::new();
     for e in events {
         let data = &e.event.data;
+        if e.event.kind == "recordings.retention" {
+            let Some(r) = data.get("retention").and_then(|r| parse_duration(r).ok()) else {
+                return Err(format!("event {} enters no valid retention", e.seq));
+            };
+            in_force = Some((r, e.seq));
+            out.retentions.push(format!(
+                "{} from event {} ({}, by {})",
+                format_duration(r),
+                e.seq,
+                jitgate::model::format_time(e.event.at),
+                e.event.actor
+            ));
+            continue;
+        }
         let Some(rel) = data.get("recording").map(String::as_str) else {
             continue;
         };
@@ -228,16 +255,17 @@ fn checked_prunes(
                 let Some(named) = data.get("retention").and_then(|r| parse_duration(r).ok()) else {
                     return Err(why("was pruned without a valid retention".into()));
                 };
-                let Some(configured) = retention else {
+                let Some((force, set_by)) = in_force else {
                     return Err(why(
-                        "was pruned, but no recordings.retention is configured".into()
+                        "was pruned before any retention entered the chain".into()
                     ));
                 };
-                if named < configured {
+                if named < force {
                     return Err(why(format!(
-                        "was pruned under a retention of {}, shorter than the configured {}",
+                        "was pruned under a retention of {}, shorter than the {} in force since \
+                         event {set_by}",
                         format_duration(named),
-                        format_duration(configured)
+                        format_duration(force)
                     )));
                 }
                 if e.event.at > now.saturating_add(CLOCK_SKEW) {
@@ -269,12 +297,12 @@ fn checked_prunes(
                         format_duration(named)
                     )));
                 }
-                pruned.insert(rel);
+                out.pruned.insert(rel);
             }
             _ => {}
         }
     }
-    Ok(pruned)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! `audit verify`'s checks of prunes and recordings, on hand-made chains (hashes unchecked
 //! here: the chain is verified before these run).
 
-use std::time::Duration;
-
 use jitgate::model::{AuditEvent, NewAuditEvent};
 
 use super::*;
@@ -11,7 +9,6 @@ const REC: &str = "2026/11/22/s1.cast";
 /// 2026-11-22 00:00:00 UTC, the day of `REC`.
 const NOV22: i64 = 1_795_305_600;
 const DAY: i64 = 86_400;
-const THIRTY: Option<Duration> = Some(Duration::from_secs(30 * DAY as u64));
 
 fn event(seq: i64, at: i64, kind: &str, data: &[(&str, &str)]) -> AuditEvent {
     let mut e = NewAuditEvent::new(at, kind, "system").session("s1");
@@ -29,8 +26,22 @@ fn event(seq: i64, at: i64, kind: &str, data: &[(&str, &str)]) -> AuditEvent {
 /// A session started at 15:00 on `REC`'s day and closed a minute later with hash `aa`, then
 /// a prune at `at`.
 fn chain(close: bool, at: i64, prune: &[(&str, &str)]) -> Vec<AuditEvent> {
+    chain_under(Some("30d"), close, at, prune)
+}
+
+/// `chain`, with `retention` entered in the chain first (or none).
+fn chain_under(
+    retention: Option<&str>,
+    close: bool,
+    at: i64,
+    prune: &[(&str, &str)],
+) -> Vec<AuditEvent> {
     let start = NOV22 + 15 * 3600;
-    let mut v = vec![event(1, start, "session.started", &[("recording", REC)])];
+    let mut v = Vec::new();
+    if let Some(r) = retention {
+        v.push(event(0, NOV22, "recordings.retention", &[("retention", r)]));
+    }
+    v.push(event(1, start, "session.started", &[("recording", REC)]));
     if close {
         v.push(event(
             2,
@@ -46,85 +57,88 @@ fn chain(close: bool, at: i64, prune: &[(&str, &str)]) -> Vec<AuditEvent> {
 }
 
 #[test]
-fn a_prune_must_agree_with_the_chain_and_the_configuration() {
+fn a_prune_must_agree_with_the_chain() {
     let good = [("sha256", "aa"), ("retention", "30d")];
     let now = NOV22 + 40 * DAY;
     let due = NOV22 + 31 * DAY;
     let events = chain(true, due, &good);
-    assert!(checked_prunes(&events, THIRTY, now).unwrap().contains(REC));
+    let prunes = checked_prunes(&events, now).unwrap();
+    assert!(prunes.pruned.contains(REC));
+    assert_eq!(prunes.retentions.len(), 1);
+    assert!(
+        prunes.retentions[0].starts_with("30d from event 0 ("),
+        "{prunes:?}"
+    );
+    // Raised since: the prune stays valid under the retention in force when it ran.
+    let mut raised = chain(true, due, &good);
+    raised.push(event(
+        4,
+        now,
+        "recordings.retention",
+        &[("retention", "365d")],
+    ));
+    assert!(checked_prunes(&raised, now).unwrap().pruned.contains(REC));
     // Without its session's start, the recording counts from the end of its folder's day.
-    let alone = &chain(true, NOV22 + 30 * DAY + 300, &good)[2..];
-    let short = Some(Duration::from_secs(7 * DAY as u64));
-    type Case<'a> = (&'a str, Vec<AuditEvent>, Option<Duration>, &'a str);
-    let cases: [Case; 10] = [
+    let alone = {
+        let mut v = chain(true, NOV22 + 30 * DAY + 300, &good);
+        v.drain(1..3);
+        v
+    };
+    let cases: [(&str, Vec<AuditEvent>, &str); 10] = [
         (
             "too young",
             chain(true, NOV22 + 30 * DAY + 300, &good),
-            THIRTY,
             "younger than",
         ),
-        (
-            "too young, no start",
-            alone.to_vec(),
-            THIRTY,
-            "younger than",
-        ),
+        ("too young, no start", alone, "younger than"),
         (
             "other hash",
             chain(true, due, &[("sha256", "bb"), ("retention", "30d")]),
-            THIRTY,
             "but its session sealed aa",
         ),
-        (
-            "still open",
-            chain(false, due, &good),
-            THIRTY,
-            "session was open",
-        ),
+        ("still open", chain(false, due, &good), "session was open"),
         (
             "no retention",
             chain(true, due, &[("sha256", "aa")]),
-            THIRTY,
             "without a valid retention",
         ),
         (
             "no hash",
             chain(true, due, &[("retention", "30d")]),
-            THIRTY,
             "without its sha256",
         ),
         (
-            "none configured",
-            chain(true, due, &good),
-            None,
-            "no recordings.retention is configured",
+            "none in force",
+            chain_under(None, true, due, &good),
+            "before any retention entered the chain",
         ),
         (
             "forged: 0s, dated now",
             chain(true, now, &[("sha256", "aa"), ("retention", "0s")]),
-            THIRTY,
-            "under a retention of 0s, shorter than the configured 30d",
+            "under a retention of 0s, shorter than the 30d in force since event 0",
         ),
         (
-            "shorter than configured",
+            "shorter than in force",
             chain(true, due, &[("sha256", "aa"), ("retention", "7d")]),
-            THIRTY,
-            "shorter than the configured",
+            "shorter than the 30d in force",
         ),
         (
             "dated in the future",
-            chain(true, now + 3600, &good),
-            short,
+            chain_under(Some("7d"), true, now + 3600, &good),
             "later than now",
         ),
     ];
-    for (name, events, retention, want) in cases {
-        let err = checked_prunes(&events, retention, now).expect_err(name);
+    for (name, events, want) in cases {
+        let err = checked_prunes(&events, now).expect_err(name);
         assert!(err.contains(want) && err.contains(REC), "{name}: {err}");
     }
     // A little clock skew is allowed.
-    let events = chain(true, now + 60, &good);
-    assert!(checked_prunes(&events, short, now).is_ok());
+    assert!(checked_prunes(&chain(true, now + 60, &good), now).is_ok());
+    // A retention event must name one.
+    let mut bad = chain(true, due, &good);
+    bad[0] = event(0, NOV22, "recordings.retention", &[("retention", "soon")]);
+    let err = checked_prunes(&bad, now).expect_err("bad retention");
+    assert!(err.contains("event 0 enters no valid retention"), "{err}");
 }
 
 /// A start and a close of session `s1` naming `rel`, the close with `extra` data.
