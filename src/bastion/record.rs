@@ -1,9 +1,15 @@
 //! One session channel's records: the store row (start, end, exit status, bytes) and the
 //! asciicast recording, both begun when the channel starts a shell, exec or subsystem.
 //!
-//! Fails closed: a session that cannot be recorded does not start.
+//! Fails closed: a session that cannot be recorded does not start, and one whose recording
+//! fails while it runs is closed by its owner (`SessionLog::failed`). A failed recording is
+//! still sealed: its close carries the SHA-256 of the file as it stands and why it failed,
+//! and a `recording.failed` event enters the audit log as soon as the failure is known.
 
+use std::path::Path;
 use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use super::Shared;
 use super::access::Grant;
@@ -16,7 +22,7 @@ use crate::store::{CommandFilter, SessionEnd, SessionFilter, Store};
 /// end (when its recording was last written, else when it started), and its recording's
 /// SHA-256 as the file stands, so `audit verify` checks it from now on. Run at start, before
 /// the bastion accepts: with one server per store, every open session is such a one.
-pub async fn seal_cut_off(store: &dyn Store, recordings: &std::path::Path) {
+pub async fn seal_cut_off(store: &dyn Store, recordings: &Path) {
     let open = SessionFilter {
         open: true,
         ..SessionFilter::default()
@@ -29,33 +35,27 @@ pub async fn seal_cut_off(store: &dyn Store, recordings: &std::path::Path) {
         }
     };
     for s in sessions {
-        let file = s
-            .recording
-            .as_ref()
-            .and_then(|rel| crate::recorder::locate(recordings, rel).ok());
-        let read = tokio::task::spawn_blocking(move || {
-            let file = file?;
-            let written = std::fs::metadata(&file)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs() as i64);
-            Some((written, crate::recorder::sha256_file(&file)))
-        })
-        .await
-        .ok()
-        .flatten();
-        let (written, sha) = match read {
-            Some((written, Ok(sha))) => (written, Some(sha)),
-            Some((written, Err(e))) => {
-                tracing::warn!(session = %s.id, error = %e, "recording of a cut-off session unreadable");
-                (written, None)
-            }
-            None => (None, None),
+        let (written, sha, error) = match &s.recording {
+            Some(rel) => match as_it_stands(recordings, rel).await {
+                (written, Ok(sha)) => (written, Some(sha), None),
+                (written, Err(e)) => {
+                    let error = format!("unreadable when sealed at the next start: {e}");
+                    tracing::warn!(session = %s.id, %error, "recording of a cut-off session");
+                    let owner = Owner {
+                        user: &s.user,
+                        request: s.request_id,
+                        session: &s.id,
+                    };
+                    audit_failure(store, &owner, rel, &error).await;
+                    (written, None, Some(error))
+                }
+            },
+            None => (None, None, None),
         };
         let end = SessionEnd {
             ended_at: written.unwrap_or(s.started_at).max(s.started_at),
             recording_sha256: sha.as_deref(),
+            recording_error: error.as_deref(),
             cut_off: true,
             ..SessionEnd::default()
         };
@@ -65,6 +65,66 @@ pub async fn seal_cut_off(store: &dyn Store, recordings: &std::path::Path) {
             }
             Err(e) => tracing::error!(session = %s.id, error = %e, "cannot seal a cut-off session"),
         }
+    }
+}
+
+/// When the recording `rel` under `root` was last written, and its SHA-256 as the file
+/// stands (read on the blocking pool).
+async fn as_it_stands(root: &Path, rel: &str) -> (Option<i64>, Result<String, String>) {
+    let file = crate::recorder::locate(root, rel);
+    let read = tokio::task::spawn_blocking(move || {
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => return (None, Err(e.to_string())),
+        };
+        let written = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let sha = crate::recorder::sha256_file(&file).map_err(|e| e.to_string());
+        (written, sha)
+    })
+    .await;
+    read.unwrap_or_else(|e| (None, Err(e.to_string())))
+}
+
+/// The session a recording belongs to, as its audit events name it.
+struct Owner<'a> {
+    user: &'a str,
+    request: i64,
+    session: &'a str,
+}
+
+/// Appends `recording.failed`: the recording `rel` stopped on `error`.
+async fn audit_failure(store: &dyn Store, owner: &Owner<'_>, rel: &str, error: &str) {
+    let event = NewAuditEvent::new(now(), "recording.failed", owner.user)
+        .request(owner.request)
+        .session(owner.session)
+        .with("recording", rel)
+        .with("error", error);
+    if let Err(e) = store.append_audit(event).await {
+        tracing::error!(session = owner.session, error = %e, "cannot audit a failed recording");
+    }
+}
+
+/// For a recording that failed on `error`: audits it (unless `audited` already) and returns
+/// the SHA-256 of the file as it stands, for the session's close, with the error to seal
+/// beside it (which says so, too, when the file cannot be read).
+async fn seal_failed(
+    store: &dyn Store,
+    root: &Path,
+    owner: &Owner<'_>,
+    rel: &str,
+    error: String,
+    audited: bool,
+) -> (Option<String>, String) {
+    if !audited {
+        audit_failure(store, owner, rel, &error).await;
+    }
+    match as_it_stands(root, rel).await.1 {
+        Ok(sha) => (Some(sha), error),
+        Err(e) => (None, format!("{error}; unreadable when sealed: {e}")),
     }
 }
 
@@ -102,6 +162,10 @@ pub struct SessionLog {
     id: String,
     recording: Option<Recording>,
     started: bool,
+    /// The recording's error once it failed, for `failed`.
+    failure: Arc<watch::Sender<Option<String>>>,
+    /// Waits for the recording to fail, then says so and audits it; returns whether it did.
+    watcher: Option<tokio::task::JoinHandle<bool>>,
 }
 
 fn dim(n: u32) -> u16 {
@@ -116,11 +180,32 @@ impl SessionLog {
             id,
             recording: None,
             started: false,
+            failure: Arc::new(watch::channel(None).0),
+            watcher: None,
         }
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Completes, with the notice for the engineer, when the session's recording fails (a
+    /// write error, e.g. a full disk): the owner then closes the session rather than let it
+    /// go on unrecorded. Never completes while the recording is well, nor before it starts.
+    /// Independent of `self`, so it can be awaited while the log is borrowed elsewhere.
+    pub fn failed(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut failure = self.failure.subscribe();
+        async move {
+            let error = failure
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|e| e.clone());
+            match error {
+                Some(e) => format!("the session recording failed ({e}); the session is closed"),
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Starts the recording and the store row; returns the tap the relay feeds. The error is
@@ -184,9 +269,33 @@ impl SessionLog {
         }
         tracing::info!(session = %self.id, user = %g.user, host = %g.host.name, "session started");
         self.started = true;
+        self.watcher = Some(self.watch(&recording));
         let tap = recording.tap();
         self.recording = Some(recording);
         Ok(tap)
+    }
+
+    /// Spawns the task that, when `recording` fails, tells `failed` and audits it.
+    fn watch(&self, recording: &Recording) -> tokio::task::JoinHandle<bool> {
+        let failed = recording.failed();
+        let failure = Arc::clone(&self.failure);
+        let store = Arc::clone(&self.shared.ctx.store);
+        let (user, request) = (self.grant.user.clone(), self.grant.request.id);
+        let (session, rel) = (self.id.clone(), recording.path().to_string());
+        tokio::spawn(async move {
+            let Some(error) = failed.await else {
+                return false;
+            };
+            tracing::error!(%session, %user, %error, "recording failed; closing the session");
+            failure.send_replace(Some(error.clone()));
+            let owner = Owner {
+                user: &user,
+                request,
+                session: &session,
+            };
+            audit_failure(&*store, &owner, &rel, &error).await;
+            true
+        })
     }
 
     /// Indexes checked commands; audits and alerts warnings and blocks. Returns true once the
@@ -280,20 +389,43 @@ impl SessionLog {
         true
     }
 
-    /// Closes the recording and writes the session's end.
+    /// Closes the recording and writes the session's end, with the recording's SHA-256; for a
+    /// recording that failed, that of the file as it stands, and why it failed (audited as
+    /// `recording.failed` here unless the watcher did so already).
     pub async fn finish(self, outcome: &Outcome) {
         if !self.started {
             return;
         }
-        let sha = match self.recording {
-            Some(r) => match r.finish().await {
-                Ok(f) => Some(f.sha256),
-                Err(e) => {
-                    tracing::error!(session = %self.id, error = %e, "recording failed");
-                    None
+        let (sha, error) = match self.recording {
+            Some(r) => {
+                let rel = r.path().to_string();
+                let result = r.finish().await;
+                // The writer has ended, so its watcher has audited a failure or ends now.
+                let reported = match self.watcher {
+                    Some(w) => w.await.unwrap_or(false),
+                    None => false,
+                };
+                match result {
+                    Ok(f) => (Some(f.sha256), None),
+                    Err(e) => {
+                        tracing::error!(session = %self.id, error = %e, "recording failed");
+                        let g = &self.grant;
+                        let owner = Owner {
+                            user: &g.user,
+                            request: g.request.id,
+                            session: &self.id,
+                        };
+                        // There is a recording, so there is a recorder.
+                        let root = self.shared.recorder.as_ref().map(|r| r.root());
+                        let root = root.unwrap_or(Path::new(""));
+                        let store = &*self.shared.ctx.store;
+                        let (sha, error) =
+                            seal_failed(store, root, &owner, &rel, e.to_string(), reported).await;
+                        (sha, Some(error))
+                    }
                 }
-            },
-            None => None,
+            }
+            None => (None, None),
         };
         tracing::info!(
             session = %self.id,
@@ -319,6 +451,7 @@ impl SessionLog {
                     bytes_up: outcome.bytes_up,
                     bytes_down: outcome.bytes_down,
                     recording_sha256: sha.as_deref(),
+                    recording_error: error.as_deref(),
                     cut_off: false,
                 },
             )
@@ -328,3 +461,7 @@ impl SessionLog {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "record_tests.rs"]
+mod tests;

@@ -211,21 +211,35 @@ pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
     for p in &kept {
         println!("kept {}: its session is still open", p.path);
     }
+    let named = jitgate::config::format_duration(retention);
+    // `audit verify` judges each prune by the retention the chain has in force, not by
+    // today's configuration (which may since have been raised): enter it when it changed.
+    let events = store.audit_events(None).await?;
+    let in_force = events
+        .iter()
+        .rev()
+        .find(|e| e.event.kind == "recordings.retention")
+        .and_then(|e| e.event.data.get("retention"));
+    if in_force != Some(&named) {
+        let mut event =
+            NewAuditEvent::new(now, "recordings.retention", "system").with("retention", &named);
+        if let Some(before) = in_force {
+            event = event.with("previous", before);
+        }
+        store.append_audit(event).await?;
+        println!("retention {named} entered in the audit chain");
+    }
     // The removal enters the chain first: a crash in between leaves a file the chain already
     // calls pruned, never a missing file the chain still expects.
     for p in &pruned {
         let event = NewAuditEvent::new(now, "recording.pruned", "system")
             .with("recording", &p.path)
             .with("sha256", &p.sha256)
-            .with("retention", jitgate::config::format_duration(retention));
+            .with("retention", &named);
         store.append_audit(event).await?;
         jitgate::recorder::remove(root, p)?;
         println!("removed {}", p.path);
     }
-    println!(
-        "{} recording(s) older than {} removed",
-        pruned.len(),
-        jitgate::config::format_duration(retention)
-    );
+    println!("{} recording(s) older than {named} removed", pruned.len());
     Ok(ExitCode::SUCCESS)
 }

@@ -16,11 +16,15 @@
 //!   session's recording thus catches up within `HOLD` and memory drops back to the
 //!   look-behind. When a match's pieces arrive more than `HOLD / 2` apart, the pieces already
 //!   written stay as they were and the rest is masked (see look-behind): harmless when the
-//!   early piece is a keyword (`password=`), a partial leak when it is the front of a secret.
-//! - **Look-behind**: the last `CONTEXT` bytes already released stay in front of the held text
-//!   and take part in matching. A match that began in them masks its held part, so a secret
-//!   typed one key at a time after its keyword (`--password=hunter2`, echoed key by key over
-//!   seconds) is recorded as the keyword and masks, never as the secret.
+//!   early piece is a keyword (`password=`), a partial leak when it is the front of a secret
+//!   (page one of `less id_rsa`, shown 200 ms before page two brings the key's end).
+//! - **Look-behind**: the last `CONTEXT` (= `MAX_SECRET`) bytes already released stay in front
+//!   of the held text and take part in matching. A match that began in them masks its held
+//!   part, so a secret typed one key at a time after its keyword (`--password=hunter2`,
+//!   echoed key by key over seconds) is recorded as the keyword and masks, never as the
+//!   secret; and the rest of any secret up to `MAX_SECRET` bytes whose front was released by
+//!   time is masked, however long that front. An idle stream keeps only the look-behind, in
+//!   an allocation no larger than it.
 //! - **Timing**: each chunk keeps its own time and sequence number; a mask replaces the text it
 //!   covers inside the chunk where the match starts, so playback timing is unchanged.
 //!
@@ -43,8 +47,9 @@ pub const WINDOW: usize = 8 * MAX_SECRET;
 pub const HARD_LIMIT: usize = 2 * WINDOW;
 /// Seconds a chunk is held at most before it is written.
 pub const HOLD: f64 = 0.2;
-/// Bytes of released text kept in front of the held text for matching.
-pub const CONTEXT: usize = 1024;
+/// Bytes of released text kept in front of the held text for matching: a secret's front
+/// released by time is at most `MAX_SECRET` bytes behind its rest.
+pub const CONTEXT: usize = MAX_SECRET;
 
 /// The configured mask patterns, compiled once and shared by every recording.
 ///
@@ -258,8 +263,8 @@ impl MaskStream {
         }
         self.buf.drain(..keep);
         self.held = cut - keep;
-        if self.segs.is_empty() && self.buf.capacity() > 4 * CONTEXT {
-            // An idle stream goes back to holding its look-behind only.
+        if self.segs.is_empty() && self.buf.capacity() > self.buf.len() {
+            // An idle stream goes back to holding its look-behind only, in no more memory.
             self.buf.shrink_to_fit();
         }
         true

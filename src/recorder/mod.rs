@@ -64,14 +64,17 @@
 //! of events may wait for one writer, `MAX_IN_FLIGHT_TOTAL` for all of a `Recorder`'s. When
 //! the writer falls that far behind (a disk slower than the session), sending an event waits
 //! until it catches up: the session slows to the disk's pace, and the recording has no gaps.
-//! Past the exec cap nothing is sent, so nothing waits. A write error stops the recording
-//! (the session goes on); `finish` then reports the error.
+//! Past the exec cap nothing is sent, so nothing waits. A write error stops the recording:
+//! `Recording::failed` completes with it at once (so that the bastion can close the session
+//! instead of letting it go on unrecorded), and `finish` reports it, the file left as far as
+//! it was written.
 
 mod cast;
 mod encoder;
 mod mask;
 mod prune;
 mod replay;
+mod tap;
 mod utf8;
 mod writer;
 
@@ -83,9 +86,10 @@ use chrono::{DateTime, Datelike};
 
 pub use cast::{CastSummary, Event, Header, event_line, parse_event, parse_header, validate_cast};
 pub use mask::{MASK, Masker};
-pub use prune::{PruneReport, Pruned, expired, prune, remove};
+pub use prune::{PruneReport, Pruned, counted_start, day_of, expired, prune, remove};
 pub use replay::{Control, Key, PlayOptions, Played, Waiter, cat, play, play_terminal};
-pub use writer::{Chunk, Finished, MAX_IN_FLIGHT, MAX_IN_FLIGHT_TOTAL, Recording, RecordingTap};
+pub use tap::{Chunk, MAX_IN_FLIGHT, MAX_IN_FLIGHT_TOTAL, RecordingTap};
+pub use writer::{Finished, Recording};
 
 use crate::config;
 use crate::model::UnixTime;
@@ -165,7 +169,7 @@ impl Recorder {
             root,
             masker: Arc::new(Masker::new(&cfg.mask)?),
             max_exec_recording: cfg.max_exec_recording,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(writer::MAX_IN_FLIGHT_TOTAL)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_TOTAL)),
         })
     }
 

@@ -3,7 +3,9 @@
 //! Only files laid out by the recorder are considered, `YYYY/MM/DD/*.cast`, regular files
 //! (symbolic links are never followed or removed). A recording's age comes from the later of
 //! its folder's date and its header's timestamp, so neither a moved file nor an edited header
-//! makes a young recording look old.
+//! makes a young recording look old; a header that cannot be read counts as the end of its
+//! folder's day, the latest the recording can have started, so nothing goes early
+//! (`counted_start`, which `audit verify` applies to `recording.pruned` events too).
 //!
 //! Two steps, so that the audit chain hears of a removal before it happens: `expired` lists
 //! the recordings due with their SHA-256; the caller appends a `recording.pruned` event for
@@ -22,6 +24,11 @@ use chrono::NaiveDate;
 use super::cast::parse_header;
 use super::{RecorderError, sha256_file};
 use crate::model::UnixTime;
+
+const DAY: i64 = 86_400;
+/// The most of a recording's first line read for its header: an exec command is kept whole
+/// there, and SSH packets (so commands) are far smaller than this.
+const MAX_HEADER: u64 = 8 << 20;
 
 /// A recording due for removal, or removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,9 +135,7 @@ fn list_day(
         if !is_file || !name.ends_with(".cast") {
             continue;
         }
-        let started = header_time(&entry.path())
-            .unwrap_or(day_start)
-            .max(day_start);
+        let started = counted_start(day_start, header_time(&entry.path()));
         if started <= cutoff {
             files.push((started, name));
         }
@@ -146,11 +151,35 @@ fn list_day(
     Ok(())
 }
 
-/// The header's timestamp, if the first line (at most 64 KiB) is a header with one.
+/// When a recording in the folder of the day starting at `day_start` counts as started, for
+/// its age: its header's timestamp, or without one the end of that day (the latest it can
+/// have started); never before the day began.
+pub fn counted_start(day_start: UnixTime, header: Option<UnixTime>) -> UnixTime {
+    header
+        .unwrap_or(day_start.saturating_add(DAY - 1))
+        .max(day_start)
+}
+
+/// The start (00:00 UTC) of the day a recording's path names, `YYYY/MM/DD/<name>`.
+pub fn day_of(rel: &str) -> Option<UnixTime> {
+    let mut parts = rel.split('/');
+    let mut next = |digits: usize| {
+        let p = parts.next().filter(|p| p.len() == digits)?;
+        p.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| p.parse::<u32>().ok())?
+    };
+    let (year, month, day) = (next(4)?, next(2)?, next(2)?);
+    NaiveDate::from_ymd_opt(year as i32, month, day)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp())
+}
+
+/// The header's timestamp, if the first line (at most `MAX_HEADER`) is a header with one.
 fn header_time(path: &Path) -> Option<UnixTime> {
     let f = fs::File::open(path).ok()?;
     let mut first = Vec::new();
-    BufReader::new(f.take(64 * 1024))
+    BufReader::new(f.take(MAX_HEADER))
         .read_until(b'\n', &mut first)
         .ok()?;
     parse_header(std::str::from_utf8(&first).ok()?.trim_end())
@@ -238,13 +267,14 @@ mod tests {
         assert_eq!(
             paths,
             [
-                "2026/10/01/old-2.cast",
                 "2026/10/01/old.cast",
+                // No timestamp: counted from the end of its day.
+                "2026/10/01/old-2.cast",
                 "2026/11/01/edge.cast"
             ]
         );
-        assert_eq!(got[1].sha256, expected_hash);
-        assert_eq!(got[1].started_at, NOV22 - 52 * DAY + 3600);
+        assert_eq!(got[0].sha256, expected_hash);
+        assert_eq!(got[0].started_at, NOV22 - 52 * DAY + 3600);
 
         assert!(!root.join("2026/10/01/old.cast").exists());
         assert!(
@@ -265,6 +295,56 @@ mod tests {
         let all = prune(root, Duration::ZERO, now);
         assert_eq!(all.pruned.len(), 2);
         assert!(!root.join("2026/11").exists());
+    }
+
+    #[test]
+    fn a_long_header_is_read_whole_and_an_unreadable_one_counts_from_the_day_s_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        // An exec of an 80 KB script at 15:00, its command kept whole in the header.
+        let at = NOV22 + 15 * 3600;
+        let command = "x".repeat(80 * 1024);
+        let header = format!(
+            "{{\"version\":2,\"width\":80,\"height\":24,\"timestamp\":{at},\"command\":\"{command}\"}}\n"
+        );
+        fs::create_dir_all(root.join("2026/11/22")).expect("mkdir");
+        fs::write(root.join("2026/11/22/long.cast"), header).expect("write");
+        fs::write(root.join("2026/11/22/junk.cast"), "not a header\n").expect("write");
+        let retention = Duration::from_secs(30 * DAY as u64);
+        // At 00:05 thirty days on, neither is 30 days old yet.
+        assert!(
+            expired(root, retention, NOV22 + 30 * DAY + 300)
+                .expect("list")
+                .is_empty()
+        );
+        let due = expired(root, retention, at + 30 * DAY).expect("list");
+        let paths: Vec<&str> = due.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["2026/11/22/long.cast"]);
+        assert_eq!(due[0].started_at, at);
+        let due = expired(root, retention, NOV22 + 31 * DAY).expect("list");
+        assert_eq!(due.len(), 2);
+        assert_eq!(due[1].started_at, NOV22 + DAY - 1);
+    }
+
+    #[test]
+    fn the_counted_start_is_never_before_the_day_nor_guessed_early() {
+        assert_eq!(day_of("2026/11/22/s.cast"), Some(NOV22));
+        for bad in [
+            "2026/11/32/s.cast",
+            "26/11/22/s.cast",
+            "2026/1/22/s.cast",
+            "x",
+        ] {
+            assert_eq!(day_of(bad), None, "{bad}");
+        }
+        let cases = [
+            (Some(NOV22 + 60), NOV22 + 60),
+            (Some(1), NOV22),
+            (None, NOV22 + DAY - 1),
+        ];
+        for (header, want) in cases {
+            assert_eq!(counted_start(NOV22, header), want, "{header:?}");
+        }
     }
 
     #[test]

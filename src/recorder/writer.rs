@@ -1,26 +1,22 @@
-//! A live recording: the relay's handle and the writer task behind it (see the module above).
+//! A live recording: its handle and the writer task behind it (see the module above).
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::RecorderError;
 use super::cast::Header;
 use super::encoder::{Encoder, Event};
 use super::mask::Masker;
+use super::tap::{Chunk, MAX_IN_FLIGHT, Msg, RecordingTap, Shared};
 
-/// Bytes of events that may wait for one recording's writer before the session waits too.
-pub const MAX_IN_FLIGHT: usize = 4 << 20;
-/// Bytes of events that may wait for all of one `Recorder`'s writers together.
-pub const MAX_IN_FLIGHT_TOTAL: usize = 256 << 20;
 /// A batch of events is encoded and written at the latest this long after its first event.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// A batch is encoded and written at once when its events hold this many bytes: a quarter
@@ -28,8 +24,6 @@ const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// (Each batch is a trip to a blocking thread and back; at 256 KiB those trips cost the
 /// recorder bench 8% of its time.)
 const FLUSH_BYTES: usize = MAX_IN_FLIGHT / 4;
-/// What one message costs the in-flight budget beyond its data.
-const MSG_COST: usize = 64;
 
 /// A finished recording, for `Store::end_session` and the session's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,172 +35,14 @@ pub struct Finished {
     pub bytes: u64,
 }
 
-enum Msg {
-    Event { t: f64, event: Event, cost: u32 },
-    Finish,
-}
-
-struct Shared {
-    /// Bytes this recording's events may still take before the writer catches up.
-    budget: Semaphore,
-    /// The same for all of a recorder's recordings together.
-    total: Arc<Semaphore>,
-    capped: AtomicBool,
-}
-
-impl Shared {
-    fn new(total: Arc<Semaphore>) -> Shared {
-        Shared {
-            budget: Semaphore::new(MAX_IN_FLIGHT),
-            total,
-            capped: AtomicBool::new(false),
-        }
-    }
-
-    /// The writer is done with events of this cost.
-    fn release(&self, cost: usize) {
-        self.budget.add_permits(cost);
-        self.total.add_permits(cost);
-    }
-}
-
-/// The permits an event of `len` bytes takes: its bytes and its message, never more than a
-/// whole budget (so a huge chunk waits for an empty queue instead of forever).
-fn cost_of(len: usize) -> u32 {
-    u32::try_from((len + MSG_COST).min(MAX_IN_FLIGHT)).unwrap_or(u32::MAX)
-}
-
-/// What `output` and `input` take: `Bytes` (what the relay forwards) are shared with the
-/// recording, anything else is copied once.
-pub trait Chunk {
-    fn into_bytes(self) -> Bytes;
-}
-
-impl Chunk for Bytes {
-    fn into_bytes(self) -> Bytes {
-        self
-    }
-}
-
-impl Chunk for &Bytes {
-    fn into_bytes(self) -> Bytes {
-        self.clone()
-    }
-}
-
-impl Chunk for Vec<u8> {
-    fn into_bytes(self) -> Bytes {
-        self.into()
-    }
-}
-
-impl Chunk for &[u8] {
-    fn into_bytes(self) -> Bytes {
-        Bytes::copy_from_slice(self)
-    }
-}
-
-impl<const N: usize> Chunk for &[u8; N] {
-    fn into_bytes(self) -> Bytes {
-        Bytes::copy_from_slice(self)
-    }
-}
-
-impl Chunk for &Vec<u8> {
-    fn into_bytes(self) -> Bytes {
-        Bytes::copy_from_slice(self)
-    }
-}
-
-/// Feeds events into a recording; clone it for each task that sees the channel's data.
-#[derive(Clone)]
-pub struct RecordingTap {
-    tx: mpsc::UnboundedSender<Msg>,
-    start: Instant,
-    shared: Arc<Shared>,
-    record_input: bool,
-}
-
-impl std::fmt::Debug for RecordingTap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RecordingTap")
-    }
-}
-
-impl RecordingTap {
-    /// Output from the target (stdout and stderr): an `o` event. The relay hands over the
-    /// `Bytes` it forwards, so the recording shares them rather than copying.
-    pub async fn output(&self, data: impl Chunk) {
-        let data = data.into_bytes();
-        if !data.is_empty() {
-            self.send(data.len(), || Event::Output(data)).await;
-        }
-    }
-
-    /// What the engineer typed: an `i` event, only when the rule records input.
-    pub async fn input(&self, data: impl Chunk) {
-        if !self.record_input {
-            return;
-        }
-        let data = data.into_bytes();
-        if !data.is_empty() {
-            self.send(data.len(), || Event::Input(data)).await;
-        }
-    }
-
-    /// The terminal was resized: an `r` event.
-    pub async fn resize(&self, width: u16, height: u16) {
-        self.send(0, || Event::Resize(width, height)).await;
-    }
-
-    /// A guardrail decision or bastion notice: an `m` event.
-    pub async fn marker(&self, text: &str) {
-        self.send(text.len(), || Event::Marker(text.to_string()))
-            .await;
-    }
-
-    /// Queues one event, first waiting while the writer is `MAX_IN_FLIGHT` bytes behind (or
-    /// all writers `MAX_IN_FLIGHT_TOTAL`): a session outrunning the disk slows to its pace
-    /// rather than leave a gap in its recording. Past the exec cap nothing waits.
-    /// The event is only built when it will be sent.
-    async fn send(&self, len: usize, event: impl FnOnce() -> Event) {
-        let s = &self.shared;
-        if s.capped.load(Ordering::Relaxed) {
-            return;
-        }
-        // The event's time is when it passed, not when the writer had room for it.
-        let t = self.start.elapsed().as_secs_f64();
-        let cost = cost_of(len);
-        // Neither semaphore is ever closed.
-        let (Ok(own), Ok(all)) = (
-            s.budget.acquire_many(cost).await,
-            s.total.acquire_many(cost).await,
-        ) else {
-            return;
-        };
-        own.forget();
-        all.forget();
-        // A closed channel means the recording is finished: late events go nowhere.
-        if self
-            .tx
-            .send(Msg::Event {
-                t,
-                event: event(),
-                cost,
-            })
-            .is_err()
-        {
-            s.release(cost as usize);
-        }
-    }
-}
-
 /// One session channel's recording; `finish` it at close.
 #[derive(Debug)]
 pub struct Recording {
     tap: RecordingTap,
     path: String,
     task: tokio::task::JoinHandle<Result<Finished, RecorderError>>,
+    /// Set by the writer when the recording stops on an error.
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl Recording {
@@ -236,8 +72,20 @@ impl Recording {
         self.tap.marker(text).await;
     }
 
-    /// Writes what is held, fsyncs, and returns the path, SHA-256 and size. Events sent
-    /// through taps after this are ignored.
+    /// Completes with the error when the writer stops on one (a write or `fsync` failed,
+    /// its blocking work was lost), so that the session can be closed rather than go on
+    /// unrecorded; with `None` once the writer ended without one. Independent of `self`.
+    pub fn failed(&self) -> impl Future<Output = Option<String>> + Send + 'static {
+        let mut failure = self.failure.clone();
+        async move {
+            // The value is looked at before the channel's end, so a failure is never missed.
+            let seen = failure.wait_for(Option::is_some).await;
+            seen.ok().and_then(|v| v.clone())
+        }
+    }
+
+    /// Writes what is held, fsyncs, and returns the path, SHA-256 and size; on an error, the
+    /// file stays as far as it was written. Events sent through taps after this are ignored.
     pub async fn finish(self) -> Result<Finished, RecorderError> {
         let _ = self.tap.tx.send(Msg::Finish);
         match self.task.await {
@@ -258,7 +106,10 @@ pub(crate) fn start(
 ) -> Result<Recording, RecorderError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| RecorderError::NoRuntime)?;
     let full = root.join(&rel);
-    if let Some(dir) = full.parent() {
+    // The day's folder exists but for the first recording of a day: one look, no `mkdir`.
+    let dir = full.parent().filter(|dir| !dir.is_dir());
+    let new_folders = dir.is_some();
+    if let Some(dir) = dir {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -277,10 +128,53 @@ pub(crate) fn start(
     let head = header.line();
     file.write_all(head.as_bytes())
         .map_err(|e| RecorderError::io(&full, e))?;
+    Ok(spawn(
+        &handle,
+        file,
+        full,
+        rel,
+        &head,
+        Setup {
+            cap,
+            record_input,
+            masker,
+            total,
+            new_folders,
+        },
+    ))
+}
+
+/// What a recording's writer is set up with, beside its file.
+struct Setup {
+    cap: Option<u64>,
+    record_input: bool,
+    masker: Arc<Masker>,
+    total: Arc<Semaphore>,
+    /// The recording created its date folders (see `sync_folders`).
+    new_folders: bool,
+}
+
+/// Starts the writer task for `file`, whose first line `head` is written already.
+fn spawn(
+    handle: &tokio::runtime::Handle,
+    file: std::fs::File,
+    full: PathBuf,
+    rel: String,
+    head: &str,
+    setup: Setup,
+) -> Recording {
+    let Setup {
+        cap,
+        record_input,
+        masker,
+        total,
+        new_folders,
+    } = setup;
     let start = Instant::now();
     let mut hash = Sha256::new();
     hash.update(head.as_bytes());
     let (tx, rx) = mpsc::unbounded_channel();
+    let (alarm, failure) = watch::channel(None);
     let shared = Arc::new(Shared::new(total));
     let task = Task {
         file: Arc::new(file),
@@ -292,11 +186,13 @@ pub(crate) fn start(
         }),
         bytes: head.len() as u64,
         failed: None,
+        alarm,
+        new_folders,
         start,
         shared: shared.clone(),
     };
     let task = handle.spawn(task.run(rx));
-    Ok(Recording {
+    Recording {
         tap: RecordingTap {
             tx,
             start,
@@ -305,7 +201,8 @@ pub(crate) fn start(
         },
         path: rel,
         task,
-    })
+        failure,
+    }
 }
 
 struct Task {
@@ -317,6 +214,9 @@ struct Task {
     work: Option<Work>,
     bytes: u64,
     failed: Option<std::io::Error>,
+    /// Tells `Recording::failed` of the error that stopped the recording.
+    alarm: watch::Sender<Option<String>>,
+    new_folders: bool,
     start: Instant,
     shared: Arc<Shared>,
 }
@@ -392,7 +292,17 @@ impl Task {
         if self.failed.is_none()
             && let Err(e) = blocking(self.file.clone(), |f| f.sync_all()).await
         {
-            self.failed = Some(e);
+            self.fail(e);
+        }
+        // Before the hash goes to the store (whose commits are synced), the file's name too.
+        let (full, new_folders) = (self.full.clone(), self.new_folders);
+        if self.failed.is_none() {
+            let synced = tokio::task::spawn_blocking(move || sync_folders(&full, new_folders));
+            match synced.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.fail(e),
+                Err(e) => self.fail(std::io::Error::other(e)),
+            }
         }
         match (self.failed, self.work) {
             (Some(e), _) => Err(RecorderError::io(&self.full, e)),
@@ -450,8 +360,20 @@ impl Task {
 
     fn fail(&mut self, e: std::io::Error) {
         tracing::warn!(recording = %self.rel, error = %e, "recording stopped: write failed");
+        self.alarm.send_replace(Some(e.to_string()));
         self.failed = Some(e);
     }
+}
+
+/// Makes a finished recording's directory entry durable: fsyncs the folder that holds
+/// `full` and, when the recording created the date folders (`new_folders`), those above it
+/// up to the recordings folder, whose entries name them.
+fn sync_folders(full: &Path, new_folders: bool) -> std::io::Result<()> {
+    let levels = if new_folders { 4 } else { 1 };
+    for dir in full.ancestors().skip(1).take(levels) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Runs a file operation on tokio's blocking pool.
@@ -473,75 +395,5 @@ async fn sleep_until(when: Option<Instant>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tap(record_input: bool) -> (RecordingTap, mpsc::UnboundedReceiver<Msg>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let tap = RecordingTap {
-            tx,
-            start: Instant::now(),
-            shared: Arc::new(Shared::new(Arc::new(Semaphore::new(MAX_IN_FLIGHT_TOTAL)))),
-            record_input,
-        };
-        (tap, rx)
-    }
-
-    fn events(rx: &mut mpsc::UnboundedReceiver<Msg>) -> Vec<(Event, u32)> {
-        let mut v = Vec::new();
-        while let Ok(Msg::Event { event, cost, .. }) = rx.try_recv() {
-            v.push((event, cost));
-        }
-        v
-    }
-
-    #[tokio::test]
-    async fn a_writer_that_falls_behind_holds_the_session_back_and_loses_nothing() {
-        let (tap, mut rx) = tap(true);
-        let chunk = vec![b'x'; 64 * 1024];
-        let fits = MAX_IN_FLIGHT / (chunk.len() + MSG_COST);
-        // Nobody drains the channel: sends complete until the budget is used up...
-        for _ in 0..fits {
-            tap.output(&chunk).await;
-        }
-        let mut next = Box::pin(tap.output(&chunk));
-        tokio::select! {
-            biased;
-            () = &mut next => panic!("the next send must wait for the writer"),
-            () = std::future::ready(()) => {}
-        }
-        // ...and the waiting one goes through once the writer has taken one event.
-        let taken = events(&mut rx);
-        assert_eq!(taken.len(), fits);
-        tap.shared.release(taken[0].1 as usize);
-        next.await;
-        let (last, _) = events(&mut rx).pop().expect("the waiting event was queued");
-        assert_eq!(last, Event::Output(chunk.clone().into()));
-        assert!(
-            taken
-                .iter()
-                .all(|(e, _)| *e == Event::Output(chunk.clone().into()))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_chunk_larger_than_the_budget_waits_for_an_empty_queue_not_forever() {
-        let (tap, mut rx) = tap(false);
-        tap.output(&vec![b'x'; MAX_IN_FLIGHT * 2]).await;
-        let taken = events(&mut rx);
-        assert_eq!(taken.len(), 1);
-        assert_eq!(taken[0].1 as usize, MAX_IN_FLIGHT);
-    }
-
-    #[tokio::test]
-    async fn input_is_sent_only_when_recorded_and_nothing_after_the_cap() {
-        let (tap, mut rx) = tap(false);
-        tap.input(b"secret").await;
-        tap.output(b"").await;
-        assert!(events(&mut rx).is_empty());
-        tap.shared.capped.store(true, Ordering::Relaxed);
-        tap.output(b"more").await;
-        tap.resize(1, 1).await;
-        assert!(events(&mut rx).is_empty());
-    }
-}
+#[path = "writer_tests.rs"]
+mod tests;

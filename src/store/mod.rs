@@ -81,7 +81,11 @@ pub struct SessionEnd<'a> {
     pub exit_signal: Option<&'a str>,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// The recording's SHA-256: of its final bytes, or, when it failed, of the file as it
+    /// stood when the session closed.
     pub recording_sha256: Option<&'a str>,
+    /// Why the recording failed (a write error, a file unreadable when sealed), when it did.
+    pub recording_error: Option<&'a str>,
     /// The server stopped without closing the session; it was sealed at the next start.
     pub cut_off: bool,
 }
@@ -157,7 +161,7 @@ pub trait Store: Send + Sync + 'static {
     async fn start_session(&self, session: Session) -> Result<(), StoreError>;
 
     /// Sets end, exit status or signal, byte counts and recording; audit `session.closed`
-    /// carrying them and `recording_sha256` when given.
+    /// carrying them, and `recording_sha256` and `recording_error` when given.
     async fn end_session(&self, id: &str, end: SessionEnd<'_>) -> Result<(), StoreError>;
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError>;

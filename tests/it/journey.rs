@@ -365,12 +365,15 @@ fn prune_removes_expired_recordings_and_verify_stays_green() {
     let config = setup.path().join("jitgate.toml");
     let run = prune_with_a_second_of_retention(&config);
     assert!(
-        run.stdout.contains("1 recording(s) older than 1s removed"),
+        run.stdout
+            .contains("retention 1s entered in the audit chain")
+            && run.stdout.contains("1 recording(s) older than 1s removed"),
         "{run:#?}"
     );
     assert!(!path.exists());
     let run = jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("retention: 1s from event "), "{run:#?}");
 }
 
 #[test]

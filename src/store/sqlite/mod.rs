@@ -215,6 +215,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         let signal = end.exit_signal.map(str::to_string);
         let sha = end.recording_sha256.map(str::to_string);
+        let error = end.recording_error.map(str::to_string);
         self.call(move |c| {
             records::end_session(
                 c,
@@ -222,6 +223,7 @@ impl Store for SqliteStore {
                 SessionEnd {
                     exit_signal: signal.as_deref(),
                     recording_sha256: sha.as_deref(),
+                    recording_error: error.as_deref(),
                     ..end
                 },
             )

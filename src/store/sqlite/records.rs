@@ -79,12 +79,20 @@ pub(super) fn audit_events(
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
-        let data: String = r.get(6)?;
-        let data: BTreeMap<String, String> = serde_json::from_str(&data).map_err(|e| {
+        let text: String = r.get(6)?;
+        let data: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|e| {
             StoreError::Db(format!(
                 "audit event {seq}: data is not a JSON object of strings: {e}"
             ))
         })?;
+        // The chain hashes the parsed map, so the text must be the one form `append` writes:
+        // `{"command":"rm -rf /x","command":"ls"}` parses to the map of the second (its hash
+        // holds), while SQLite's `json_extract` reads the first.
+        if serde_json::to_string(&data).ok().as_deref() != Some(text.as_str()) {
+            return Err(StoreError::Db(format!(
+                "audit event {seq}: data is not stored as it was written: {text}"
+            )));
+        }
         out.push(AuditEvent {
             seq,
             event: NewAuditEvent {
@@ -271,6 +279,9 @@ pub(super) fn end_session(
     }
     if let Some(sha) = end.recording_sha256 {
         ev = ev.with("recording_sha256", sha);
+    }
+    if let Some(error) = end.recording_error {
+        ev = ev.with("recording_error", error);
     }
     if end.cut_off {
         ev = ev.with("cut_off", "sealed at the next start");

@@ -268,12 +268,17 @@ async fn sessions_and_commands_are_listed_with_filters() -> R {
     let cut = SessionEnd {
         ended_at: T + 4,
         cut_off: true,
+        recording_error: Some("unreadable"),
         ..SessionEnd::default()
     };
     store.end_session("s2", cut).await?;
     assert_eq!(sessions(open()).await?, ["s3", "s1"]);
     let closed = closed_event(&store, "s2").await?;
     assert!(closed.event.data.contains_key("cut_off"), "{closed:?}");
+    assert_eq!(
+        closed.event.data.get("recording_error").map(String::as_str),
+        Some("unreadable")
+    );
 
     let commands = |f: CommandFilter| {
         let store = store.clone();
@@ -394,5 +399,27 @@ async fn the_log_refuses_edits_and_verify_names_tampering() -> R {
         verify(dir.path()).await?.map_err(|e| e.to_string()),
         Err("event 3 is missing (2 is followed by 4)".to_string())
     );
+    // A key given twice: the map (and so the hash) keeps the last, `json_extract` the
+    // first. Spaces that change no value are refused as well.
+    let kept: String = conn.query_row("SELECT data FROM audit_events WHERE seq = 1", [], |r| {
+        r.get(0)
+    })?;
+    assert!(kept.contains("\"reason\":"), "{kept}");
+    let forms = [
+        "'{\"reason\":\"rm -rf /x\",' || substr(data, 2)",
+        "replace(data, ',', ', ')",
+    ];
+    for form in forms {
+        conn.execute(
+            &format!("UPDATE audit_events SET data = {form} WHERE seq = 1"),
+            [],
+        )?;
+        let err = verify(dir.path()).await.expect_err(form).to_string();
+        assert!(
+            err.contains("audit event 1: data is not stored as it was written"),
+            "{form}: {err}"
+        );
+        conn.execute("UPDATE audit_events SET data = ?1 WHERE seq = 1", [&kept])?;
+    }
     Ok(())
 }
