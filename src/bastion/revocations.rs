@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::model::{AccessRequest, RequestState, UnixTime, format_time, now};
 
 impl Shared {
-    /// Registers a connection of `grant` whose check began at `mark`
+    /// Registers a connection of request `request_id` whose check began at `mark`
     /// (`Registry::lag_mark`); if revocations may have been missed since, the request is
     /// checked again in the background.
     pub fn register(

@@ -309,7 +309,8 @@ impl Default for ClientConfigs {
     }
 }
 
-/// Dials `host` and logs in as `login`. The error is one line for the engineer.
+/// Dials `host` and logs in as `login` with a certificate named `key_id` that carries only
+/// what `rule` allows (`ca::target_extensions`). The error is one line for the engineer.
 pub async fn connect(
     shared: &Shared,
     host: &Host,

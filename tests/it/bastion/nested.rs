@@ -1,4 +1,5 @@
-//! Nested servers on one jump connection: at most `MAX_NESTED` at once.
+//! Nested servers: at most `MAX_NESTED` on one jump connection, and how the target connection
+//! each one dials is named.
 
 use tokio::io::AsyncBufReadExt;
 
@@ -82,4 +83,28 @@ async fn one_jump_connection_runs_at_most_ten_nested_servers() {
     }
     assert!(room.is_some(), "a freed nested slot is used again");
     let _ = output(to_bastion(&lab, sock, &["-O", "exit"]), 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_target_certificate_names_the_connection_its_sessions_are_stored_under() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let out = output(lab.ssh(&["root@db1", "true"]), 60).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let log = lab.targets[0].log();
+    let named = format!("jitgate:request={id}:user=alice:connection=");
+    let connection: String = log
+        .split(&named)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no key id naming request {id} in {log}"))
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    assert!(!connection.is_empty(), "{log}");
+    let sessions = lab.ended_sessions(id).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert!(
+        sessions[0].id.starts_with(&format!("{connection}-")),
+        "{connection} {sessions:?}"
+    );
 }
