@@ -4,7 +4,7 @@
 //!
 //! For the jump's own request the upstream connection is dialled as soon as the channel
 //! opens, alongside the nested handshake; a login under another request, login or rule dials
-//! again (`upstream::Dialer`). A session channel waits for it, and a target that cannot be
+//! again (`dialer::Dialer`). A session channel waits for it, and a target that cannot be
 //! reached turns into a channel-open failure whose text the engineer's `ssh` prints. A
 //! nested server whose login has not succeeded within `LOGIN_GRACE` is closed.
 
@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use super::access::{self, Grant};
 use super::bridge::Bridge;
+use super::dialer::{Dialer, Dialled, upstream_of};
 use super::guard::Guard;
 use super::keys::random_id;
 use super::outer::authorize;
@@ -27,7 +28,7 @@ use super::record::SessionLog;
 use super::relay;
 use super::requests::{Request, allows};
 use super::sessions::{ControlHandle, Registration, Slot, closed};
-use super::upstream::{Dialer, Dialled, ToEngineer, upstream_of};
+use super::upstream::ToEngineer;
 use super::{BastionError, Shared};
 use crate::config::Host;
 use crate::model::{NewAuditEvent, now};

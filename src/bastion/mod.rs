@@ -12,6 +12,7 @@
 
 pub mod access;
 mod bridge;
+mod dialer;
 mod flow;
 pub mod gate;
 mod guard;
