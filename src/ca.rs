@@ -18,6 +18,8 @@ use ssh_key::certificate::{Builder, CertType, Certificate};
 use ssh_key::rand_core::UnwrapErr;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 
+use crate::config::AccessRule;
+
 /// The certificate extension that names the request a user certificate was issued for.
 pub const REQUEST_EXTENSION: &str = "jitgate-request@jitgate";
 
@@ -198,12 +200,15 @@ impl CaKeys {
         b.sign(&self.host).map_err(sign_err)
     }
 
-    /// The bastion's own certificate towards a target, for `login`, by the target CA.
+    /// The bastion's own certificate towards a target, for `login`, by the target CA, with
+    /// only `extensions` (what the access rule allows; see `upstream::target_extensions`).
+    #[allow(clippy::too_many_arguments)]
     pub fn sign_target(
         &self,
         key: &PublicKey,
         login: &str,
         key_id: &str,
+        extensions: &[&str],
         serial: u64,
         valid_after: u64,
         valid_before: u64,
@@ -213,24 +218,51 @@ impl CaKeys {
         b.cert_type(CertType::User).map_err(sign_err)?;
         b.key_id(key_id).map_err(sign_err)?;
         b.valid_principal(login).map_err(sign_err)?;
-        for ext in [
-            EXT_PTY,
-            EXT_PORT_FORWARDING,
-            EXT_AGENT_FORWARDING,
-            EXT_X11_FORWARDING,
-            "permit-user-rc",
-        ] {
+        let mut extensions = extensions.to_vec();
+        extensions.sort_unstable();
+        extensions.dedup();
+        for ext in extensions {
             b.extension(ext, "").map_err(sign_err)?;
         }
         b.sign(&self.target).map_err(sign_err)
     }
 
-    /// Checks an engineer's certificate: signed by the user CA, a user certificate, inside
-    /// its window at `now`, no critical options (jitgate issues none, so any is unknown).
-    pub fn validate_user_cert(&self, cert: &Certificate, now: u64) -> Result<(), String> {
+    /// Whether `cert` carries a good signature by the user CA, whatever its window: only then
+    /// does what it says (its request, its principals) mean anything.
+    pub fn signed_by_user_ca(&self, cert: &Certificate) -> bool {
         let ca = self.user.public_key().fingerprint(HashAlg::Sha256);
-        cert.validate_at(now, [&ca])
-            .map_err(|e| format!("certificate not valid: {e}"))?;
+        // `validate_at` checks the signature and the CA; asked at the certificate's own
+        // start, the window always holds unless the certificate has none.
+        cert.valid_after() < cert.valid_before()
+            && cert.validate_at(cert.valid_after(), [&ca]).is_ok()
+    }
+
+    /// The request a certificate names, when the user CA signed it; `None` for anyone
+    /// else's, so a refusal never credits a forged certificate's claim to a request.
+    pub fn request_of_user_cert(&self, cert: &Certificate) -> Option<i64> {
+        request_id_of(cert).filter(|_| self.signed_by_user_ca(cert))
+    }
+
+    /// Checks an engineer's certificate: signed by the user CA, inside its window at `now`, a
+    /// user certificate, no critical options (jitgate issues none, so any is unknown). Each
+    /// failure has its own reason.
+    pub fn validate_user_cert(&self, cert: &Certificate, now: u64) -> Result<(), String> {
+        if !self.signed_by_user_ca(cert) {
+            return Err("certificate not signed by this bastion's user CA".into());
+        }
+        let time = |t: u64| crate::model::format_time(i64::try_from(t).unwrap_or(i64::MAX));
+        if now < cert.valid_after() {
+            return Err(format!(
+                "certificate not valid before {}",
+                time(cert.valid_after())
+            ));
+        }
+        if now >= cert.valid_before() {
+            return Err(format!(
+                "certificate expired at {}",
+                time(cert.valid_before())
+            ));
+        }
         if cert.cert_type() != CertType::User {
             return Err("not a user certificate".into());
         }
@@ -259,6 +291,27 @@ impl CaKeys {
         }
         Ok(())
     }
+}
+
+/// OpenSSH's extension that lets the login's own `~/.ssh/rc` run.
+pub const EXT_USER_RC: &str = "permit-user-rc";
+
+/// The extensions of the bastion's certificate towards a target: what `rule` allows
+/// (a pty, port, agent and X11 forwarding), so the target refuses what the bastion should
+/// never have asked for. `permit-user-rc` is always there, as in OpenSSH's default
+/// certificates: `~/.ssh/rc` is the target login's own file, it reaches nothing that login
+/// could not, and setups that link an agent socket or run `xauth` from it keep working.
+pub fn target_extensions(rule: &AccessRule) -> Vec<&'static str> {
+    [
+        (rule.allow_pty, EXT_PTY),
+        (rule.allow_port_forwarding, EXT_PORT_FORWARDING),
+        (rule.allow_agent_forwarding, EXT_AGENT_FORWARDING),
+        (rule.allow_x11, EXT_X11_FORWARDING),
+        (true, EXT_USER_RC),
+    ]
+    .into_iter()
+    .filter_map(|(allowed, ext)| allowed.then_some(ext))
+    .collect()
 }
 
 /// The request id a user certificate was issued for.
@@ -351,76 +404,4 @@ fn read_key(path: &Path) -> Result<PrivateKey, CaError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ensure_creates_once_with_mode_0600() {
-        let dir = tempfile::tempdir().unwrap();
-        let (keys, created) = CaKeys::ensure(dir.path()).unwrap();
-        assert_eq!(created.len(), 3);
-        for name in NAMES {
-            let mode = std::fs::metadata(dir.path().join(name))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777;
-            assert_eq!(mode, 0o600, "{name}");
-            assert!(dir.path().join(format!("{name}.pub")).exists());
-        }
-        let (again, created) = CaKeys::ensure(dir.path()).unwrap();
-        assert!(created.is_empty(), "never overwrites");
-        assert_eq!(keys.user_ca(), again.user_ca());
-        assert_ne!(keys.user_ca(), keys.host_ca());
-        let dbg = format!("{keys:?}");
-        assert!(dbg.contains("SHA256:") && !dbg.contains("PRIVATE"), "{dbg}");
-    }
-
-    #[test]
-    fn loose_permissions_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        CaKeys::ensure(dir.path()).unwrap();
-        let p = dir.path().join("host_ca");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = CaKeys::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("chmod 600"), "{err}");
-    }
-
-    #[test]
-    fn user_cert_round_trip_and_validation() {
-        let dir = tempfile::tempdir().unwrap();
-        let (keys, _) = CaKeys::ensure(dir.path()).unwrap();
-        let engineer = generate_ed25519();
-        let spec = UserCertSpec {
-            key: engineer.public_key(),
-            serial: 7,
-            request_id: 42,
-            user: "alice",
-            valid_after: 1000,
-            valid_before: 2000,
-            extensions: &[EXT_PTY],
-        };
-        let cert = keys.sign_user(&spec).unwrap();
-        assert_eq!(cert.key_id(), "jitgate:42:alice");
-        assert_eq!(cert.valid_principals(), ["alice".to_string()]);
-        assert_eq!(request_id_of(&cert), Some(42));
-        assert!(cert.extensions().get(EXT_PTY).is_some());
-        assert!(cert.extensions().get(EXT_PORT_FORWARDING).is_none());
-        assert_eq!(keys.validate_user_cert(&cert, 1500), Ok(()));
-        assert!(keys.validate_user_cert(&cert, 2500).is_err(), "expired");
-        assert!(
-            keys.validate_user_cert(&cert, 500).is_err(),
-            "not yet valid"
-        );
-        // A certificate from another CA is refused.
-        let other_dir = tempfile::tempdir().unwrap();
-        let (other, _) = CaKeys::ensure(other_dir.path()).unwrap();
-        assert!(other.validate_user_cert(&cert, 1500).is_err());
-        // A host certificate is not a user certificate, even from the right key.
-        let host_cert = keys
-            .sign_host(engineer.public_key(), &["db1".into()], 1, 1000, 2000)
-            .unwrap();
-        assert!(keys.validate_host_cert(&host_cert, "db1", 1500).is_ok());
-        assert!(keys.validate_host_cert(&host_cert, "db2", 1500).is_err());
-    }
-}
+mod tests;

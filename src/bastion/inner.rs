@@ -2,12 +2,14 @@
 //! for the target's name, takes the engineer's second login (same certificate, approved
 //! login), and relays each session channel to one upstream connection to the target.
 //!
-//! The upstream connection is dialled as soon as the channel opens, alongside the nested
-//! handshake; a session channel waits for it, and a target that cannot be reached turns into
-//! a channel-open failure whose text the engineer's `ssh` prints.
+//! For the jump's own request the upstream connection is dialled as soon as the channel
+//! opens, alongside the nested handshake; a login under another request, login or rule dials
+//! again (`dialer::Dialer`). A session channel waits for it, and a target that cannot be
+//! reached turns into a channel-open failure whose text the engineer's `ssh` prints. A
+//! nested server whose login has not succeeded within `LOGIN_GRACE` is closed.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,14 +20,15 @@ use tokio::sync::watch;
 
 use super::access::{self, Grant};
 use super::bridge::Bridge;
+use super::dialer::{Dialer, Dialled, upstream_of};
 use super::guard::Guard;
 use super::keys::random_id;
 use super::outer::authorize;
 use super::record::SessionLog;
 use super::relay;
 use super::requests::{Request, allows};
-use super::sessions::{ControlHandle, Registration, closed};
-use super::upstream::{Dialer, Dialled, ToEngineer, upstream_of};
+use super::sessions::{ControlHandle, Registration, Slot, closed};
+use super::upstream::ToEngineer;
 use super::{BastionError, Shared};
 use crate::config::Host;
 use crate::model::{NewAuditEvent, now};
@@ -57,11 +60,7 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
     });
     // The usual case: the jump's own request. Dial now, alongside the nested handshake.
     if conn.host.name == conn.outer.host.name {
-        dialer.dial(
-            conn.outer.request.id,
-            &conn.outer.request.login,
-            &conn.outer.rule,
-        );
+        dialer.dial(&conn.outer, &conn.outer.request.login);
     }
     let config = match shared.keys.server_config(
         &shared.ctx.ca,
@@ -78,6 +77,7 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
     };
     let (control, mut control_rx) = ControlHandle::new();
     let mut outer_rx = conn.outer_control.subscribe();
+    let authed = Arc::new(AtomicBool::new(false));
     let handler = Inner {
         conn,
         control: control.clone(),
@@ -86,6 +86,8 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
         grant: None,
         registration: None,
         sessions: Arc::new(AtomicUsize::new(0)),
+        next_session: AtomicU64::new(1),
+        authed: Arc::clone(&authed),
     };
     match russh::server::run_stream(config, stream, handler).await {
         Ok(mut running) => {
@@ -98,6 +100,10 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
                     // Let this connection's relays print the notice too.
                     control.close(&reason);
                     Some(reason)
+                }
+                () = super::login_grace(LOGIN_GRACE, &authed) => {
+                    tracing::info!(host = %dialer.host.name, "no nested login within the login grace time");
+                    Some("login took too long".to_string())
                 }
             };
             if let Some(reason) = reason {
@@ -128,32 +134,21 @@ struct Inner {
     registration: Option<Registration>,
     /// Session channels open on this connection (at most `MAX_SESSIONS`).
     sessions: Arc<AtomicUsize>,
+    /// Numbers this connection's sessions: their ids are `<connection id>-<n>`, so the id
+    /// the target certificate names (`Dialer::conn_id`) leads to them in the store.
+    next_session: AtomicU64,
+    /// Set by the nested login: `LOGIN_GRACE` no longer applies.
+    authed: Arc<AtomicBool>,
 }
+
+/// How long a nested server may wait for its login (as `LoginGraceTime` does for the outer
+/// one): it may already hold a connection logged in to the target.
+const LOGIN_GRACE: Duration = Duration::from_secs(60);
 
 /// Session channels one connection may have open at once: OpenSSH's `MaxSessions` default.
 /// Each holds a relay, an upstream channel, a recording and bounded buffers, so an
 /// engineer cannot make the bastion hold more than this many per connection.
 pub const MAX_SESSIONS: usize = 10;
-
-/// A session channel's place among its connection's `MAX_SESSIONS`, given back when dropped
-/// (also when its task unwinds).
-struct SessionSlot(Arc<AtomicUsize>);
-
-impl SessionSlot {
-    fn take(open: &Arc<AtomicUsize>) -> Option<SessionSlot> {
-        if open.fetch_add(1, Ordering::AcqRel) >= MAX_SESSIONS {
-            open.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(SessionSlot(Arc::clone(open)))
-    }
-}
-
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 impl Inner {
     /// Whether the logged-in request's rule allows `req`; nothing is allowed before login.
@@ -333,21 +328,22 @@ impl server::Handler for Inner {
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
         let user = self.conn.outer.user.clone();
+        let mark = self.conn.shared.registry.lag_mark();
         let checked = authorize(&self.conn.shared, &user, cert)
             .await
             .and_then(|g| access::check_login(&g, &self.conn.host.name, login).map(|()| g));
         match checked {
             Ok(grant) => {
                 tracing::info!(user = %grant.user, login, host = %grant.host.name, request = grant.request.id, "logged in");
-                self.registration = Some(
-                    self.conn
-                        .shared
-                        .registry
-                        .register(grant.request.id, self.control.clone()),
-                );
+                self.registration = Some(self.conn.shared.register(
+                    grant.request.id,
+                    self.control.clone(),
+                    mark,
+                ));
                 self.control.close_at(grant.until, grant.end_notice());
-                self.dialer.dial(grant.request.id, login, &grant.rule);
+                self.dialer.dial(&grant, login);
                 self.grant = Some(grant);
+                self.authed.store(true, Ordering::Release);
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
@@ -369,7 +365,7 @@ impl server::Handler for Inner {
                 .await;
             return Ok(());
         };
-        let Some(slot) = SessionSlot::take(&self.sessions) else {
+        let Some(slot) = Slot::take(&self.sessions, MAX_SESSIONS) else {
             self.refused(
                 "session",
                 &format!("more than {MAX_SESSIONS} session channels on one connection"),
@@ -391,7 +387,11 @@ impl server::Handler for Inner {
             control: self.control.clone(),
             dialled: self.dialled.clone(),
             handle: session.handle(),
-            session_id: random_id(),
+            session_id: format!(
+                "{}-{}",
+                self.dialer.conn_id,
+                self.next_session.fetch_add(1, Ordering::Relaxed)
+            ),
         };
         let live = self.conn.shared.tasks.enter();
         tokio::spawn(async move {

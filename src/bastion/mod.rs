@@ -6,12 +6,13 @@
 //! certificate for `db1`; the engineer logs in again with the same certificate as the approved
 //! login. The bastion dials the real target (`upstream`) with a fresh target-CA certificate and
 //! relays every session channel (`relay`). Live connections are bound to their request
-//! (`sessions`): revocation, expiry and shutdown close them after a notice.
+//! (`sessions`): revocation (`revocations`), expiry and shutdown close them after a notice.
 //!
 //! `run(listener, ctx, shutdown)` is the whole server, so tests bind port 0 and drive it.
 
 pub mod access;
 mod bridge;
+mod dialer;
 mod flow;
 pub mod gate;
 mod guard;
@@ -21,9 +22,11 @@ mod outer;
 mod record;
 pub mod relay;
 pub mod requests;
+mod revocations;
 pub mod sessions;
 mod shards;
 mod tcp;
+mod throttle;
 mod upstream;
 
 use std::future::Future;
@@ -34,17 +37,18 @@ use std::time::Duration;
 
 use russh::Disconnect;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 pub use inner::MAX_SESSIONS;
+pub use outer::MAX_NESTED;
 pub use record::seal_cut_off;
 
 use crate::ca::{CaError, CaKeys};
 use crate::config::Config;
 use crate::guardrail::Guardrails;
 use crate::hub::Hub;
-use crate::model::{NewAuditEvent, RequestState, format_time, now};
+use crate::model::{NewAuditEvent, now};
 use crate::recorder::{Masker, Recorder};
 use crate::store::{Store, StoreError};
 use keys::HostKeys;
@@ -87,6 +91,8 @@ pub(crate) struct Shared {
     pub masker: Result<Masker, String>,
     /// Set once the grace period is over: every connection closes.
     pub stopping: watch::Sender<bool>,
+    /// How many refusals reach the audit log.
+    refusals: throttle::RefusalThrottle,
 }
 
 impl Shared {
@@ -106,6 +112,7 @@ impl Shared {
                 .map_err(|e| e.to_string()),
             masker: Masker::new(&ctx.config.recordings.mask).map_err(|e| e.to_string()),
             stopping: watch::channel(false).0,
+            refusals: throttle::RefusalThrottle::default(),
             ctx,
         }
     }
@@ -114,7 +121,7 @@ impl Shared {
         &self.ctx.config
     }
 
-    /// Logs and audits a refusal (`bastion.refused`).
+    /// Logs and audits a refusal (`bastion.refused`) of an authenticated engineer.
     pub async fn refused(
         &self,
         stage: &str,
@@ -123,41 +130,58 @@ impl Shared {
         request: Option<i64>,
         reason: &str,
     ) {
-        tracing::warn!(stage, user, %peer, request, reason, "refused");
-        let actor = if user.is_empty() { "unknown" } else { user };
+        self.audit_refusal(stage, Some(user), None, peer, request, reason)
+            .await;
+    }
+
+    /// Logs and audits a refusal before authentication: the actor is `unknown`, and the
+    /// user name the client typed is only `claimed_user`. `request` must come from a
+    /// certificate the user CA signed (`CaKeys::request_of_user_cert`).
+    pub async fn refused_unauthenticated(
+        &self,
+        stage: &str,
+        claimed_user: &str,
+        peer: SocketAddr,
+        request: Option<i64>,
+        reason: &str,
+    ) {
+        self.audit_refusal(stage, None, Some(claimed_user), peer, request, reason)
+            .await;
+    }
+
+    /// Every refusal is traced; the audit log gets them through `refusals` (a flood is
+    /// counted, not written one by one).
+    async fn audit_refusal(
+        &self,
+        stage: &str,
+        user: Option<&str>,
+        claimed_user: Option<&str>,
+        peer: SocketAddr,
+        request: Option<i64>,
+        reason: &str,
+    ) {
+        tracing::warn!(stage, user, claimed_user, %peer, request, reason, "refused");
+        let actor = user.filter(|u| !u.is_empty()).unwrap_or("unknown");
+        let throttle::Admit::Write { suppressed } =
+            self.refusals.admit(actor, std::time::Instant::now())
+        else {
+            return;
+        };
         let mut event = NewAuditEvent::new(now(), "bastion.refused", actor)
             .with("stage", stage)
             .with("peer", peer)
             .with("reason", reason);
+        if let Some(claimed) = claimed_user {
+            event = event.with("claimed_user", claimed);
+        }
+        if suppressed > 0 {
+            event = event.with("suppressed", suppressed);
+        }
         if let Some(id) = request {
             event = event.request(id);
         }
         if let Err(e) = self.ctx.store.append_audit(event).await {
             tracing::error!(error = %e, "cannot audit a refusal");
-        }
-    }
-
-    /// The notice an engineer sees when request `id` ends.
-    async fn ended_reason(&self, id: i64) -> String {
-        let t = now();
-        match self.ctx.store.get_request(id).await {
-            Ok(Some(r)) => match r.state_at(t) {
-                RequestState::Revoked => {
-                    let by = r.decided_by.map(|b| format!(" by {b}")).unwrap_or_default();
-                    let why = r
-                        .decision_reason
-                        .filter(|w| !w.is_empty())
-                        .map(|w| format!(": {w}"))
-                        .unwrap_or_default();
-                    format!("access through request {id} was revoked{by}{why}; closing")
-                }
-                RequestState::Expired => format!(
-                    "request {id} expired at {}; closing",
-                    format_time(r.expires_at.unwrap_or(t))
-                ),
-                _ => format!("access through request {id} has ended; closing"),
-            },
-            _ => format!("access through request {id} has ended; closing"),
         }
     }
 }
@@ -170,7 +194,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let shared = Arc::new(Shared::new(ctx));
-    let revocations = tokio::spawn(watch_revocations(Arc::clone(&shared)));
+    let revocations = tokio::spawn(revocations::watch_revocations(Arc::clone(&shared)));
     let shards = shards::Shards::per_core()
         .inspect_err(|e| {
             tracing::warn!(error = %e, "cannot start SSH shard threads; serving SSH on the main runtime");
@@ -232,42 +256,13 @@ pub async fn run(
     drop(shards);
 }
 
-/// Closes the live sessions of every request the hub says has ended.
-async fn watch_revocations(shared: Arc<Shared>) {
-    let mut rx = shared.ctx.hub.revocations();
-    loop {
-        match rx.recv().await {
-            Ok(id) => {
-                let reason = shared.ended_reason(id).await;
-                let n = shared.registry.close_request(id, &reason);
-                tracing::info!(request = id, connections = n, "access ended");
-            }
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Missed some: ask the store about every live request.
-                let t = now();
-                for id in shared.registry.requests() {
-                    let active = matches!(
-                        shared.ctx.store.get_request(id).await,
-                        Ok(Some(r)) if r.is_active(t)
-                    );
-                    if !active {
-                        let reason = shared.ended_reason(id).await;
-                        shared.registry.close_request(id, &reason);
-                    }
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
 /// How long a client may take from connecting to being authenticated (OpenSSH's
 /// `LoginGraceTime`).
 const LOGIN_GRACE: Duration = Duration::from_secs(60);
 
-/// Completes when the login grace time is over and `authed` is still false.
-async fn login_grace(authed: &AtomicBool) {
-    tokio::time::sleep(LOGIN_GRACE).await;
+/// Completes when `grace` is over and `authed` is still false.
+async fn login_grace(grace: Duration, authed: &AtomicBool) {
+    tokio::time::sleep(grace).await;
     if authed.load(Ordering::Acquire) {
         std::future::pending::<()>().await;
     }
@@ -327,7 +322,7 @@ async fn connection(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
             control.close("the bastion is shutting down");
         }
         _ = closed(&mut control_rx) => {}
-        () = login_grace(&authed) => {
+        () = login_grace(LOGIN_GRACE, &authed) => {
             tracing::info!("not authenticated within the login grace time");
             control.close("authentication took too long");
         }
@@ -339,4 +334,31 @@ async fn connection(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
         .disconnect(Disconnect::ByApplication, reason, "en".into())
         .await;
     let _ = tokio::time::timeout(Duration::from_secs(2), running).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_login_grace_ends_only_a_connection_not_logged_in() {
+        let grace = Duration::from_millis(20);
+        let waiting = AtomicBool::new(false);
+        tokio::time::timeout(Duration::from_secs(5), login_grace(grace, &waiting))
+            .await
+            .expect("not logged in: the grace time ends it");
+        let logged_in = AtomicBool::new(false);
+        let logs_in = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            logged_in.store(true, Ordering::Release);
+        };
+        let (_, ended) = tokio::join!(
+            logs_in,
+            tokio::time::timeout(Duration::from_millis(200), login_grace(grace, &logged_in))
+        );
+        assert!(
+            ended.is_err(),
+            "logged in within the grace time: never ends"
+        );
+    }
 }

@@ -2,21 +2,22 @@
 //!
 //! Authentication is publickey with a jitgate user certificate only. The one thing an
 //! authenticated engineer may do here is open `direct-tcpip` to the request's host, which
-//! starts a nested server (`inner`) inside that channel.
+//! starts a nested server (`inner`) inside that channel: at most `MAX_NESTED` at once on
+//! one connection, each checked and served in its own task, never in this session's loop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelOpenFailure};
 use ssh_key::Certificate;
 
 use super::access::{self, CertFacts, Grant, Refusal};
-use super::sessions::{ControlHandle, Registration};
+use super::sessions::{ControlHandle, Registration, Slot};
 use super::{BastionError, Shared, bridge, inner};
 use crate::config::Host;
-use crate::model::{format_time, now};
+use crate::model::{AccessRequest, UnixTime, format_time, now};
 use crate::store::RequestFilter;
 
 pub struct Outer {
@@ -27,7 +28,13 @@ pub struct Outer {
     registration: Option<Registration>,
     /// Set once authenticated: the connection task's login grace no longer applies.
     authed: Arc<AtomicBool>,
+    /// Nested servers running on this connection (at most `MAX_NESTED`).
+    nested: Arc<AtomicUsize>,
 }
+
+/// Nested servers one outer connection may run at once, like OpenSSH's `MaxSessions`: each
+/// holds a handshake, and for the jump's own host a connection logged in to the target.
+pub const MAX_NESTED: usize = 10;
 
 impl Outer {
     pub fn new(
@@ -43,38 +50,77 @@ impl Outer {
             grant: None,
             registration: None,
             authed,
+            nested: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
 
-impl Outer {
-    /// The inventory host a `direct-tcpip` may reach: the jump's own request's host, or the
-    /// host of another active request of the same engineer (its nested login then presents
-    /// that request's certificate).
-    async fn scope(&self, grant: &Grant, host: &str, port: u32) -> Result<Host, Refusal> {
-        let own = access::check_target(grant, host, port);
-        if own.is_ok() {
-            return Ok(grant.host.clone());
-        }
-        let t = now();
-        let others = self
-            .shared
+/// Requests are read this many at a time, newest first, when looking for another active one.
+const SCOPE_PAGE: u32 = 20;
+
+/// The inventory host a `direct-tcpip` may reach: the jump's own request's host, or the host
+/// of another active request of the same engineer (its nested login then presents that
+/// request's certificate). Only requests young enough to be still active are read.
+async fn scope(shared: &Shared, grant: &Grant, host: &str, port: u32) -> Result<Host, Refusal> {
+    let own = access::check_target(grant, host, port);
+    if own.is_ok() {
+        return Ok(grant.host.clone());
+    }
+    let Some(h) = shared.config().host(host) else {
+        return own.map(|()| grant.host.clone());
+    };
+    let t = now();
+    // An active request was approved within `pending_ttl` of its creation and lasts at most
+    // the longest `max_ttl`: anything created before this is over.
+    let horizon = t
+        .saturating_sub(super::revocations::longest_certificate(shared.config()))
+        .saturating_sub(
+            i64::try_from(shared.config().server.pending_ttl.as_secs()).unwrap_or(i64::MAX),
+        );
+    let mut before_id = None;
+    loop {
+        let page = shared
             .ctx
             .store
             .list_requests(RequestFilter {
                 requester: Some(grant.user.clone()),
+                before_id,
+                limit: Some(SCOPE_PAGE),
                 ..Default::default()
             })
             .await
             .map_err(|e| Refusal(format!("store unavailable: {e}")))?;
-        let held = others.iter().any(|r| r.host == host && r.is_active(t));
-        match self.shared.config().host(host) {
-            Some(h) if held => {
+        match holds(&page, host, t, horizon) {
+            Held::Yes => {
                 access::check_port(h, port)?;
-                Ok(h.clone())
+                return Ok(h.clone());
             }
-            _ => own.map(|()| grant.host.clone()),
+            Held::NotYet(oldest) if page.len() == SCOPE_PAGE as usize => {
+                before_id = Some(oldest);
+            }
+            _ => return own.map(|()| grant.host.clone()),
         }
+    }
+}
+
+/// What one page of an engineer's requests (newest first) says about `host` at `t`.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    /// An active request for it.
+    Yes,
+    /// None on this page; older ones may be active (the next page starts below this id).
+    NotYet(i64),
+    /// None, and the page reached requests created before `horizon`, which cannot be active.
+    No,
+}
+
+fn holds(page: &[AccessRequest], host: &str, t: UnixTime, horizon: UnixTime) -> Held {
+    if page.iter().any(|r| r.host == host && r.is_active(t)) {
+        return Held::Yes;
+    }
+    match page.last() {
+        Some(oldest) if oldest.created_at >= horizon => Held::NotYet(oldest.id),
+        _ => Held::No,
     }
 }
 
@@ -130,7 +176,7 @@ impl server::Handler for Outer {
         _key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         self.shared
-            .refused(
+            .refused_unauthenticated(
                 "outer",
                 user,
                 self.peer,
@@ -146,6 +192,7 @@ impl server::Handler for Outer {
         user: &str,
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
+        let mark = self.shared.registry.lag_mark();
         match authorize(&self.shared, user, cert).await {
             Ok(grant) => {
                 tracing::info!(
@@ -155,11 +202,11 @@ impl server::Handler for Outer {
                     until = %format_time(grant.until),
                     "authenticated"
                 );
-                self.registration = Some(
-                    self.shared
-                        .registry
-                        .register(grant.request.id, self.control.clone()),
-                );
+                self.registration = Some(self.shared.register(
+                    grant.request.id,
+                    self.control.clone(),
+                    mark,
+                ));
                 self.control.close_at(grant.until, grant.end_notice());
                 self.grant = Some(grant);
                 self.authed.store(true, Ordering::Release);
@@ -167,11 +214,11 @@ impl server::Handler for Outer {
             }
             Err(refusal) => {
                 self.shared
-                    .refused(
+                    .refused_unauthenticated(
                         "outer",
                         user,
                         self.peer,
-                        crate::ca::request_id_of(cert),
+                        self.shared.ctx.ca.request_of_user_cert(cert),
                         &refusal.0,
                     )
                     .await;
@@ -214,39 +261,104 @@ impl server::Handler for Outer {
             reply.reject(prohibited("not authenticated")).await;
             return Ok(());
         };
-        let target = match self.scope(&grant, host_to_connect, port_to_connect).await {
-            Ok(host) => host,
-            Err(refusal) => {
-                self.shared
-                    .refused(
-                        "direct-tcpip",
-                        &grant.user,
-                        self.peer,
-                        Some(grant.request.id),
-                        &refusal.0,
-                    )
-                    .await;
-                reply.reject(prohibited(&refusal.0)).await;
-                return Ok(());
-            }
+        let Some(slot) = Slot::take(&self.nested, MAX_NESTED) else {
+            let reason =
+                format!("more than {MAX_NESTED} nested connections on one jump connection");
+            self.shared
+                .refused(
+                    "direct-tcpip",
+                    &grant.user,
+                    self.peer,
+                    Some(grant.request.id),
+                    &reason,
+                )
+                .await;
+            reply
+                .reject(prohibited(&format!(
+                    "at most {MAX_NESTED} connections through one jump connection; open another"
+                )))
+                .await;
+            return Ok(());
         };
-        let conn = inner::InnerConn {
-            shared: Arc::clone(&self.shared),
-            outer: grant,
-            host: target,
-            peer: self.peer,
-            outer_control: self.control.clone(),
-        };
-        // The nested server must run in its own task: awaiting it here would stall this
-        // session's loop, which carries the nested server's bytes.
+        let (shared, peer, outer_control) =
+            (Arc::clone(&self.shared), self.peer, self.control.clone());
+        let (host, port) = (host_to_connect.to_string(), port_to_connect);
+        // The scope check may read the store, and the nested server must run in its own task:
+        // awaiting either here would stall this session's loop, which carries the nested
+        // server's bytes.
         let live = self.shared.tasks.enter();
         tokio::spawn(async move {
+            let target = match scope(&shared, &grant, &host, port).await {
+                Ok(target) => target,
+                Err(refusal) => {
+                    shared
+                        .refused(
+                            "direct-tcpip",
+                            &grant.user,
+                            peer,
+                            Some(grant.request.id),
+                            &refusal.0,
+                        )
+                        .await;
+                    reply.reject(prohibited(&refusal.0)).await;
+                    return;
+                }
+            };
+            let conn = inner::InnerConn {
+                shared,
+                outer: grant,
+                host: target,
+                peer,
+                outer_control,
+            };
             reply.accept().await;
             let (stream, moving) = bridge::open(channel);
             inner::serve(stream, conn).await;
             moving.close().await;
+            drop(slot);
             drop(live);
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::revocations::tests::request;
+    use super::*;
+    use crate::model::RequestState;
+
+    #[test]
+    fn the_scope_reads_back_only_as_far_as_a_request_can_still_be_active() {
+        let (t, horizon) = (1500, 500);
+        let db2 = |id, created, state| AccessRequest {
+            host: "db2".into(),
+            ..request(id, created, state)
+        };
+        let approved = RequestState::Approved;
+        for (page, want) in [
+            (vec![db2(9, 1400, approved)], Held::Yes),
+            // Another host's, a revoked one: not held; older pages may still hold one.
+            (
+                vec![
+                    request(9, 1400, approved),
+                    db2(8, 1300, RequestState::Revoked),
+                ],
+                Held::NotYet(8),
+            ),
+            // Created before the horizon: nothing older can be active.
+            (
+                vec![request(9, 1400, approved), request(8, 400, approved)],
+                Held::No,
+            ),
+            (vec![], Held::No),
+        ] {
+            assert_eq!(holds(&page, "db2", t, horizon), want, "{page:?}");
+        }
+        // Expired by `t`.
+        assert_eq!(
+            holds(&[db2(9, 1400, approved)], "db2", 2500, horizon),
+            Held::NotYet(9)
+        );
     }
 }

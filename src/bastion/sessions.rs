@@ -6,7 +6,7 @@
 //! session after that notice.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -106,6 +106,9 @@ struct Entry {
 pub struct Registry {
     next: AtomicU64,
     live: Mutex<Live>,
+    /// How many times revocations may have been missed (the hub lagged): a connection whose
+    /// check began before a miss is checked again once registered (`lagged_since`).
+    lags: AtomicU64,
 }
 
 #[derive(Default)]
@@ -113,7 +116,14 @@ struct Live {
     conns: HashMap<u64, Entry>,
     /// Requests `close_request` ended, with why: a connection that checked its request just
     /// before the revocation and registers just after it is closed at once, not missed.
-    ended: HashMap<i64, String>,
+    ended: HashMap<i64, Ended>,
+}
+
+struct Ended {
+    reason: String,
+    /// No certificate for the request is valid from then on, so none can register: the
+    /// entry is dropped.
+    until: i64,
 }
 
 /// Removes its connection from the registry when dropped.
@@ -138,8 +148,8 @@ impl Registry {
     pub fn register(self: &Arc<Self>, request_id: i64, control: ControlHandle) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut live = self.lock();
-        if let Some(reason) = live.ended.get(&request_id) {
-            control.close(reason);
+        if let Some(ended) = live.ended.get(&request_id) {
+            control.close(&ended.reason);
         }
         live.conns.insert(
             id,
@@ -155,17 +165,41 @@ impl Registry {
         }
     }
 
-    /// Closes every connection of `request_id`, now and when registered later; returns how
-    /// many there were.
-    pub fn close_request(&self, request_id: i64, reason: &str) -> usize {
+    /// Closes every connection of `request_id`, now and when registered later (until
+    /// `until`, when no certificate for it is valid any more); returns how many there were.
+    /// Forgets the ended requests whose `until` has passed at `now`.
+    pub fn close_request(&self, request_id: i64, reason: &str, until: i64, now: i64) -> usize {
         let mut live = self.lock();
-        live.ended.insert(request_id, reason.to_string());
+        live.ended.retain(|_, e| e.until > now);
+        live.ended.insert(
+            request_id,
+            Ended {
+                reason: reason.to_string(),
+                until,
+            },
+        );
         let mut n = 0;
         for e in live.conns.values().filter(|e| e.request_id == request_id) {
             e.control.close(reason);
             n += 1;
         }
         n
+    }
+
+    /// Where the count of missed revocations stands: taken before a connection's check.
+    pub fn lag_mark(&self) -> u64 {
+        self.lags.load(Ordering::Acquire)
+    }
+
+    /// Notes that revocations may have been missed; call before sweeping `requests()`.
+    pub fn lagged(&self) {
+        self.lags.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether revocations may have been missed since `mark`: a connection checked before
+    /// then and registered after the sweep must be checked again.
+    pub fn lagged_since(&self, mark: u64) -> bool {
+        self.lag_mark() != mark
     }
 
     /// The requests with live connections.
@@ -194,6 +228,26 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A place among at most `max` (sessions on a connection, nested servers on a jump),
+/// given back when dropped, also when its task unwinds.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    pub fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        if open.fetch_add(1, Ordering::AcqRel) >= max {
+            open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(Arc::clone(open)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -248,7 +302,7 @@ mod tests {
         let _ga = reg.register(1, a);
         let gb = reg.register(2, b);
         assert_eq!(reg.requests(), vec![1, 2]);
-        assert_eq!(reg.close_request(1, "revoked"), 1);
+        assert_eq!(reg.close_request(1, "revoked", 100, 0), 1);
         assert_eq!(closed(&mut rx_a).await, "revoked");
         assert!(rx_b.borrow().close.is_none());
         drop(gb);
@@ -278,13 +332,55 @@ mod tests {
     async fn a_connection_registered_after_its_request_ended_is_closed() {
         // Checked the store before the revocation, registered after it: still closed.
         let reg = Arc::new(Registry::default());
-        assert_eq!(reg.close_request(1, "revoked by bob"), 0);
+        assert_eq!(reg.close_request(1, "revoked by bob", 100, 0), 0);
         let (late, mut rx) = ControlHandle::new();
         let _g = reg.register(1, late);
         assert_eq!(closed(&mut rx).await, "revoked by bob");
         let (other, rx_other) = ControlHandle::new();
         let _o = reg.register(2, other);
         assert!(rx_other.borrow().close.is_none());
+    }
+
+    #[test]
+    fn ended_requests_are_forgotten_once_no_certificate_can_be_valid() {
+        let reg = Arc::new(Registry::default());
+        reg.close_request(1, "one ended", 100, 0);
+        reg.close_request(2, "two ended", 500, 50);
+        assert_eq!(reg.lock().ended.len(), 2);
+        // At 200 no certificate of request 1 is valid: its entry goes, request 2's stays.
+        reg.close_request(3, "three ended", 300, 200);
+        let mut kept: Vec<i64> = reg.lock().ended.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![2, 3]);
+        let (late, rx) = ControlHandle::new();
+        let _g = reg.register(1, late);
+        assert!(rx.borrow().close.is_none());
+        let (late, rx) = ControlHandle::new();
+        let _g = reg.register(2, late);
+        assert_eq!(rx.borrow().close.as_deref(), Some("two ended"));
+    }
+
+    #[test]
+    fn a_check_begun_before_a_lag_is_marked_for_a_second_look() {
+        let reg = Registry::default();
+        let before = reg.lag_mark();
+        assert!(!reg.lagged_since(before));
+        reg.lagged();
+        assert!(reg.lagged_since(before));
+        assert!(
+            !reg.lagged_since(reg.lag_mark()),
+            "a check begun after it is current"
+        );
+    }
+
+    #[test]
+    fn slots_are_capped_and_given_back() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let held: Vec<Slot> = (0..3).map(|_| Slot::take(&open, 3).unwrap()).collect();
+        assert!(Slot::take(&open, 3).is_none());
+        assert_eq!(open.load(Ordering::Acquire), 3);
+        drop(held);
+        assert!(Slot::take(&open, 3).is_some());
     }
 
     #[tokio::test]

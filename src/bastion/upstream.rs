@@ -12,13 +12,12 @@ use std::time::Duration;
 use russh::keys::PublicKeyOrCertificate;
 use russh::{Channel, ChannelOpenFailure, Preferred, client, server};
 use ssh_key::PublicKey;
-use tokio::sync::watch;
 
 use super::Shared;
 use super::keys::{CLIENT_CIPHERS, random_serial};
 use super::requests::{Request, allows};
-use crate::ca::{CaKeys, generate_ed25519};
-use crate::config::{AccessRule, Config, Host};
+use crate::ca::{CaKeys, generate_ed25519, target_extensions};
+use crate::config::{AccessRule, Host};
 
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -308,16 +307,17 @@ impl Default for ClientConfigs {
     }
 }
 
-/// Dials `host` and logs in as `login`. The error is one line for the engineer.
+/// Dials `host` and logs in as `login` with a certificate named `key_id` that carries only
+/// what `rule` allows (`ca::target_extensions`). The error is one line for the engineer.
 pub async fn connect(
-    config: &Config,
-    ca: &Arc<CaKeys>,
-    configs: &ClientConfigs,
+    shared: &Shared,
     host: &Host,
     login: &str,
     key_id: &str,
+    rule: &AccessRule,
     back: Back,
 ) -> Result<Upstream, String> {
+    let (config, ca, configs) = (shared.config(), &shared.ctx.ca, &shared.clients);
     let refusal = Arc::new(Mutex::new(None));
     let checker = TargetKey {
         host: host.name.clone(),
@@ -366,6 +366,7 @@ pub async fn connect(
             key.public_key(),
             login,
             key_id,
+            &target_extensions(rule),
             random_serial(),
             now.saturating_sub(config.ca.clock_skew.as_secs()),
             now + config.ca.upstream_cert_ttl.as_secs(),
@@ -386,84 +387,6 @@ pub async fn connect(
         ));
     }
     Ok(handle)
-}
-
-/// The outcome of dialling, once known.
-pub type Dialled = Option<Result<Arc<Upstream>, String>>;
-
-/// Dials the target for one nested connection, once its login is known.
-pub struct Dialer {
-    pub shared: Arc<Shared>,
-    pub host: Host,
-    pub user: String,
-    pub conn_id: String,
-    pub tx: Arc<watch::Sender<Dialled>>,
-    pub current: Mutex<Option<(String, tokio::task::JoinHandle<()>)>>,
-    /// The nested connection, for channels the target opens.
-    pub engineer: Arc<ToEngineer>,
-}
-
-impl Dialer {
-    /// Starts dialling as `login` for `request`, unless already dialling as that login.
-    pub fn dial(&self, request: i64, login: &str, rule: &AccessRule) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|(l, _)| l == login) {
-            return;
-        }
-        if let Some((_, task)) = current.take() {
-            task.abort();
-        }
-        self.tx.send_replace(None);
-        let key_id = format!(
-            "jitgate:request={request}:user={}:connection={}",
-            self.user, self.conn_id
-        );
-        let (shared, host, tx, login_owned) = (
-            Arc::clone(&self.shared),
-            self.host.clone(),
-            Arc::clone(&self.tx),
-            login.to_string(),
-        );
-        let back = Back::new(Arc::clone(&self.engineer), rule);
-        let task = tokio::spawn(async move {
-            let result = connect(
-                shared.config(),
-                &shared.ctx.ca,
-                &shared.clients,
-                &host,
-                &login_owned,
-                &key_id,
-                back,
-            )
-            .await;
-            if let Err(e) = &result {
-                tracing::warn!(host = %host.name, error = %e, "upstream failed");
-            }
-            tx.send_replace(Some(result.map(Arc::new)));
-        });
-        *current = Some((login.to_string(), task));
-    }
-
-    pub fn abort(&self) {
-        if let Some((_, task)) = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            task.abort();
-        }
-    }
-}
-
-/// Waits for the upstream connection of this nested server.
-pub async fn upstream_of(mut dialled: watch::Receiver<Dialled>) -> Result<Arc<Upstream>, String> {
-    match dialled.wait_for(|d| d.is_some()).await {
-        Ok(d) => d
-            .clone()
-            .unwrap_or_else(|| Err("jitgate: no upstream".into())),
-        Err(_) => Err("jitgate: the upstream connection was abandoned".into()),
-    }
 }
 
 /// Refuses a channel a target tried to open towards the bastion.

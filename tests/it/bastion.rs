@@ -6,8 +6,10 @@ mod guardrails;
 mod identity;
 mod lab;
 mod lifetime;
+mod nested;
 mod pty;
 mod pty_guard;
+mod refusals;
 mod transfer;
 
 use lab::{Lab, output, sha256_file, text};

@@ -330,9 +330,16 @@ keys = ["{alice}"]
             let key = keygen(&dir, "root");
             let public = ssh_key::PublicKey::from_openssh(&key.public).unwrap();
             let t = now() as u64;
+            let all = [
+                "permit-pty",
+                "permit-port-forwarding",
+                "permit-agent-forwarding",
+                "permit-X11-forwarding",
+                "permit-user-rc",
+            ];
             let cert = self
                 .ca
-                .sign_target(&public, "root", "direct", 1, t - 60, t + 3600)
+                .sign_target(&public, "root", "direct", &all, 1, t - 60, t + 3600)
                 .unwrap();
             std::fs::write(dir.join("root-cert.pub"), cert.to_openssh().unwrap() + "\n").unwrap();
             std::fs::write(

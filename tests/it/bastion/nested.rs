@@ -1,0 +1,110 @@
+//! Nested servers: at most `MAX_NESTED` on one jump connection, and how the target connection
+//! each one dials is named.
+
+use tokio::io::AsyncBufReadExt;
+
+use super::lab::{Lab, output, text};
+
+/// `ssh` to the bastion itself over the multiplexing socket `sock`.
+fn to_bastion(lab: &Lab, sock: &str, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("ssh");
+    c.arg("-F")
+        .arg(&lab.ssh_config)
+        .args(["-S", sock, "-p", &lab.port.to_string()])
+        .args(args)
+        .arg("alice@127.0.0.1")
+        .kill_on_drop(true);
+    c
+}
+
+/// Opens a `-W db1:22` stdio forward over the master connection (one `direct-tcpip`
+/// channel, one nested server) and waits for the nested server's banner.
+async fn open_nested(lab: &Lab, sock: &str) -> Option<tokio::process::Child> {
+    let mut c = to_bastion(lab, sock, &["-o", "ControlMaster=no", "-W", "db1:22"]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        out.read_line(&mut banner),
+    )
+    .await
+    .expect("a banner or the end within 30s")
+    .unwrap();
+    (read > 0 && banner.starts_with("SSH-2.0-")).then_some(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_jump_connection_runs_at_most_ten_nested_servers() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let sock = lab.path().join("jump.sock");
+    let sock = sock.to_str().unwrap();
+    let master = output(
+        to_bastion(&lab, sock, &["-M", "-o", "ControlPersist=60", "-fN"]),
+        60,
+    )
+    .await;
+    assert_eq!(master.status.code(), Some(0), "{}", text(&master.stderr));
+    let mut held = Vec::new();
+    for n in 0..jitgate::bastion::MAX_NESTED {
+        held.push(
+            open_nested(&lab, sock)
+                .await
+                .unwrap_or_else(|| panic!("nested server {} did not start", n + 1)),
+        );
+    }
+    // The eleventh channel is refused, and the refusal audited.
+    assert!(
+        open_nested(&lab, sock).await.is_none(),
+        "an eleventh nested server"
+    );
+    let reasons = lab.refusals().await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("more than 10 nested connections on one jump connection")),
+        "{reasons:?}"
+    );
+    // One ends: the connection has room again.
+    let mut first = held.remove(0);
+    first.kill().await.unwrap();
+    let _ = first.wait().await;
+    let mut room = None;
+    for _ in 0..50 {
+        room = open_nested(&lab, sock).await;
+        if room.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(room.is_some(), "a freed nested slot is used again");
+    let _ = output(to_bastion(&lab, sock, &["-O", "exit"]), 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_target_certificate_names_the_connection_its_sessions_are_stored_under() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    let out = output(lab.ssh(&["root@db1", "true"]), 60).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let log = lab.targets[0].log();
+    let named = format!("jitgate:request={id}:user=alice:connection=");
+    let connection: String = log
+        .split(&named)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no key id naming request {id} in {log}"))
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    assert!(!connection.is_empty(), "{log}");
+    let sessions = lab.ended_sessions(id).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert!(
+        sessions[0].id.starts_with(&format!("{connection}-")),
+        "{connection} {sessions:?}"
+    );
+}
