@@ -92,7 +92,7 @@ pub struct Outcome {
     pub exit_signal: Option<String>,
     pub bytes_up: u64,
     pub bytes_down: u64,
-    /// Set when the bastion closed it (revocation, expiry, shutdown).
+    /// Set when the bastion closed it (revocation, expiry, shutdown, a lost target).
     pub closed_by: Option<String>,
 }
 
@@ -121,6 +121,11 @@ impl SessionLog {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The target's inventory name.
+    pub fn host(&self) -> &str {
+        &self.grant.host.name
     }
 
     /// Starts the recording and the store row; returns the tap the relay feeds. The error is

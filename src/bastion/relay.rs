@@ -75,6 +75,8 @@ type TargetTx = ChannelWriteHalf<client::Msg>;
 
 struct Shared<'a> {
     rule: &'a AccessRule,
+    /// The target's inventory name, for notices.
+    host: String,
     tap: Mutex<Box<dyn Tap>>,
     pending: Mutex<VecDeque<Pending>>,
     bytes_up: AtomicU64,
@@ -137,6 +139,7 @@ pub async fn relay(
     let (mut t_rx, t_tx) = target.split();
     let shared = Shared {
         rule,
+        host: log.host().to_string(),
         tap: Mutex::new(tap),
         pending: Mutex::new(VecDeque::new()),
         bytes_up: AtomicU64::new(0),
@@ -153,8 +156,9 @@ pub async fn relay(
         () = up(&shared, log, &mut c_rx, &c_tx, &t_tx) => {
             let _ = t_tx.close().await;
         }
-        () = down(&shared, &mut t_rx, &c_tx, &client_handle) => {
+        lost = down(&shared, &mut t_rx, &c_tx, &client_handle) => {
             let _ = c_tx.close().await;
+            closed_by = lost;
         }
         reason = notices(&mut control, &c_tx) => {
             if let Some(r) = shared.rec.get() {

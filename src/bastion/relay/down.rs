@@ -16,32 +16,38 @@ const DOWN_BUFFER: usize = 4 << 20;
 /// How long the target's EOF may wait for the exit status behind it (see `down`).
 const EOF_WAIT: Duration = Duration::from_secs(2);
 
-/// Target → engineer: output, EOF, exit status, replies.
+/// Target → engineer: output, EOF, exit status, replies. Returns the notice given when the
+/// target's channel ended without a close: its connection was lost.
 pub(super) async fn down(
     s: &Shared<'_>,
     t_rx: &mut ChannelReadHalf,
     c_tx: &ClientTx,
     handle: &server::Handle,
-) {
+) -> Option<String> {
     // Drain the target's messages into a queue bounded in bytes, so the upstream session can
     // always reach the target's next window adjustment (the up direction waits for it) while
     // the nested session is busy: that pair of waits could otherwise hold each other.
     let budget = Semaphore::new(DOWN_BUFFER);
     let (q_tx, mut q_rx) = mpsc::unbounded_channel();
-    let drain = async {
-        while let Some(msg) = t_rx.wait().await {
-            let cost = match &msg {
-                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                    u32::try_from(data.len().clamp(1, DOWN_BUFFER)).unwrap_or(1)
+    let drain = {
+        let budget = &budget;
+        // `q_tx` moves in: when the target's messages end, so does the queue, and the
+        // forwarder hears of it once it has sent what is queued.
+        async move {
+            while let Some(msg) = t_rx.wait().await {
+                let cost = match &msg {
+                    ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                        u32::try_from(data.len().clamp(1, DOWN_BUFFER)).unwrap_or(1)
+                    }
+                    _ => 1,
+                };
+                let Ok(permit) = budget.acquire_many(cost).await else {
+                    return;
+                };
+                let last = matches!(msg, ChannelMsg::Close);
+                if q_tx.send((msg, permit)).is_err() || last {
+                    return;
                 }
-                _ => 1,
-            };
-            let Ok(permit) = budget.acquire_many(cost).await else {
-                return;
-            };
-            let last = matches!(msg, ChannelMsg::Close);
-            if q_tx.send((msg, permit)).is_err() || last {
-                return;
             }
         }
     };
@@ -51,6 +57,7 @@ pub(super) async fn down(
         // once (sshd waits for its child first), so a status sent after it is lost: the
         // engineer's ssh, or a ControlMaster's client, then exits 255.
         let mut eof_due: Option<Instant> = None;
+        let mut eof_sent = false;
         loop {
             let next = match eof_due {
                 None => q_rx.recv().await,
@@ -59,15 +66,18 @@ pub(super) async fn down(
                     Err(_) => {
                         // No status came: the EOF goes on its own.
                         eof_due = None;
+                        eof_sent = true;
                         if c_tx.eof().await.is_err() {
-                            return;
+                            return None;
                         }
                         continue;
                     }
                 },
             };
             let Some((msg, permit)) = next else {
-                return;
+                // The messages ended without a close: the connection to the target is gone
+                // (russh closes no channel when its connection drops).
+                return Some(lost(s, c_tx, eof_sent).await);
             };
             if eof_due.is_none() && matches!(msg, ChannelMsg::Eof) {
                 eof_due = Some(Instant::now() + EOF_WAIT);
@@ -78,23 +88,46 @@ pub(super) async fn down(
                 msg,
                 ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. }
             );
-            if !status && eof_due.take().is_some() && c_tx.eof().await.is_err() {
-                return;
+            if !status && eof_due.take().is_some() {
+                eof_sent = true;
+                if c_tx.eof().await.is_err() {
+                    return None;
+                }
             }
             let go_on = forward_down(s, msg, c_tx, handle).await;
             drop(permit);
-            if eof_due.take().is_some() && c_tx.eof().await.is_err() {
-                return;
+            if eof_due.take().is_some() {
+                eof_sent = true;
+                if c_tx.eof().await.is_err() {
+                    return None;
+                }
             }
             if !go_on {
-                return;
+                return None;
             }
         }
     };
     tokio::select! {
-        () = forward => {}
-        () = async { drain.await; std::future::pending::<()>().await } => {}
+        lost = forward => lost,
+        () = async { drain.await; std::future::pending::<()>().await } => None,
     }
+}
+
+/// The target's connection was lost: tells the engineer (unless their side of the channel
+/// already has its EOF: stderr after it is a protocol error) and marks the recording. No exit
+/// status is sent, none being known, so the engineer's ssh exits 255, as OpenSSH's does when
+/// its connection to the target drops.
+async fn lost(s: &Shared<'_>, c_tx: &ClientTx, eof_sent: bool) -> String {
+    let text = format!("the connection to {} was lost", s.host);
+    tracing::info!(host = %s.host, "the upstream connection was lost");
+    if let Some(r) = s.rec.get() {
+        r.marker(&format!("jitgate: {text}")).await;
+    }
+    if !eof_sent {
+        let _ = c_tx.extended_data_bytes(1, line(&text)).await;
+        let _ = c_tx.eof().await;
+    }
+    text
 }
 
 /// Forwards one message from the target; false when the channel is done.
