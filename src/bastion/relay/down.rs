@@ -5,16 +5,31 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use russh::{ChannelMsg, ChannelReadHalf, Sig, server};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 use super::{ClientTx, Pending, Shared, line};
 
-/// Bytes of target output one channel may hold while the engineer's side is busy: more than
-/// the window the bastion grants the target (2 MiB).
+/// Bytes one channel's queue of target output may hold while the engineer's side is busy,
+/// each message counted with its `MSG_OVERHEAD`: more than the window the bastion grants the
+/// target (2 MiB) in the packets a target sends, and a bound on memory however small they are.
 const DOWN_BUFFER: usize = 4 << 20;
+/// What a queued message holds besides its data bytes: its slot in the queue (the message
+/// and its permit), and 64 bytes for the data's allocation (russh's clone of a packet's
+/// `Bytes` adds a shared header) and the allocator's rounding. Counting data bytes alone, a
+/// target that sends one byte a packet would queue a hundred times the bound.
+const MSG_OVERHEAD: usize = std::mem::size_of::<(ChannelMsg, SemaphorePermit<'static>)>() + 64;
 /// How long the target's EOF may wait for the exit status behind it (see `down`).
 const EOF_WAIT: Duration = Duration::from_secs(2);
+
+/// What a message from the target counts against `DOWN_BUFFER`.
+fn cost(msg: &ChannelMsg) -> u32 {
+    let data = match msg {
+        ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+        _ => 0,
+    };
+    u32::try_from((data + MSG_OVERHEAD).min(DOWN_BUFFER)).unwrap_or(u32::MAX)
+}
 
 /// Target → engineer: output, EOF, exit status, replies. Returns the notice given when the
 /// target's channel ended without a close: its connection was lost.
@@ -35,13 +50,7 @@ pub(super) async fn down(
         // forwarder hears of it once it has sent what is queued.
         async move {
             while let Some(msg) = t_rx.wait().await {
-                let cost = match &msg {
-                    ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                        u32::try_from(data.len().clamp(1, DOWN_BUFFER)).unwrap_or(1)
-                    }
-                    _ => 1,
-                };
-                let Ok(permit) = budget.acquire_many(cost).await else {
+                let Ok(permit) = budget.acquire_many(cost(&msg)).await else {
                     return;
                 };
                 let last = matches!(msg, ChannelMsg::Close);
@@ -233,6 +242,34 @@ fn signal_text(sig: &Sig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_message_counts_its_overhead_with_its_bytes() {
+        let data = |n: usize| ChannelMsg::Data {
+            data: bytes::Bytes::from(vec![b'x'; n]),
+        };
+        let overhead = u32::try_from(MSG_OVERHEAD).unwrap();
+        let cases = [
+            ("a one-byte packet", data(1), 1 + overhead),
+            ("a full packet", data(32 << 10), (32 << 10) + overhead),
+            ("EOF", ChannelMsg::Eof, overhead),
+            (
+                "stderr",
+                ChannelMsg::ExtendedData {
+                    data: bytes::Bytes::from_static(b"err"),
+                    ext: 1,
+                },
+                3 + overhead,
+            ),
+            // Never more than the whole budget, or it could never be queued.
+            ("past the bound", data(DOWN_BUFFER + 1), DOWN_BUFFER as u32),
+        ];
+        for (what, msg, want) in cases {
+            assert_eq!(cost(&msg), want, "{what}");
+        }
+        // One-byte packets fill the budget at a few tens of thousands, not four million.
+        assert!(DOWN_BUFFER / (1 + MSG_OVERHEAD) < 40_000);
+    }
 
     #[test]
     fn signal_names_are_kept_short_and_plain() {
