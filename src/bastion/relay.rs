@@ -5,7 +5,8 @@
 //! Requests are answered to the engineer by the inner server's handler, from the same pure
 //! `allows` decision used here to choose what goes upstream (russh keeps one pending reply
 //! flag per channel, so replies cannot wait for the target). A target that then refuses
-//! what we accepted ends the channel with a message.
+//! what we accepted ends the channel with a message. A channel starts once: `setup` drops a
+//! second start.
 //!
 //! Back-pressure: every write awaits the receiver's SSH window, and russh's per-channel
 //! queues are bounded, so a slow reader slows the writer instead of filling memory.
@@ -39,7 +40,9 @@ use crate::config::AccessRule;
 use crate::recorder::RecordingTap;
 
 mod down;
+mod setup;
 use down::down;
+use setup::{Setup, started_once};
 
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
@@ -86,8 +89,9 @@ struct Shared<'a> {
     pty: Mutex<Option<PtyInfo>>,
     rec: OnceLock<RecordingTap>,
     input: UpQueue,
-    /// Woken whenever target output has been fed to the gate (see `settle_echo`).
+    /// Woken whenever target output has been fed to the gate (see `settle`).
     output_seen: Notify,
+    setup: Mutex<Setup>,
 }
 
 impl Shared<'_> {
@@ -97,12 +101,15 @@ impl Shared<'_> {
     fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
+    fn setup(&self) -> std::sync::MutexGuard<'_, Setup> {
+        self.setup.lock().unwrap_or_else(|e| e.into_inner())
+    }
     /// Starts the session's records; on failure tells the engineer and returns false.
     async fn start(&self, log: &mut SessionLog, what: Start<'_>, c_tx: &ClientTx) -> bool {
         let pty = self.pty.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match log.start(what, pty.as_ref()).await {
             Ok(tap) => {
-                // A repeated start hands back the same recording, already set here.
+                // Set once: a channel starts once (`setup`).
                 let _ = self.rec.set(tap);
                 true
             }
@@ -150,6 +157,7 @@ pub async fn relay(
         rec: OnceLock::new(),
         input: UpQueue::default(),
         output_seen: Notify::new(),
+        setup: Mutex::new(Setup::default()),
     };
     let mut closed_by = None;
     tokio::select! {
@@ -363,6 +371,9 @@ async fn forward_up(
             .await
         }
         ChannelMsg::RequestShell { .. } => {
+            if !started_once(s) {
+                return true;
+            }
             if !s.start(log, Start::Shell, c_tx).await {
                 return false;
             }
@@ -375,6 +386,9 @@ async fn forward_up(
             if !allows(s.rule, Request::Exec(&text)) {
                 // Refused in the handler's reply already (sftp-server under a rule without
                 // sftp), like the refused requests below.
+                return true;
+            }
+            if !started_once(s) {
                 return true;
             }
             if !s.start(log, Start::Exec(&text), c_tx).await {
@@ -398,6 +412,9 @@ async fn forward_up(
             }
         }
         ChannelMsg::RequestSubsystem { name, .. } if allows(s.rule, Request::Subsystem(&name)) => {
+            if !started_once(s) {
+                return true;
+            }
             if !s.start(log, Start::Subsystem(&name), c_tx).await {
                 return false;
             }
