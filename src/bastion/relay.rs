@@ -5,8 +5,10 @@
 //! Requests are answered to the engineer by the inner server's handler, from the same pure
 //! `allows` decision used here to choose what goes upstream (russh keeps one pending reply
 //! flag per channel, so replies cannot wait for the target). A target that then refuses
-//! what we accepted ends the channel with a message. A channel starts once: `setup` drops a
-//! second start.
+//! what we accepted ends the channel with a message (a refused pty only gets the message:
+//! the session goes on without one, through the line gate). A channel starts once, with at
+//! most one pty requested before it: `setup` drops anything else, and holds input until the
+//! target has answered the pty request.
 //!
 //! Back-pressure: every write awaits the receiver's SSH window, and russh's per-channel
 //! queues are bounded, so a slow reader slows the writer instead of filling memory.
@@ -22,7 +24,8 @@
 //! (`bridge`).
 //!
 //! Hook points (`Tap`): the exec command before anything goes upstream, every input chunk
-//! before it is forwarded, every output chunk before it is shown, and resizes.
+//! before it is forwarded, every output chunk before it is shown, resizes, and the target's
+//! refusal of a pty.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +45,7 @@ use crate::recorder::RecordingTap;
 mod down;
 mod setup;
 use down::down;
-use setup::{Setup, started_once};
+use setup::{Setup, pty_answered, started_once};
 
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
@@ -92,6 +95,8 @@ struct Shared<'a> {
     /// Woken whenever target output has been fed to the gate (see `settle`).
     output_seen: Notify,
     setup: Mutex<Setup>,
+    /// Woken whenever the target answers a request (see `pty_answered`).
+    replied: Notify,
 }
 
 impl Shared<'_> {
@@ -158,6 +163,7 @@ pub async fn relay(
         input: UpQueue::default(),
         output_seen: Notify::new(),
         setup: Mutex::new(Setup::default()),
+        replied: Notify::new(),
     };
     let mut closed_by = None;
     tokio::select! {
@@ -286,6 +292,7 @@ async fn forward_up(
 ) -> bool {
     let sent = match msg {
         ChannelMsg::Data { mut data } => {
+            pty_answered(s).await;
             s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
             if let Some(r) = s.rec.get() {
                 r.input(&data).await;
@@ -333,6 +340,7 @@ async fn forward_up(
         }
         ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
         ChannelMsg::Eof => {
+            pty_answered(s).await;
             let held = s.tap().eof();
             if let Some(g) = held {
                 match act(s, log, g, c_tx, t_tx).await {
@@ -352,6 +360,10 @@ async fn forward_up(
             terminal_modes,
             ..
         } if allows(s.rule, Request::Pty) => {
+            if !s.setup().pty() {
+                tracing::info!(host = %s.host, "a pty request out of order, dropped");
+                return true;
+            }
             s.tap().pty(&term, col_width, row_height);
             *s.pty.lock().unwrap_or_else(|e| e.into_inner()) = Some(PtyInfo {
                 term: term.clone(),

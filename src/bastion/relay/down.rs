@@ -193,12 +193,16 @@ async fn forward_down(
             .map_err(|()| russh::Error::SendError),
         ChannelMsg::Success => {
             s.pending().pop_front();
+            s.replied.notify_one();
             Ok(())
         }
         ChannelMsg::Failure => {
             let what = s.pending().pop_front();
             match what {
                 Some(Pending::Pty) => {
+                    // Before the input held for this answer goes on (`pty_answered`).
+                    s.tap().pty_refused();
+                    s.replied.notify_one();
                     c_tx.extended_data_bytes(1, line("the target could not allocate a terminal"))
                         .await
                 }
