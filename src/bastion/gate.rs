@@ -94,6 +94,11 @@ pub trait Tap: Send {
     fn prompt_pending(&self) -> bool {
         false
     }
+    /// Whether the line being typed holds more than plain text (an editing key, history
+    /// recall, completion): only the screen shows what it is.
+    fn line_edited(&self) -> bool {
+        false
+    }
 }
 
 /// A tap that sees nothing: every command is allowed unchecked.

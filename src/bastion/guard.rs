@@ -194,6 +194,10 @@ impl Tap for Guard {
     fn prompt_pending(&self) -> bool {
         matches!(&self.mode, Mode::Pty(g) if g.prompt_pending())
     }
+
+    fn line_edited(&self) -> bool {
+        matches!(&self.mode, Mode::Pty(g) if !g.line_is_plain())
+    }
 }
 
 #[cfg(test)]
@@ -284,5 +288,27 @@ mod tests {
                 assert!(blocked, "{what}: the line gate blocks what it is sent");
             }
         }
+    }
+
+    #[test]
+    fn a_line_is_edited_once_a_key_is_more_than_text() {
+        let mut g = guard();
+        g.pty("xterm", 80, 24);
+        g.shell();
+        let steps: [(&[u8], bool); 5] = [
+            (b"ls -l", false),
+            (b"\x1b[A", true),
+            (b"\r", false),
+            (b"rm -rf /sr\t", true),
+            (b"\x03", false),
+        ];
+        for (keys, edited) in steps {
+            g.input(keys);
+            assert_eq!(g.line_edited(), edited, "after {keys:?}");
+        }
+        let mut lines = guard();
+        lines.shell();
+        lines.input(b"\x1b[A");
+        assert!(!lines.line_edited(), "the line gate reads no screen");
     }
 }

@@ -24,8 +24,8 @@
 //! (`bridge`).
 //!
 //! Hook points (`Tap`): the exec command before anything goes upstream, every input chunk
-//! before it is forwarded, every output chunk before it is shown, resizes, and the target's
-//! refusal of a pty.
+//! before it is forwarded (`typing` holds each Enter until the screen has caught up), every
+//! output chunk before it is shown, resizes, and the target's refusal of a pty.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,16 +44,13 @@ use crate::recorder::RecordingTap;
 
 mod down;
 mod setup;
+mod typing;
 use down::down;
 use setup::{Setup, pty_answered, started_once};
+use typing::forward_keys;
 
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
-
-/// Longest an Enter waits for the echo of the keys before it.
-const ECHO_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
-/// Output must pause this long before the echo counts as complete.
-const ECHO_QUIET: std::time::Duration = std::time::Duration::from_millis(15);
 
 /// Bytes each direction of a byte pump reads at once: two SSH packets' worth. tokio's default
 /// (8 KiB) would cut every 32 KiB packet the engineer's client accepts into four, each sealed
@@ -291,52 +288,13 @@ async fn forward_up(
     t_tx: &TargetTx,
 ) -> bool {
     let sent = match msg {
-        ChannelMsg::Data { mut data } => {
+        ChannelMsg::Data { data } => {
             pty_answered(s).await;
             s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
             if let Some(r) = s.rec.get() {
                 r.input(&data).await;
             }
-            // Keys typed ahead of their echo: the keys go first, and each Enter after them
-            // waits until the screen the gate reads the line from has caught up: the first
-            // Enter of a chunk always, a later one when its line holds more than plain text
-            // (recalled or completed, so only the screen shows it; plain text is checked as
-            // typed, and a pasted script is not slowed line by line). Such a later line also
-            // waits for its prompt before its first key, so that the gate knows where the
-            // line begins. Without a pty nothing is read from a screen, and bulk input is not
-            // scanned.
-            let mut first = true;
-            while s.tap().reads_screen() {
-                let Some((at, len)) = enter_key(&data) else {
-                    break;
-                };
-                let keys = data.split_to(at);
-                let edited = keys.iter().any(|&b| b < 0x20 || b == 0x7f);
-                if !first && edited {
-                    settle(s, |t| t.prompt_pending()).await;
-                }
-                if !keys.is_empty() {
-                    match gate_input(s, log, keys, c_tx, t_tx).await {
-                        Ok(After::Go) => {}
-                        Ok(After::Dropped) => return true,
-                        Ok(After::End) | Err(_) => return false,
-                    }
-                }
-                if (first || edited) && s.tap().echo_pending() {
-                    settle(s, |t| t.echo_pending()).await;
-                }
-                first = false;
-                match gate_input(s, log, data.split_to(len), c_tx, t_tx).await {
-                    Ok(After::Go) => {}
-                    // A blocked Enter drops the rest of what came with it.
-                    Ok(After::Dropped) => return true,
-                    Ok(After::End) | Err(_) => return false,
-                }
-            }
-            match gate_input(s, log, data, c_tx, t_tx).await {
-                Ok(After::Go | After::Dropped) => Ok(()),
-                Ok(After::End) | Err(_) => return false,
-            }
+            return forward_keys(s, log, data, c_tx, t_tx).await;
         }
         ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
         ChannelMsg::Eof => {
@@ -479,16 +437,6 @@ async fn forward_up(
     sent.is_ok()
 }
 
-/// The first Enter key in `data`, as its offset and length: CR, LF, Ctrl-O (operate and get
-/// next) or the keypad's `ESC O M`, as the line gate reads them.
-fn enter_key(data: &[u8]) -> Option<(usize, usize)> {
-    data.iter().enumerate().find_map(|(i, &b)| match b {
-        b'\r' | b'\n' | 0x0f => Some((i, 1)),
-        0x1b if data[i + 1..].starts_with(b"OM") => Some((i, 3)),
-        _ => None,
-    })
-}
-
 /// What is left of the session after the gate saw some input.
 enum After {
     Go,
@@ -510,25 +458,6 @@ async fn gate_input(
     match gate {
         InputGate::Forward => t_tx.data_bytes(data).await.map(|()| After::Go),
         InputGate::Gated(g) => act(s, log, g, c_tx, t_tx).await,
-    }
-}
-
-/// Waits for the target to show what `pending` says it owes (the echo of what was typed
-/// before an Enter, or the prompt after one): for output to arrive and then pause for
-/// `ECHO_QUIET` (a shell redraws an edited line in several writes), at most `ECHO_WAIT` in
-/// all (a prompt that does not echo, such as a password's, costs that once).
-async fn settle(s: &Shared<'_>, pending: impl Fn(&dyn Tap) -> bool) {
-    let deadline = tokio::time::Instant::now() + ECHO_WAIT;
-    loop {
-        let until = if pending(&**s.tap()) {
-            deadline
-        } else {
-            (tokio::time::Instant::now() + ECHO_QUIET).min(deadline)
-        };
-        tokio::select! {
-            () = s.output_seen.notified() => {}
-            () = tokio::time::sleep_until(until) => return,
-        }
     }
 }
 
