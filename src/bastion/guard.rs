@@ -221,7 +221,11 @@ mod tests {
             }],
         };
         let rails = Arc::new(Guardrails::compile(&[set]).expect("compiles"));
-        Guard::new(rails.checker(&["destructive".into()]).expect("the set exists"))
+        Guard::new(
+            rails
+                .checker(&["destructive".into()])
+                .expect("the set exists"),
+        )
     }
 
     #[derive(Debug, Clone, Copy)]
@@ -264,12 +268,32 @@ mod tests {
             ("a pty, then a shell", &[Pty, Shell], Gate::Pty),
             ("a shell without a pty", &[Shell], Gate::Lines),
             ("a window-change, no pty", &[Resize, Shell], Gate::Lines),
-            ("a window-change after the start", &[Shell, Resize], Gate::Lines),
+            (
+                "a window-change after the start",
+                &[Shell, Resize],
+                Gate::Lines,
+            ),
             // The shell is started before the target's answer to the pty comes back.
-            ("a pty the target refused", &[Pty, Shell, Refused], Gate::Lines),
-            ("refused, then resized", &[Pty, Shell, Refused, Resize], Gate::Lines),
-            ("a stdin shell, pty refused", &[Pty, Exec("bash -s"), Refused], Gate::Lines),
-            ("data, pty refused", &[Pty, Exec("cat > /tmp/x"), Refused], Gate::Raw),
+            (
+                "a pty the target refused",
+                &[Pty, Shell, Refused],
+                Gate::Lines,
+            ),
+            (
+                "refused, then resized",
+                &[Pty, Shell, Refused, Resize],
+                Gate::Lines,
+            ),
+            (
+                "a stdin shell, pty refused",
+                &[Pty, Exec("bash -s"), Refused],
+                Gate::Lines,
+            ),
+            (
+                "data, pty refused",
+                &[Pty, Exec("cat > /tmp/x"), Refused],
+                Gate::Raw,
+            ),
         ];
         for (what, steps, want) in cases {
             let mut g = guard();

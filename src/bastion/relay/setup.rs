@@ -65,7 +65,11 @@ mod tests {
             ("pty then shell", &[Pty, Start], &[true, true]),
             ("no pty", &[Start], &[true]),
             ("a second start", &[Pty, Start, Start], &[true, true, false]),
-            ("a third start", &[Start, Start, Start], &[true, false, false]),
+            (
+                "a third start",
+                &[Start, Start, Start],
+                &[true, false, false],
+            ),
             ("a second pty", &[Pty, Pty, Start], &[true, false, true]),
             ("a pty after the start", &[Start, Pty], &[true, false]),
         ];

@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn enter_keys_are_found_in_all_their_forms() {
-        let cases: [(&[u8], Option<(usize, usize)>); 6] = [
+        type Found = Option<(usize, usize)>;
+        let cases: [(&[u8], Found); 6] = [
             (b"ls\r", Some((2, 1))),
             (b"ls\n", Some((2, 1))),
             (b"ls\x0f", Some((2, 1))),

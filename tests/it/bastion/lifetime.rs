@@ -227,12 +227,20 @@ async fn a_lost_target_ends_the_session_with_a_notice() {
     // status and no close; OpenSSH's ssh then exits 255.
     let command = "echo started; sleep 1; kill -9 $PPID";
     let direct = output(lab.direct_ssh(0, &["root@127.0.0.1", command]), 60).await;
-    assert_eq!(text(&direct.stdout), "started\n", "{}", text(&direct.stderr));
+    assert_eq!(
+        text(&direct.stdout),
+        "started\n",
+        "{}",
+        text(&direct.stderr)
+    );
     assert_eq!(direct.status.code(), Some(255), "{}", text(&direct.stderr));
     let via = output(lab.ssh(&["root@db1", command]), 30).await;
     let err = text(&via.stderr);
     assert_eq!(text(&via.stdout), "started\n", "{err}");
-    assert!(err.contains("jitgate: the connection to db1 was lost"), "{err}");
+    assert!(
+        err.contains("jitgate: the connection to db1 was lost"),
+        "{err}"
+    );
     assert_eq!(via.status.code(), Some(255), "{err}");
     let sessions = lab.ended_sessions(id).await;
     assert_eq!(sessions.len(), 1, "{sessions:?}");
