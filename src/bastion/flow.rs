@@ -25,14 +25,18 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// Bytes of the engineer's input queued for the target before reading pauses.
+/// Bytes of the engineer's input queued for the target before reading pauses, each message
+/// counted with its `MSG_COST`.
 pub const UP_BUFFER: usize = 2 << 20;
 /// Bytes of queued input at which the channel is closed instead.
 pub const UP_LIMIT: usize = 64 << 20;
 /// How long output may wait for the engineer's window before input is read past the bound.
 pub const STALL: Duration = Duration::from_millis(50);
-/// What a message other than data counts for.
-const MSG_COST: usize = 64;
+/// What a queued message holds besides its data bytes: its slot in the relay's queue (the
+/// message and its cost) and 64 bytes for the data's allocation and the allocator's rounding.
+/// Counted on top of every message's data, so that one-byte messages cannot hold several
+/// times the bound.
+const MSG_COST: usize = std::mem::size_of::<(russh::ChannelMsg, usize)>() + 64;
 
 /// The engineer's input between reading it and forwarding it, and the output-side stall flag.
 #[derive(Debug, Default)]
@@ -66,9 +70,10 @@ impl UpQueue {
         }
     }
 
-    /// A message of `len` data bytes was queued; returns what it counts for.
+    /// A message of `len` data bytes was queued; returns what it counts for: its bytes and
+    /// `MSG_COST`.
     pub fn add(&self, len: usize) -> usize {
-        let cost = len.max(MSG_COST);
+        let cost = len + MSG_COST;
         self.queued.fetch_add(cost, Ordering::AcqRel);
         cost
     }
@@ -112,7 +117,7 @@ mod tests {
     #[tokio::test]
     async fn reading_pauses_at_the_bound_and_resumes_as_input_leaves() {
         let q = UpQueue::default();
-        let a = q.add(UP_BUFFER - 1);
+        let a = q.add(UP_BUFFER - MSG_COST - 1);
         assert_eq!(has_room(&q).await, Some(Ok(())));
         let b = q.add(32 * 1024);
         assert_eq!(has_room(&q).await, None, "over the bound, reading waits");
@@ -135,7 +140,10 @@ mod tests {
             assert_eq!(q.room().await, Ok(()));
             // ...up to the limit, where the channel is given up.
             q.add(UP_LIMIT);
-            assert_eq!(q.room().await, Err(Stuck(UP_LIMIT + UP_BUFFER)));
+            assert_eq!(
+                q.room().await,
+                Err(Stuck(UP_LIMIT + UP_BUFFER + 2 * MSG_COST))
+            );
             tx.send(()).unwrap();
         };
         let (sent, ()) = tokio::join!(sending, reader);
@@ -144,6 +152,21 @@ mod tests {
             q.stalled.load(Ordering::Relaxed) == 0,
             "the stall ends with the send"
         );
+    }
+
+    #[test]
+    fn every_message_counts_its_overhead_with_its_bytes() {
+        let q = UpQueue::default();
+        let cases = [
+            ("a one-byte key", 1, 1 + MSG_COST),
+            ("a full packet", 32 << 10, (32 << 10) + MSG_COST),
+            ("a request", 0, MSG_COST),
+        ];
+        for (what, len, want) in cases {
+            assert_eq!(q.add(len), want, "{what}");
+        }
+        // One-byte keys reach the limit at a few hundred thousand, not 64 million.
+        const { assert!(UP_LIMIT / (1 + MSG_COST) < 500_000) };
     }
 
     #[tokio::test]

@@ -65,6 +65,8 @@ pub enum InputGate {
 /// Per-channel hook points. Calls are short and never block.
 pub trait Tap: Send {
     fn pty(&mut self, _term: &str, _cols: u32, _rows: u32) {}
+    /// The target refused the pty: whatever started reads its input without one.
+    fn pty_refused(&mut self) {}
     fn resize(&mut self, _cols: u32, _rows: u32) {}
     fn shell(&mut self) {}
     fn exec(&mut self, _command: &str) -> ExecGate {
@@ -90,6 +92,11 @@ pub trait Tap: Send {
     /// Whether a line ended and the target has shown nothing since (its next prompt): keys
     /// typed now would start a line before its prompt.
     fn prompt_pending(&self) -> bool {
+        false
+    }
+    /// Whether the line being typed holds more than plain text (an editing key, history
+    /// recall, completion): only the screen shows what it is.
+    fn line_edited(&self) -> bool {
         false
     }
 }

@@ -152,7 +152,7 @@ pub struct Outcome {
     pub exit_signal: Option<String>,
     pub bytes_up: u64,
     pub bytes_down: u64,
-    /// Set when the bastion closed it (revocation, expiry, shutdown).
+    /// Set when the bastion closed it (revocation, expiry, shutdown, a lost target).
     pub closed_by: Option<String>,
 }
 
@@ -206,6 +206,11 @@ impl SessionLog {
                 None => std::future::pending().await,
             }
         }
+    }
+
+    /// The target's inventory name.
+    pub fn host(&self) -> &str {
+        &self.grant.host.name
     }
 
     /// Starts the recording and the store row; returns the tap the relay feeds. The error is

@@ -5,7 +5,10 @@
 //! Requests are answered to the engineer by the inner server's handler, from the same pure
 //! `allows` decision used here to choose what goes upstream (russh keeps one pending reply
 //! flag per channel, so replies cannot wait for the target). A target that then refuses
-//! what we accepted ends the channel with a message.
+//! what we accepted ends the channel with a message (a refused pty only gets the message:
+//! the session goes on without one, through the line gate). A channel starts once, with at
+//! most one pty requested before it: `setup` drops anything else, and holds input until the
+//! target has answered the pty request.
 //!
 //! Back-pressure: every write awaits the receiver's SSH window, and russh's per-channel
 //! queues are bounded, so a slow reader slows the writer instead of filling memory.
@@ -21,7 +24,8 @@
 //! (`bridge`).
 //!
 //! Hook points (`Tap`): the exec command before anything goes upstream, every input chunk
-//! before it is forwarded, every output chunk before it is shown, and resizes.
+//! before it is forwarded (`typing` holds each Enter until the screen has caught up), every
+//! output chunk before it is shown, resizes, and the target's refusal of a pty.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,15 +43,14 @@ use crate::config::AccessRule;
 use crate::recorder::RecordingTap;
 
 mod down;
+mod setup;
+mod typing;
 use down::down;
+use setup::{Setup, pty_answered, started_once};
+use typing::forward_keys;
 
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
-
-/// Longest an Enter waits for the echo of the keys before it.
-const ECHO_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
-/// Output must pause this long before the echo counts as complete.
-const ECHO_QUIET: std::time::Duration = std::time::Duration::from_millis(15);
 
 /// Bytes each direction of a byte pump reads at once: two SSH packets' worth. tokio's default
 /// (8 KiB) would cut every 32 KiB packet the engineer's client accepts into four, each sealed
@@ -75,6 +78,8 @@ type TargetTx = ChannelWriteHalf<client::Msg>;
 
 struct Shared<'a> {
     rule: &'a AccessRule,
+    /// The target's inventory name, for notices.
+    host: String,
     tap: Mutex<Box<dyn Tap>>,
     pending: Mutex<VecDeque<Pending>>,
     bytes_up: AtomicU64,
@@ -84,8 +89,11 @@ struct Shared<'a> {
     pty: Mutex<Option<PtyInfo>>,
     rec: OnceLock<RecordingTap>,
     input: UpQueue,
-    /// Woken whenever target output has been fed to the gate (see `settle_echo`).
+    /// Woken whenever target output has been fed to the gate (see `settle`).
     output_seen: Notify,
+    setup: Mutex<Setup>,
+    /// Woken whenever the target answers a request (see `pty_answered`).
+    replied: Notify,
 }
 
 impl Shared<'_> {
@@ -95,12 +103,15 @@ impl Shared<'_> {
     fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
+    fn setup(&self) -> std::sync::MutexGuard<'_, Setup> {
+        self.setup.lock().unwrap_or_else(|e| e.into_inner())
+    }
     /// Starts the session's records; on failure tells the engineer and returns false.
     async fn start(&self, log: &mut SessionLog, what: Start<'_>, c_tx: &ClientTx) -> bool {
         let pty = self.pty.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match log.start(what, pty.as_ref()).await {
             Ok(tap) => {
-                // A repeated start hands back the same recording, already set here.
+                // Set once: a channel starts once (`setup`).
                 let _ = self.rec.set(tap);
                 true
             }
@@ -137,6 +148,7 @@ pub async fn relay(
     let (mut t_rx, t_tx) = target.split();
     let shared = Shared {
         rule,
+        host: log.host().to_string(),
         tap: Mutex::new(tap),
         pending: Mutex::new(VecDeque::new()),
         bytes_up: AtomicU64::new(0),
@@ -147,14 +159,19 @@ pub async fn relay(
         rec: OnceLock::new(),
         input: UpQueue::default(),
         output_seen: Notify::new(),
+        setup: Mutex::new(Setup::default()),
+        replied: Notify::new(),
     };
     let mut closed_by = None;
+    // Fails closed: a session whose recording fails does not go on unrecorded.
+    let recording_failed = log.failed();
     tokio::select! {
         () = up(&shared, log, &mut c_rx, &c_tx, &t_tx) => {
             let _ = t_tx.close().await;
         }
-        () = down(&shared, &mut t_rx, &c_tx, &client_handle) => {
+        lost = down(&shared, &mut t_rx, &c_tx, &client_handle) => {
             let _ = c_tx.close().await;
+            closed_by = lost;
         }
         reason = notices(&mut control, &c_tx) => {
             if let Some(r) = shared.rec.get() {
@@ -163,6 +180,11 @@ pub async fn relay(
             close_with_notice(&c_tx, &reason).await;
             let _ = t_tx.close().await;
             closed_by = Some(reason);
+        }
+        notice = recording_failed => {
+            close_with_notice(&c_tx, &notice).await;
+            let _ = t_tx.close().await;
+            closed_by = Some(notice);
         }
     }
     let exit_status = *shared.exit_status.lock().unwrap_or_else(|e| e.into_inner());
@@ -273,54 +295,17 @@ async fn forward_up(
     t_tx: &TargetTx,
 ) -> bool {
     let sent = match msg {
-        ChannelMsg::Data { mut data } => {
+        ChannelMsg::Data { data } => {
+            pty_answered(s).await;
             s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
             if let Some(r) = s.rec.get() {
                 r.input(&data).await;
             }
-            // Keys typed ahead of their echo: the keys go first, and each Enter after them
-            // waits until the screen the gate reads the line from has caught up: the first
-            // Enter of a chunk always, a later one when its line holds more than plain text
-            // (recalled or completed, so only the screen shows it; plain text is checked as
-            // typed, and a pasted script is not slowed line by line). Such a later line also
-            // waits for its prompt before its first key, so that the gate knows where the
-            // line begins. Without a pty nothing is read from a screen, and bulk input is not
-            // scanned.
-            let mut first = true;
-            while s.tap().reads_screen() {
-                let Some((at, len)) = enter_key(&data) else {
-                    break;
-                };
-                let keys = data.split_to(at);
-                let edited = keys.iter().any(|&b| b < 0x20 || b == 0x7f);
-                if !first && edited {
-                    settle(s, |t| t.prompt_pending()).await;
-                }
-                if !keys.is_empty() {
-                    match gate_input(s, log, keys, c_tx, t_tx).await {
-                        Ok(After::Go) => {}
-                        Ok(After::Dropped) => return true,
-                        Ok(After::End) | Err(_) => return false,
-                    }
-                }
-                if (first || edited) && s.tap().echo_pending() {
-                    settle(s, |t| t.echo_pending()).await;
-                }
-                first = false;
-                match gate_input(s, log, data.split_to(len), c_tx, t_tx).await {
-                    Ok(After::Go) => {}
-                    // A blocked Enter drops the rest of what came with it.
-                    Ok(After::Dropped) => return true,
-                    Ok(After::End) | Err(_) => return false,
-                }
-            }
-            match gate_input(s, log, data, c_tx, t_tx).await {
-                Ok(After::Go | After::Dropped) => Ok(()),
-                Ok(After::End) | Err(_) => return false,
-            }
+            return forward_keys(s, log, data, c_tx, t_tx).await;
         }
         ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
         ChannelMsg::Eof => {
+            pty_answered(s).await;
             let held = s.tap().eof();
             if let Some(g) = held {
                 match act(s, log, g, c_tx, t_tx).await {
@@ -340,6 +325,10 @@ async fn forward_up(
             terminal_modes,
             ..
         } if allows(s.rule, Request::Pty) => {
+            if !s.setup().pty() {
+                tracing::info!(host = %s.host, "a pty request out of order, dropped");
+                return true;
+            }
             s.tap().pty(&term, col_width, row_height);
             *s.pty.lock().unwrap_or_else(|e| e.into_inner()) = Some(PtyInfo {
                 term: term.clone(),
@@ -359,6 +348,9 @@ async fn forward_up(
             .await
         }
         ChannelMsg::RequestShell { .. } => {
+            if !started_once(s) {
+                return true;
+            }
             if !s.start(log, Start::Shell, c_tx).await {
                 return false;
             }
@@ -371,6 +363,9 @@ async fn forward_up(
             if !allows(s.rule, Request::Exec(&text)) {
                 // Refused in the handler's reply already (sftp-server under a rule without
                 // sftp), like the refused requests below.
+                return true;
+            }
+            if !started_once(s) {
                 return true;
             }
             if !s.start(log, Start::Exec(&text), c_tx).await {
@@ -394,6 +389,9 @@ async fn forward_up(
             }
         }
         ChannelMsg::RequestSubsystem { name, .. } if allows(s.rule, Request::Subsystem(&name)) => {
+            if !started_once(s) {
+                return true;
+            }
             if !s.start(log, Start::Subsystem(&name), c_tx).await {
                 return false;
             }
@@ -446,16 +444,6 @@ async fn forward_up(
     sent.is_ok()
 }
 
-/// The first Enter key in `data`, as its offset and length: CR, LF, Ctrl-O (operate and get
-/// next) or the keypad's `ESC O M`, as the line gate reads them.
-fn enter_key(data: &[u8]) -> Option<(usize, usize)> {
-    data.iter().enumerate().find_map(|(i, &b)| match b {
-        b'\r' | b'\n' | 0x0f => Some((i, 1)),
-        0x1b if data[i + 1..].starts_with(b"OM") => Some((i, 3)),
-        _ => None,
-    })
-}
-
 /// What is left of the session after the gate saw some input.
 enum After {
     Go,
@@ -477,25 +465,6 @@ async fn gate_input(
     match gate {
         InputGate::Forward => t_tx.data_bytes(data).await.map(|()| After::Go),
         InputGate::Gated(g) => act(s, log, g, c_tx, t_tx).await,
-    }
-}
-
-/// Waits for the target to show what `pending` says it owes (the echo of what was typed
-/// before an Enter, or the prompt after one): for output to arrive and then pause for
-/// `ECHO_QUIET` (a shell redraws an edited line in several writes), at most `ECHO_WAIT` in
-/// all (a prompt that does not echo, such as a password's, costs that once).
-async fn settle(s: &Shared<'_>, pending: impl Fn(&dyn Tap) -> bool) {
-    let deadline = tokio::time::Instant::now() + ECHO_WAIT;
-    loop {
-        let until = if pending(&**s.tap()) {
-            deadline
-        } else {
-            (tokio::time::Instant::now() + ECHO_QUIET).min(deadline)
-        };
-        tokio::select! {
-            () = s.output_seen.notified() => {}
-            () = tokio::time::sleep_until(until) => return,
-        }
     }
 }
 

@@ -188,6 +188,12 @@ impl PtyGuard {
         self.ended && self.paste.is_none() && !self.alternate_screen()
     }
 
+    /// Whether every key of the line being typed was text, so that the typed model knows the
+    /// line exactly (recall, completion and editing keys are seen only on the screen).
+    pub fn line_is_plain(&self) -> bool {
+        self.plain
+    }
+
     /// Whether a full-screen program holds the terminal (input is then not line-checked).
     pub fn alternate_screen(&self) -> bool {
         self.parser.screen().alternate_screen()

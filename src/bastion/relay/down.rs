@@ -5,43 +5,58 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use russh::{ChannelMsg, ChannelReadHalf, Sig, server};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 use super::{ClientTx, Pending, Shared, line};
 
-/// Bytes of target output one channel may hold while the engineer's side is busy: more than
-/// the window the bastion grants the target (2 MiB).
+/// Bytes one channel's queue of target output may hold while the engineer's side is busy,
+/// each message counted with its `MSG_OVERHEAD`: more than the window the bastion grants the
+/// target (2 MiB) in the packets a target sends, and a bound on memory however small they are.
 const DOWN_BUFFER: usize = 4 << 20;
+/// What a queued message holds besides its data bytes: its slot in the queue (the message
+/// and its permit), and 64 bytes for the data's allocation (russh's clone of a packet's
+/// `Bytes` adds a shared header) and the allocator's rounding. Counting data bytes alone, a
+/// target that sends one byte a packet would queue a hundred times the bound.
+const MSG_OVERHEAD: usize = std::mem::size_of::<(ChannelMsg, SemaphorePermit<'static>)>() + 64;
 /// How long the target's EOF may wait for the exit status behind it (see `down`).
 const EOF_WAIT: Duration = Duration::from_secs(2);
 
-/// Target → engineer: output, EOF, exit status, replies.
+/// What a message from the target counts against `DOWN_BUFFER`.
+fn cost(msg: &ChannelMsg) -> u32 {
+    let data = match msg {
+        ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+        _ => 0,
+    };
+    u32::try_from((data + MSG_OVERHEAD).min(DOWN_BUFFER)).unwrap_or(u32::MAX)
+}
+
+/// Target → engineer: output, EOF, exit status, replies. Returns the notice given when the
+/// target's channel ended without a close: its connection was lost.
 pub(super) async fn down(
     s: &Shared<'_>,
     t_rx: &mut ChannelReadHalf,
     c_tx: &ClientTx,
     handle: &server::Handle,
-) {
+) -> Option<String> {
     // Drain the target's messages into a queue bounded in bytes, so the upstream session can
     // always reach the target's next window adjustment (the up direction waits for it) while
     // the nested session is busy: that pair of waits could otherwise hold each other.
     let budget = Semaphore::new(DOWN_BUFFER);
     let (q_tx, mut q_rx) = mpsc::unbounded_channel();
-    let drain = async {
-        while let Some(msg) = t_rx.wait().await {
-            let cost = match &msg {
-                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                    u32::try_from(data.len().clamp(1, DOWN_BUFFER)).unwrap_or(1)
+    let drain = {
+        let budget = &budget;
+        // `q_tx` moves in: when the target's messages end, so does the queue, and the
+        // forwarder hears of it once it has sent what is queued.
+        async move {
+            while let Some(msg) = t_rx.wait().await {
+                let Ok(permit) = budget.acquire_many(cost(&msg)).await else {
+                    return;
+                };
+                let last = matches!(msg, ChannelMsg::Close);
+                if q_tx.send((msg, permit)).is_err() || last {
+                    return;
                 }
-                _ => 1,
-            };
-            let Ok(permit) = budget.acquire_many(cost).await else {
-                return;
-            };
-            let last = matches!(msg, ChannelMsg::Close);
-            if q_tx.send((msg, permit)).is_err() || last {
-                return;
             }
         }
     };
@@ -51,6 +66,7 @@ pub(super) async fn down(
         // once (sshd waits for its child first), so a status sent after it is lost: the
         // engineer's ssh, or a ControlMaster's client, then exits 255.
         let mut eof_due: Option<Instant> = None;
+        let mut eof_sent = false;
         loop {
             let next = match eof_due {
                 None => q_rx.recv().await,
@@ -59,15 +75,18 @@ pub(super) async fn down(
                     Err(_) => {
                         // No status came: the EOF goes on its own.
                         eof_due = None;
+                        eof_sent = true;
                         if c_tx.eof().await.is_err() {
-                            return;
+                            return None;
                         }
                         continue;
                     }
                 },
             };
             let Some((msg, permit)) = next else {
-                return;
+                // The messages ended without a close: the connection to the target is gone
+                // (russh closes no channel when its connection drops).
+                return Some(lost(s, c_tx, eof_sent).await);
             };
             if eof_due.is_none() && matches!(msg, ChannelMsg::Eof) {
                 eof_due = Some(Instant::now() + EOF_WAIT);
@@ -78,23 +97,46 @@ pub(super) async fn down(
                 msg,
                 ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. }
             );
-            if !status && eof_due.take().is_some() && c_tx.eof().await.is_err() {
-                return;
+            if !status && eof_due.take().is_some() {
+                eof_sent = true;
+                if c_tx.eof().await.is_err() {
+                    return None;
+                }
             }
             let go_on = forward_down(s, msg, c_tx, handle).await;
             drop(permit);
-            if eof_due.take().is_some() && c_tx.eof().await.is_err() {
-                return;
+            if eof_due.take().is_some() {
+                eof_sent = true;
+                if c_tx.eof().await.is_err() {
+                    return None;
+                }
             }
             if !go_on {
-                return;
+                return None;
             }
         }
     };
     tokio::select! {
-        () = forward => {}
-        () = async { drain.await; std::future::pending::<()>().await } => {}
+        lost = forward => lost,
+        () = async { drain.await; std::future::pending::<()>().await } => None,
     }
+}
+
+/// The target's connection was lost: tells the engineer (unless their side of the channel
+/// already has its EOF: stderr after it is a protocol error) and marks the recording. No exit
+/// status is sent, none being known, so the engineer's ssh exits 255, as OpenSSH's does when
+/// its connection to the target drops.
+async fn lost(s: &Shared<'_>, c_tx: &ClientTx, eof_sent: bool) -> String {
+    let text = format!("the connection to {} was lost", s.host);
+    tracing::info!(host = %s.host, "the upstream connection was lost");
+    if let Some(r) = s.rec.get() {
+        r.marker(&format!("jitgate: {text}")).await;
+    }
+    if !eof_sent {
+        let _ = c_tx.extended_data_bytes(1, line(&text)).await;
+        let _ = c_tx.eof().await;
+    }
+    text
 }
 
 /// Forwards one message from the target; false when the channel is done.
@@ -151,12 +193,16 @@ async fn forward_down(
             .map_err(|()| russh::Error::SendError),
         ChannelMsg::Success => {
             s.pending().pop_front();
+            s.replied.notify_one();
             Ok(())
         }
         ChannelMsg::Failure => {
             let what = s.pending().pop_front();
             match what {
                 Some(Pending::Pty) => {
+                    // Before the input held for this answer goes on (`pty_answered`).
+                    s.tap().pty_refused();
+                    s.replied.notify_one();
                     c_tx.extended_data_bytes(1, line("the target could not allocate a terminal"))
                         .await
                 }
@@ -200,6 +246,34 @@ fn signal_text(sig: &Sig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_message_counts_its_overhead_with_its_bytes() {
+        let data = |n: usize| ChannelMsg::Data {
+            data: bytes::Bytes::from(vec![b'x'; n]),
+        };
+        let overhead = u32::try_from(MSG_OVERHEAD).unwrap();
+        let cases = [
+            ("a one-byte packet", data(1), 1 + overhead),
+            ("a full packet", data(32 << 10), (32 << 10) + overhead),
+            ("EOF", ChannelMsg::Eof, overhead),
+            (
+                "stderr",
+                ChannelMsg::ExtendedData {
+                    data: bytes::Bytes::from_static(b"err"),
+                    ext: 1,
+                },
+                3 + overhead,
+            ),
+            // Never more than the whole budget, or it could never be queued.
+            ("past the bound", data(DOWN_BUFFER + 1), DOWN_BUFFER as u32),
+        ];
+        for (what, msg, want) in cases {
+            assert_eq!(cost(&msg), want, "{what}");
+        }
+        // One-byte packets fill the budget at a few tens of thousands, not four million.
+        const { assert!(DOWN_BUFFER / (1 + MSG_OVERHEAD) < 40_000) };
+    }
 
     #[test]
     fn signal_names_are_kept_short_and_plain() {

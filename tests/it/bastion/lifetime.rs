@@ -220,6 +220,34 @@ async fn a_command_that_closes_its_output_before_it_exits_still_reports_its_stat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_target_ends_the_session_with_a_notice() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    // The session's sshd dies mid-session, as in a reboot: its connection drops with no exit
+    // status and no close; OpenSSH's ssh then exits 255.
+    let command = "echo started; sleep 1; kill -9 $PPID";
+    let direct = output(lab.direct_ssh(0, &["root@127.0.0.1", command]), 60).await;
+    assert_eq!(
+        text(&direct.stdout),
+        "started\n",
+        "{}",
+        text(&direct.stderr)
+    );
+    assert_eq!(direct.status.code(), Some(255), "{}", text(&direct.stderr));
+    let via = output(lab.ssh(&["root@db1", command]), 30).await;
+    let err = text(&via.stderr);
+    assert_eq!(text(&via.stdout), "started\n", "{err}");
+    assert!(
+        err.contains("jitgate: the connection to db1 was lost"),
+        "{err}"
+    );
+    assert_eq!(via.status.code(), Some(255), "{err}");
+    let sessions = lab.ended_sessions(id).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].exit_status, None, "{sessions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_expiry_closes_the_session_while_the_certificate_is_valid() {
     let lab = Lab::start().await;
     // Approved now for 8 s; the certificate stays valid for an hour.
