@@ -41,7 +41,12 @@ const WRAPPERS: &[Wrapper] = &[
     wrapper("env", "uCS", &["unset", "chdir", "split-string"], 0),
     wrapper("timeout", "ks", &["kill-after", "signal"], 1),
     wrapper("stdbuf", "ioe", &["input", "output", "error"], 0),
-    wrapper("ionice", "cnpPu", &["class", "classdata", "pid", "pgid", "uid"], 0),
+    wrapper(
+        "ionice",
+        "cnpPu",
+        &["class", "classdata", "pid", "pgid", "uid"],
+        0,
+    ),
     wrapper("chrt", "", &[], 1),
     wrapper("taskset", "", &[], 1),
     wrapper("time", "fo", &["format", "output"], 0),
