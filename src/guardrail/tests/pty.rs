@@ -383,3 +383,24 @@ fn keys_sent_and_not_yet_echoed_are_pending_until_output_comes() {
     t.input(b"j");
     assert!(!t.guard.echo_pending());
 }
+
+#[test]
+fn titles_and_endless_titles_leave_the_screen_readable() {
+    let mut t = Term::new(24, 80);
+    t.out("\x1b]0;user@db1: ~\x07");
+    t.type_echo("reboot");
+    assert!(t.enter().blocked.is_some());
+    // `printf '\e]0;'; yes | head -c 8M; printf '\a'`: most of it never reaches the
+    // emulation, and the BEL still ends the title there.
+    t.shell_cancels();
+    t.out("\x1b]0;");
+    let yes = "y\n".repeat(64 << 10);
+    for _ in 0..64 {
+        t.out(&yes);
+    }
+    t.out("\x07\r\n$ ");
+    t.type_echo("halt");
+    let r = t.enter();
+    assert_eq!(r.checked[0].text, "halt");
+    assert!(r.blocked.is_some());
+}
