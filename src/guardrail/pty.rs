@@ -201,8 +201,15 @@ impl PtyGuard {
         for &b in bytes {
             if self.paste.is_some() {
                 self.paste_byte(b, up, &mut report);
-            } else if let Step::Key(key) = self.keys.push(b) {
-                self.key(key, up, &mut report);
+            } else {
+                match self.keys.push(b) {
+                    Step::Held => {}
+                    Step::Key(key) => self.key(key, up, &mut report),
+                    Step::Cut(key) => {
+                        self.key(Key::Other, up, &mut report);
+                        self.key(key, up, &mut report);
+                    }
+                }
             }
             // A blocked Enter drops the rest; a refused paste does not (its end must be seen).
             if report.blocked.as_ref().is_some_and(|b| b.cancelled) {

@@ -404,3 +404,33 @@ fn titles_and_endless_titles_leave_the_screen_readable() {
     assert_eq!(r.checked[0].text, "halt");
     assert!(r.blocked.is_some());
 }
+
+#[test]
+fn an_enter_right_after_an_escape_is_checked() {
+    // bash in vi mode: Esc leaves insert mode (the cursor steps back), Enter runs the line.
+    // `ESC CR` is also what many terminals send for Alt+Enter.
+    for chunks in [
+        &[&b"\x1b\r"[..]][..],
+        &[b"\x1b", b"\r"],
+        &[b"\x1b[1", b"\r"],
+    ] {
+        let mut t = Term::new(24, 80);
+        t.type_echo("rm -rf /srv");
+        let mut last = InputReport::default();
+        for chunk in chunks {
+            last = t.input(chunk);
+        }
+        assert_eq!(
+            blocked_rule(&last).as_deref(),
+            Some("destructive/rm-recursive-system"),
+            "{chunks:?}"
+        );
+        let up = t.take_up();
+        assert!(up.ends_with("\x03") && !up.contains('\r'), "{up:?}");
+    }
+    // An allowed line still goes up with its Esc and Enter.
+    let mut t = Term::new(24, 80);
+    t.type_echo("ls");
+    assert_eq!(t.input(b"\x1b\r").blocked, None);
+    assert_eq!(t.take_up(), "ls\x1b\r");
+}
