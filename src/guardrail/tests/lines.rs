@@ -72,10 +72,12 @@ fn blank_lines_pass_unrecorded_and_overlong_lines_block() {
     assert_eq!(up, b"\n  \nls\n");
 }
 
+/// Reads, what is forwarded, the blocking rule, the texts checked.
+type Case<'a> = (&'a [&'a [u8]], &'a [u8], Option<&'a str>, &'a [&'a str]);
+
 #[test]
 fn continued_lines_are_checked_joined_before_any_is_forwarded() {
-    let cases: &[(&[&[u8]], &[u8], Option<&str>, &[&str])] = &[
-        // (reads, forwarded, blocking rule, checked texts)
+    let cases: &[Case] = &[
         (
             &[b"echo a\nrm -rf \\\n", b"  /var\necho b\n"],
             b"echo a\n",
