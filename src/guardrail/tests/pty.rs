@@ -434,3 +434,83 @@ fn an_enter_right_after_an_escape_is_checked() {
     assert_eq!(t.input(b"\x1b\r").blocked, None);
     assert_eq!(t.take_up(), "ls\x1b\r");
 }
+
+#[test]
+fn a_line_continued_with_a_backslash_is_checked_joined() {
+    // `rm -rf \`, Enter, then `/etc` at bash's `> ` prompt.
+    let mut t = Term::new(24, 80);
+    t.type_echo("rm -rf \\");
+    let r = t.enter();
+    assert_eq!(r.blocked, None);
+    t.out("\r\n> ");
+    t.type_echo("/etc");
+    let r = t.enter();
+    assert_eq!(
+        blocked_rule(&r).as_deref(),
+        Some("destructive/rm-recursive-system")
+    );
+    assert_eq!(r.checked[0].text, "rm -rf \\\n/etc");
+    assert_eq!(t.take_up(), "rm -rf \\\r/etc\x03");
+
+    // The same typed ahead of every echo.
+    let mut t = Term::new(24, 80);
+    let r = t.input(b"rm -rf \\\r/etc\r");
+    assert_eq!(
+        blocked_rule(&r).as_deref(),
+        Some("destructive/rm-recursive-system")
+    );
+    assert_eq!(t.take_up(), "rm -rf \\\r/etc\x03");
+
+    // Split by a paste.
+    let mut t = Term::new(24, 80);
+    let r = t.input(b"\x1b[200~rm -rf \\\n/var\x1b[201~");
+    assert_eq!(
+        blocked_rule(&r).as_deref(),
+        Some("destructive/rm-recursive-system")
+    );
+    assert_eq!(t.take_up(), "");
+}
+
+#[test]
+fn a_continuation_ends_with_its_command_or_ctrl_c() {
+    // An even number of backslashes continues nothing.
+    let mut t = Term::new(24, 80);
+    t.type_echo("echo rm -rf \\\\");
+    assert_eq!(t.enter().blocked, None);
+    t.out("\r\nrm -rf \\\r\n$ ");
+    t.type_echo("/etc");
+    assert_eq!(t.enter().blocked, None);
+
+    // Ctrl-C at the `> ` prompt cancels the whole command.
+    let mut t = Term::new(24, 80);
+    t.type_echo("rm -rf \\");
+    assert_eq!(t.enter().blocked, None);
+    t.out("\r\n> ");
+    t.input(b"\x03");
+    t.out("^C\r\n$ ");
+    t.type_echo("/etc");
+    assert_eq!(t.enter().blocked, None);
+
+    // A command that ends starts the next one afresh.
+    let mut t = Term::new(24, 80);
+    t.type_echo("ls \\");
+    t.enter();
+    t.out("\r\n> ");
+    t.type_echo("-la");
+    let r = t.enter();
+    assert_eq!(r.blocked, None);
+    assert_eq!(r.checked[0].text, "-la");
+    t.out("\r\n$ ");
+    t.type_echo("/etc");
+    assert_eq!(t.enter().checked[0].text, "/etc");
+
+    // A paste that ends in a continued line carries it to the next Enter.
+    let mut t = Term::new(24, 80);
+    assert_eq!(t.input(b"\x1b[200~rm -rf \\\n\x1b[201~").blocked, None);
+    t.out("rm -rf \\\r\n> ");
+    t.type_echo("/usr");
+    assert_eq!(
+        blocked_rule(&t.enter()).as_deref(),
+        Some("destructive/rm-recursive-system")
+    );
+}
