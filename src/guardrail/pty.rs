@@ -5,7 +5,10 @@
 //! from where the cursor stood when this line's first key was typed, to the end of the
 //! logical (possibly wrapped) line — so history recall, tab completion and line editing are
 //! seen as the shell shows them. The typed bytes are checked too (they run ahead of the echo);
-//! the stricter verdict wins. A blocked Enter is replaced upstream by Ctrl-C.
+//! the stricter verdict wins. A blocked Enter is replaced upstream by Ctrl-C; until the target
+//! shows something after it (a program that ignores Ctrl-C shows nothing and keeps the
+//! line), the next line is read from where the blocked one began, so that Enter, or a space
+//! and Enter, checks the blocked text again.
 //!
 //! The start is kept as an offset in cells from the start of its logical line, not as a screen
 //! row, so it survives the screen scrolling while a long line wraps; a bracketed paste of
@@ -131,6 +134,9 @@ pub struct PtyGuard {
     /// The lines entered before this one that continue into it (each ending in a backslash
     /// and a newline): with this line they make one command.
     continued: String,
+    /// Where a blocked line began, while the target has shown nothing since the block: a
+    /// program that ignores Ctrl-C keeps the line, so the next one is read from there.
+    blocked_at: Option<usize>,
 }
 
 impl std::fmt::Debug for PtyGuard {
@@ -161,6 +167,7 @@ impl PtyGuard {
             plain: true,
             prompt_width: None,
             continued: String::new(),
+            blocked_at: None,
         }
     }
 
@@ -174,6 +181,7 @@ impl PtyGuard {
     pub fn feed_output(&mut self, bytes: &[u8]) {
         self.unechoed = false;
         self.ended = false;
+        self.blocked_at = None;
         let (rows, cols) = self.parser.screen().size();
         let parser = &mut self.parser;
         self.clamp
@@ -255,6 +263,7 @@ impl PtyGuard {
                     up.push(0x03);
                     report.blocked = Some(Blocked::new(verdict, true));
                     self.continued = String::new();
+                    self.blocked_at = self.anchor.or(self.blocked_at);
                 } else {
                     up.extend_from_slice(self.keys.take_unsent());
                     if continued {
@@ -275,7 +284,12 @@ impl PtyGuard {
                 self.paste = Some(Paste::new(self.keys.take_unsent().to_vec()));
             }
             key => {
-                if self.anchor.is_none() {
+                if let (None, Some(at)) = (self.anchor, self.blocked_at) {
+                    // The blocked line may still be there: this one goes on from its start,
+                    // and the screen is read, not only the keys.
+                    self.anchor = Some(at);
+                    self.plain = false;
+                } else if self.anchor.is_none() {
                     // Typed ahead of its prompt (in the same write as the Enter before it),
                     // the cursor still stands on the line before: the line is read from
                     // where the last prompt ended instead.
@@ -322,10 +336,7 @@ impl PtyGuard {
                 Some(typed.to_string()).filter(|t| !t.is_empty()),
             );
         }
-        let anchor = match self.anchor {
-            Some(a) => a,
-            None => self.cursor_offset(),
-        };
+        let anchor = self.line_start();
         let screen = self.screen_line(anchor);
         let typed = self.typed.text();
         let typed = typed.trim();
@@ -376,6 +387,14 @@ impl PtyGuard {
     #[cfg(test)]
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.typed.len() + self.continued.len() + self.paste.as_ref().map_or(0, Paste::held_bytes)
+    }
+
+    /// Where the current line began: its anchor, else where a blocked line still shown
+    /// began, else the cursor.
+    fn line_start(&self) -> usize {
+        self.anchor
+            .or(self.blocked_at)
+            .unwrap_or_else(|| self.cursor_offset())
     }
 
     /// Cells from the start of the cursor's logical line to the cursor.

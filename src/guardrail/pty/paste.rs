@@ -95,7 +95,7 @@ impl PtyGuard {
             }
             // The first line joins what is already on the shell's line.
             let (raw, line, verdict) = if first {
-                let anchor = self.anchor.unwrap_or_else(|| self.cursor_offset());
+                let anchor = self.line_start();
                 let on_screen = format!("{}{seg}", self.screen_line(anchor));
                 let typed = format!("{}{seg}", self.typed.text());
                 let (a, a_text) = self.check_joined(&before, &on_screen);
@@ -143,7 +143,7 @@ impl PtyGuard {
         }
         self.continued = before;
         if self.anchor.is_none() {
-            self.anchor = Some(self.cursor_offset());
+            self.anchor = Some(self.line_start());
         }
         up.extend_from_slice(&paste.marker);
         up.extend_from_slice(&paste.content);

@@ -514,3 +514,33 @@ fn a_continuation_ends_with_its_command_or_ctrl_c() {
         Some("destructive/rm-recursive-system")
     );
 }
+
+#[test]
+fn a_blocked_line_left_in_place_is_checked_again() {
+    // A program that ignores Ctrl-C shows nothing and keeps the line.
+    let mut t = Term::new(24, 80);
+    t.type_echo("rm -rf /");
+    assert!(t.enter().blocked.is_some());
+    let r = t.enter();
+    assert_eq!(
+        blocked_rule(&r).as_deref(),
+        Some("destructive/rm-recursive-system"),
+        "Enter alone"
+    );
+    assert_eq!(t.input(b" "), InputReport::default());
+    t.out(" ");
+    let r = t.enter();
+    assert_eq!(
+        blocked_rule(&r).as_deref(),
+        Some("destructive/rm-recursive-system"),
+        "a space, then Enter"
+    );
+    assert_eq!(r.checked[0].text, "rm -rf /");
+    assert_eq!(t.take_up(), "rm -rf /\x03\x03 \x03");
+    // Once the target shows something (the shell cancels), the next line is read afresh.
+    t.shell_cancels();
+    t.type_echo("ls");
+    let r = t.enter();
+    assert_eq!(r.blocked, None);
+    assert_eq!(r.checked[0].text, "ls");
+}
