@@ -4,6 +4,11 @@
 //! follows, Ctrl-C, and the bracketed-paste start marker. Every other sequence is a
 //! [`Key::Other`]. Sequence bytes are held until the sequence ends (at most [`MAX_SEQ`]; a
 //! longer one is passed on as it comes), so the caller can keep a paste marker back.
+//!
+//! Enter (CR, LF, Ctrl-O) and Ctrl-C are never swallowed by a sequence: one that comes while
+//! a sequence is unfinished (Esc then Enter in vi mode; `ESC CR`, which many terminals send
+//! for Alt+Enter) ends it, the held bytes become a key of their own, and the control byte is
+//! decoded as Enter or Ctrl-C after it ([`Step::Cut`]).
 
 /// Longest escape sequence held back whole; longer ones are forwarded as they come.
 pub const MAX_SEQ: usize = 32;
@@ -50,6 +55,9 @@ pub struct KeyDecoder {
     len: usize,
     /// Bytes of `seq` already handed to the caller to forward.
     sent: usize,
+    /// After a [`Step::Cut`]: where the cut-off sequence ends in `seq` (the control byte
+    /// follows it), until its bytes are taken.
+    cut: Option<usize>,
 }
 
 impl Default for KeyDecoder {
@@ -59,6 +67,7 @@ impl Default for KeyDecoder {
             seq: [0; MAX_SEQ],
             len: 0,
             sent: 0,
+            cut: None,
         }
     }
 }
@@ -68,8 +77,11 @@ impl Default for KeyDecoder {
 pub enum Step {
     /// The byte belongs to a sequence still in progress; nothing to forward yet.
     Held,
-    /// A key is complete; forward `KeyDecoder::unsent()`.
+    /// A key is complete; forward `KeyDecoder::take_unsent()`.
     Key(Key),
+    /// Enter or Ctrl-C ended an unfinished sequence: the sequence is a [`Key::Other`] (forward
+    /// `take_unsent()`), then the byte is this key (forward `take_unsent()` again).
+    Cut(Key),
 }
 
 impl KeyDecoder {
@@ -78,6 +90,7 @@ impl KeyDecoder {
             self.len = 0;
             self.sent = 0;
         }
+        self.cut = None;
         if let Some(slot) = self.seq.get_mut(self.len) {
             *slot = b;
             self.len += 1;
@@ -92,6 +105,13 @@ impl KeyDecoder {
     }
 
     fn step(&mut self, b: u8) -> Step {
+        if self.state != State::Ground && matches!(b, b'\r' | b'\n' | 0x0f | 0x03) {
+            // Not held: the byte was stored at `len - 1` (a sequence in progress is shorter
+            // than `MAX_SEQ`).
+            self.state = State::Ground;
+            self.cut = Some(self.len.saturating_sub(1));
+            return Step::Cut(control(b));
+        }
         match self.state {
             State::Ground => match b {
                 0x1b => {
@@ -161,11 +181,13 @@ impl KeyDecoder {
         }
     }
 
-    /// The bytes of the current key not yet handed out; marks them handed out.
+    /// The bytes of the current key not yet handed out; marks them handed out. After a
+    /// [`Step::Cut`], the first call gives the sequence's bytes, the second the control byte.
     pub fn take_unsent(&mut self) -> &[u8] {
-        let from = self.sent.min(self.len);
-        self.sent = self.len;
-        self.seq.get(from..self.len).unwrap_or_default()
+        let to = self.cut.take().unwrap_or(self.len).min(self.len);
+        let from = self.sent.min(to);
+        self.sent = to;
+        self.seq.get(from..to).unwrap_or_default()
     }
 
     /// Whether the held bytes may be the start of a paste marker (then they stay held).
@@ -187,6 +209,7 @@ impl KeyDecoder {
         self.state = State::Ground;
         self.len = 0;
         self.sent = 0;
+        self.cut = None;
     }
 }
 
@@ -217,8 +240,13 @@ mod tests {
         let mut d = KeyDecoder::default();
         let mut out = Vec::new();
         for &b in bytes {
-            if let Step::Key(k) = d.push(b) {
-                out.push((k, d.take_unsent().to_vec()));
+            match d.push(b) {
+                Step::Held => {}
+                Step::Key(k) => out.push((k, d.take_unsent().to_vec())),
+                Step::Cut(k) => {
+                    out.push((Key::Other, d.take_unsent().to_vec()));
+                    out.push((k, d.take_unsent().to_vec()));
+                }
             }
         }
         out
@@ -244,6 +272,17 @@ mod tests {
             ),
             (b"\x1bOM\x03\t", &[Key::Enter, Key::Interrupt, Key::Other]),
             (b"\x1bb\x1bx", &[Key::Recall, Key::Other]),
+            // Enter and Ctrl-C end an unfinished sequence and count as themselves.
+            (b"\x1b\r", &[Key::Other, Key::Enter]),
+            (b"\x1b\x1b\n", &[Key::Other, Key::Enter]),
+            (b"\x1b[\x0f", &[Key::Other, Key::Enter]),
+            (b"\x1b[1;5\r", &[Key::Other, Key::Enter]),
+            (b"\x1bO\r", &[Key::Other, Key::Enter]),
+            (
+                b"\x1b[2\x03x",
+                &[Key::Other, Key::Interrupt, Key::Text(b'x')],
+            ),
+            (b"\x1b\x03", &[Key::Other, Key::Interrupt]),
         ];
         for (input, want) in cases {
             let got = keys(input);
@@ -263,6 +302,26 @@ mod tests {
         let bytes: Vec<u8> = got.iter().flat_map(|(_, b)| b.clone()).collect();
         assert_eq!(bytes, input, "every byte is handed out once");
         assert_eq!(got[0], (Key::Other, input[..MAX_SEQ].to_vec()));
+    }
+
+    #[test]
+    fn a_cut_sequence_hands_out_each_part_once() {
+        let cases: &[(&[u8], &[&[u8]])] = &[
+            (b"\x1b\r", &[b"\x1b", b"\r"]),
+            (b"\x1b[20\n", &[b"\x1b[20", b"\n"]),
+        ];
+        for (input, want) in cases {
+            let got: Vec<Vec<u8>> = keys(input).into_iter().map(|(_, b)| b).collect();
+            assert_eq!(&got, want, "input {input:?}");
+        }
+        // The Esc already went on (it ended an earlier read): the sequence's part is empty.
+        let mut d = KeyDecoder::default();
+        assert_eq!(d.push(0x1b), Step::Held);
+        assert_eq!(d.take_unsent(), b"\x1b");
+        assert_eq!(d.push(b'\r'), Step::Cut(Key::Enter));
+        assert_eq!(d.take_unsent(), b"");
+        assert_eq!(d.take_unsent(), b"\r");
+        assert!(!d.in_sequence());
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //! it is forwarded.
 //!
 //! Input is buffered until a newline; a complete line that is allowed is forwarded with its
-//! newline. The first blocked line closes the gate: it and everything after it are never
-//! forwarded, and the caller ends the session (exit status 126, the verdict's message on
-//! stderr). A line longer than the gate's limit cannot be checked and blocks.
+//! newline. A line ending in an odd number of backslashes is continued on the next one (the
+//! shell reads `rm -rf \` and `  /var` as one command): it is held until the logical line
+//! ends, which is then checked whole, and each of its physical lines alone too (a `\` that
+//! ends a comment continues nothing), the strictest verdict deciding for all of them. The
+//! first blocked line closes the gate: it and everything after it are never forwarded, and
+//! the caller ends the session (exit status 126, the verdict's message on stderr). A logical
+//! line longer than the gate's limit cannot be checked and blocks.
 
 use super::engine::{Checker, Verdict, synthetic_block};
 use super::pty::{Blocked, CheckedCommand, Source};
@@ -25,6 +29,7 @@ pub struct LineReport {
 /// Checks the input of one session channel without a pty, line by line.
 pub struct LineGate {
     checker: Checker,
+    /// The logical line so far: physical lines, each but the last continued.
     buf: Vec<u8>,
     max_line: usize,
     closed: bool,
@@ -78,7 +83,9 @@ impl LineGate {
                         break;
                     }
                     self.buf.extend_from_slice(line);
-                    self.flush_line(up, &mut report);
+                    if !continues(&self.buf) {
+                        self.flush_line(up, &mut report);
+                    }
                 }
                 None => {
                     if self.buf.len() + rest.len() > self.max_line {
@@ -102,18 +109,28 @@ impl LineGate {
         report
     }
 
-    /// Checks the buffered line; forwards it, or closes the gate.
+    /// Checks the buffered logical line; forwards it, or closes the gate.
     fn flush_line(&mut self, up: &mut Vec<u8>, report: &mut LineReport) {
-        let text = String::from_utf8_lossy(&self.buf);
-        let text = text.trim();
-        let verdict = if text.is_empty() {
+        let all = String::from_utf8_lossy(&self.buf);
+        let text = all.trim();
+        let mut verdict = if text.is_empty() {
             Verdict::Allow
         } else {
             self.checker.check(text)
         };
+        let mut shown = text;
+        if text.contains('\n') {
+            // Continued: each physical line alone too; the strictest names the text.
+            for piece in text.split('\n').map(str::trim).filter(|p| !p.is_empty()) {
+                let v = self.checker.check(piece);
+                if v.rank() > verdict.rank() {
+                    (verdict, shown) = (v, piece);
+                }
+            }
+        }
         if !text.is_empty() {
             report.checked.push(CheckedCommand {
-                text: text.to_string(),
+                text: shown.to_string(),
                 verdict: verdict.clone(),
                 source: Source::Line,
             });
@@ -142,4 +159,12 @@ impl LineGate {
         self.buf = Vec::new();
         report.blocked = Some(Blocked::for_stderr(verdict));
     }
+}
+
+/// Whether `line`, which ends in a newline, is continued on the next one: an odd number of
+/// backslashes before its line end (`\r\n` counts as one: a stricter join than bash's).
+pub(crate) fn continues(line: &[u8]) -> bool {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    body.iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }

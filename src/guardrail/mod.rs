@@ -44,7 +44,9 @@ mod typed;
 pub use engine::{Checker, DEFAULT_RULE, GuardrailError, Guardrails, Hit, Verdict};
 pub use lines::{DEFAULT_MAX_LINE, LineGate, LineReport};
 pub use normalise::normalise;
-pub use pty::{Blocked, CheckedCommand, InputReport, MAX_PASTE, MAX_TYPED, PtyGuard, Source};
+pub use pty::{
+    Blocked, CheckedCommand, InputReport, MAX_CONTINUED, MAX_PASTE, MAX_TYPED, PtyGuard, Source,
+};
 pub use report::{CommandCheck, exit_code, read_command_file, test_command_file, test_commands};
 pub use stdin::{reads_commands_from_stdin, runs_program};
 

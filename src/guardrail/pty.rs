@@ -5,26 +5,41 @@
 //! from where the cursor stood when this line's first key was typed, to the end of the
 //! logical (possibly wrapped) line — so history recall, tab completion and line editing are
 //! seen as the shell shows them. The typed bytes are checked too (they run ahead of the echo);
-//! the stricter verdict wins. A blocked Enter is replaced upstream by Ctrl-C.
+//! the stricter verdict wins. A blocked Enter is replaced upstream by Ctrl-C; until the target
+//! shows something after it (a program that ignores Ctrl-C shows nothing and keeps the
+//! line), the next line is read from where the blocked one began, so that Enter, or a space
+//! and Enter, checks the blocked text again.
 //!
 //! The start is kept as an offset in cells from the start of its logical line, not as a screen
 //! row, so it survives the screen scrolling while a long line wraps; a bracketed paste of
 //! several lines moves it to column 0 (the shell shows continuation lines there).
 //!
+//! A line that ends in a backslash is continued: the shell shows its `> ` prompt and runs
+//! both lines as one command. Its text is carried to the next Enter, which checks the joined
+//! command as well as its own line (a `\` that ends a comment continues nothing); Ctrl-C or
+//! a block drops it.
+//!
 //! Full-screen programs (alternate screen: vi, less, top) are not line-checked. A bracketed
 //! paste (`ESC[200~ … ESC[201~`) is held back until it ends, each of its lines checked, and
-//! forwarded whole or not at all. Limits: a paste over `MAX_PASTE` bytes is refused; the typed
-//! model keeps at most `MAX_TYPED` bytes of a line (the screen still shows all of it).
+//! forwarded whole or not at all (`paste.rs`). Limits: a paste over `MAX_PASTE` bytes is
+//! refused; the typed model keeps at most `MAX_TYPED` bytes of a line (the screen still shows
+//! all of it); a command continued over `MAX_CONTINUED` bytes is blocked.
+
+mod paste;
 
 use super::clamp::CsiClamp;
 use super::engine::{Checker, Verdict, synthetic_block};
-use super::keys::{Key, KeyDecoder, PASTE_END, PASTE_START, Step};
+use super::keys::{Key, KeyDecoder, Step};
+use super::lines::continues;
 use super::typed::TypedLine;
+use paste::Paste;
 
 /// Largest bracketed paste checked; a larger one is refused whole.
 pub const MAX_PASTE: usize = 1 << 20;
 /// Bytes of one typed line the typed model keeps.
 pub const MAX_TYPED: usize = 4096;
+/// Longest text of continued lines carried to the next Enter.
+pub const MAX_CONTINUED: usize = 64 << 10;
 /// Terminal sizes are clamped to this range (the emulation allocates rows × cols cells).
 const MIN_SIZE: u16 = 2;
 const MAX_ROWS: u16 = 200;
@@ -95,17 +110,6 @@ pub struct InputReport {
     pub blocked: Option<Blocked>,
 }
 
-#[derive(Debug)]
-struct Paste {
-    /// Start-marker bytes not yet forwarded (some may have gone up at an earlier call's end).
-    marker: Vec<u8>,
-    content: Vec<u8>,
-    /// Too large: the rest is dropped until the end marker.
-    refused: bool,
-    /// The last bytes seen, to find the end marker while dropping.
-    tail: [u8; 6],
-}
-
 /// The interactive line gate of one session channel with a pty.
 pub struct PtyGuard {
     checker: Checker,
@@ -127,6 +131,12 @@ pub struct PtyGuard {
     plain: bool,
     /// Where the last line typed at a prompt began: the width of that prompt.
     prompt_width: Option<usize>,
+    /// The lines entered before this one that continue into it (each ending in a backslash
+    /// and a newline): with this line they make one command.
+    continued: String,
+    /// Where a blocked line began, while the target has shown nothing since the block: a
+    /// program that ignores Ctrl-C keeps the line, so the next one is read from there.
+    blocked_at: Option<usize>,
 }
 
 impl std::fmt::Debug for PtyGuard {
@@ -156,6 +166,8 @@ impl PtyGuard {
             ahead: false,
             plain: true,
             prompt_width: None,
+            continued: String::new(),
+            blocked_at: None,
         }
     }
 
@@ -169,6 +181,7 @@ impl PtyGuard {
     pub fn feed_output(&mut self, bytes: &[u8]) {
         self.unechoed = false;
         self.ended = false;
+        self.blocked_at = None;
         let (rows, cols) = self.parser.screen().size();
         let parser = &mut self.parser;
         self.clamp
@@ -207,8 +220,15 @@ impl PtyGuard {
         for &b in bytes {
             if self.paste.is_some() {
                 self.paste_byte(b, up, &mut report);
-            } else if let Step::Key(key) = self.keys.push(b) {
-                self.key(key, up, &mut report);
+            } else {
+                match self.keys.push(b) {
+                    Step::Held => {}
+                    Step::Key(key) => self.key(key, up, &mut report),
+                    Step::Cut(key) => {
+                        self.key(Key::Other, up, &mut report);
+                        self.key(key, up, &mut report);
+                    }
+                }
             }
             // A blocked Enter drops the rest; a refused paste does not (its end must be seen).
             if report.blocked.as_ref().is_some_and(|b| b.cancelled) {
@@ -230,37 +250,52 @@ impl PtyGuard {
             up.extend_from_slice(self.keys.take_unsent());
             if matches!(key, Key::Enter | Key::Interrupt) {
                 self.reset_line();
+                self.continued = String::new();
             }
             return;
         }
         match key {
             Key::Enter => {
-                let (verdict, checked) = self.check_line();
+                let (mut verdict, checked, line) = self.check_line();
                 if let Some(c) = checked {
                     report.checked.push(c);
+                }
+                let continued = line.as_deref().is_some_and(|l| continues(l.as_bytes()));
+                let line = line.unwrap_or_default();
+                if continued && self.continued.len() + line.len() >= MAX_CONTINUED {
+                    verdict = verdict.max(too_long_continued());
                 }
                 if verdict.is_blocked() {
                     up.push(0x03);
                     report.blocked = Some(Blocked::new(verdict, true));
+                    self.continued = String::new();
+                    self.blocked_at = self.anchor.or(self.blocked_at);
                 } else {
                     up.extend_from_slice(self.keys.take_unsent());
+                    if continued {
+                        self.continued.push_str(&line);
+                        self.continued.push('\n');
+                    } else {
+                        self.continued = String::new();
+                    }
                 }
                 self.reset_line();
             }
             Key::Interrupt => {
                 up.extend_from_slice(self.keys.take_unsent());
                 self.reset_line();
+                self.continued = String::new();
             }
             Key::PasteStart => {
-                self.paste = Some(Paste {
-                    marker: self.keys.take_unsent().to_vec(),
-                    content: Vec::new(),
-                    refused: false,
-                    tail: [0; 6],
-                });
+                self.paste = Some(Paste::new(self.keys.take_unsent().to_vec()));
             }
             key => {
-                if self.anchor.is_none() {
+                if let (None, Some(at)) = (self.anchor, self.blocked_at) {
+                    // The blocked line may still be there: this one goes on from its start,
+                    // and the screen is read, not only the keys.
+                    self.anchor = Some(at);
+                    self.plain = false;
+                } else if self.anchor.is_none() {
                     // Typed ahead of its prompt (in the same write as the Enter before it),
                     // the cursor still stands on the line before: the line is read from
                     // where the last prompt ended instead.
@@ -291,174 +326,81 @@ impl PtyGuard {
         self.plain = true;
     }
 
-    /// Checks the line at Enter: the screen from the anchor, and the typed text.
-    fn check_line(&mut self) -> (Verdict, Option<CheckedCommand>) {
+    /// Checks the line at Enter: the screen from the anchor, and the typed text (each joined
+    /// to the lines that continue into it, too). Also gives the line as the shell holds it,
+    /// when it is known and non-empty, for a continuation.
+    fn check_line(&mut self) -> (Verdict, Option<CheckedCommand>, Option<String>) {
         if self.ahead && self.plain {
             // Typed ahead as plain text: the keys are the line, whatever the prompt.
             let typed = self.typed.text();
             let typed = typed.trim();
-            if typed.is_empty() {
-                return (Verdict::Allow, None);
-            }
-            let verdict = self.checker.check(typed);
-            let c = CheckedCommand {
-                text: typed.to_string(),
-                verdict: verdict.clone(),
-                source: Source::Typed,
-            };
-            return (verdict, Some(c));
+            let (verdict, text) = self.check_joined(&self.continued, typed);
+            let c = checked(text, &verdict, Source::Typed);
+            return (
+                verdict,
+                c,
+                Some(typed.to_string()).filter(|t| !t.is_empty()),
+            );
         }
-        let anchor = match self.anchor {
-            Some(a) => a,
-            None => self.cursor_offset(),
-        };
+        let anchor = self.line_start();
         let screen = self.screen_line(anchor);
         let typed = self.typed.text();
-        let screen_verdict = if screen.is_empty() {
-            Verdict::Allow
-        } else {
-            self.checker.check(&screen)
-        };
-        let typed_trimmed = typed.trim();
-        if typed_trimmed.is_empty() || typed_trimmed == screen {
-            if screen.is_empty() {
-                return (Verdict::Allow, None);
-            }
-            let c = CheckedCommand {
-                text: screen,
-                verdict: screen_verdict.clone(),
-                source: Source::Screen,
-            };
-            return (screen_verdict, Some(c));
+        let typed = typed.trim();
+        let (screen_verdict, screen_text) = self.check_joined(&self.continued, &screen);
+        // The line the shell holds: the screen's, or, with nothing echoed, the typed one.
+        let line = if screen.is_empty() { typed } else { &screen };
+        let line = Some(line.to_string()).filter(|l| !l.is_empty());
+        if typed.is_empty() || typed == screen {
+            let c = checked(screen_text, &screen_verdict, Source::Screen);
+            return (screen_verdict, c, line);
         }
-        let typed_verdict = self.checker.check(&typed);
+        let (typed_verdict, typed_text) = self.check_joined(&self.continued, typed);
         if typed_verdict.rank() > screen_verdict.rank() {
-            let c = CheckedCommand {
-                text: typed_trimmed.to_string(),
-                verdict: typed_verdict.clone(),
-                source: Source::Typed,
-            };
-            (typed_verdict, Some(c))
+            let c = checked(typed_text, &typed_verdict, Source::Typed);
+            (typed_verdict, c, line)
         } else if screen.is_empty() {
             // Nothing echoed (a password prompt, or the echo is still on its way): the typed
             // text is not recorded unless a rule matched it.
-            (screen_verdict, None)
+            (screen_verdict, None, line)
         } else {
-            let c = CheckedCommand {
-                text: screen,
-                verdict: screen_verdict.clone(),
-                source: Source::Screen,
-            };
-            (screen_verdict, Some(c))
+            let c = checked(screen_text, &screen_verdict, Source::Screen);
+            (screen_verdict, c, line)
         }
     }
 
-    fn paste_byte(&mut self, b: u8, up: &mut Vec<u8>, report: &mut InputReport) {
-        let Some(paste) = self.paste.as_mut() else {
-            return;
+    /// Checks `line` alone and, after lines that continue into it (`before`), the command
+    /// they make together; the stricter verdict, with the text it was given for (`line` on a
+    /// tie).
+    fn check_joined(&self, before: &str, line: &str) -> (Verdict, String) {
+        let alone = if line.trim().is_empty() {
+            Verdict::Allow
+        } else {
+            self.checker.check(line)
         };
-        paste.tail.rotate_left(1);
-        paste.tail[5] = b;
-        let ended = paste.tail == PASTE_END;
-        if !paste.refused {
-            if paste.content.len() < MAX_PASTE + PASTE_END.len() {
-                paste.content.push(b);
-            } else {
-                paste.refused = true;
-                paste.content = Vec::new();
-                let verdict = synthetic_block(
-                    "paste-too-large",
-                    &format!("a paste over {MAX_PASTE} bytes cannot be checked"),
-                );
-                report.blocked = Some(Blocked::new(verdict, false));
-            }
+        if before.is_empty() {
+            return (alone, line.to_string());
         }
-        if !ended {
-            return;
+        let whole = format!("{before}{line}");
+        let joined = self.checker.check(&whole);
+        if joined.rank() > alone.rank() {
+            (joined, whole)
+        } else {
+            (alone, line.to_string())
         }
-        let Some(mut paste) = self.paste.take() else {
-            return;
-        };
-        if paste.refused {
-            // The shell may have seen part of the start marker: close an empty paste.
-            if paste.marker.len() < PASTE_START.len() {
-                up.extend_from_slice(&paste.marker);
-                up.extend_from_slice(PASTE_END);
-            }
-            return;
-        }
-        let body_len = paste.content.len().saturating_sub(PASTE_END.len());
-        paste.content.truncate(body_len);
-        self.finish_paste(paste, up, report);
-    }
-
-    fn finish_paste(&mut self, paste: Paste, up: &mut Vec<u8>, report: &mut InputReport) {
-        let text = String::from_utf8_lossy(&paste.content);
-        let mut worst = Verdict::Allow;
-        let mut segments = split_lines(&text).peekable();
-        let mut first = true;
-        let mut multi_line = false;
-        while let Some(seg) = segments.next() {
-            if segments.peek().is_some() {
-                multi_line = true;
-            }
-            // The first line joins what is already on the shell's line.
-            let (line, verdict) = if first {
-                let anchor = self.anchor.unwrap_or_else(|| self.cursor_offset());
-                let on_screen = format!("{}{seg}", self.screen_line(anchor));
-                let typed = format!("{}{seg}", self.typed.text());
-                let (a, b) = (self.checker.check(&on_screen), self.checker.check(&typed));
-                if b.rank() > a.rank() {
-                    (typed, b)
-                } else {
-                    (on_screen, a)
-                }
-            } else {
-                (seg.to_string(), self.checker.check(seg))
-            };
-            first = false;
-            let line = line.trim().to_string();
-            if line.is_empty() {
-                continue;
-            }
-            worst = worst.max(verdict.clone());
-            report.checked.push(CheckedCommand {
-                text: line,
-                verdict,
-                source: Source::Paste,
-            });
-        }
-        if worst.is_blocked() {
-            if paste.marker.len() < PASTE_START.len() {
-                up.extend_from_slice(&paste.marker);
-                up.extend_from_slice(PASTE_END);
-            }
-            report.blocked = Some(Blocked::new(worst, false));
-            return;
-        }
-        if self.anchor.is_none() {
-            self.anchor = Some(self.cursor_offset());
-        }
-        up.extend_from_slice(&paste.marker);
-        up.extend_from_slice(&paste.content);
-        up.extend_from_slice(PASTE_END);
-        let last = text.rsplit(['\r', '\n']).next().unwrap_or_default();
-        if multi_line {
-            // The shell shows the continuation lines from column 0.
-            self.typed.clear();
-            self.anchor = Some(0);
-        }
-        self.typed.insert_str(last.as_bytes());
     }
 
     /// Bytes held in the guard's own buffers (tests check they stay bounded).
     #[cfg(test)]
     pub(crate) fn buffered_bytes(&self) -> usize {
-        self.typed.len()
-            + self
-                .paste
-                .as_ref()
-                .map_or(0, |p| p.content.len() + p.marker.len())
+        self.typed.len() + self.continued.len() + self.paste.as_ref().map_or(0, Paste::held_bytes)
+    }
+
+    /// Where the current line began: its anchor, else where a blocked line still shown
+    /// began, else the cursor.
+    fn line_start(&self) -> usize {
+        self.anchor
+            .or(self.blocked_at)
+            .unwrap_or_else(|| self.cursor_offset())
     }
 
     /// Cells from the start of the cursor's logical line to the cursor.
@@ -508,9 +450,22 @@ fn logical_start(screen: &vt100::Screen, mut row: u16) -> u16 {
     row
 }
 
-/// Lines of a paste: split at `\r\n`, `\r` or `\n`.
-fn split_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split('\n').flat_map(|l| l.split('\r'))
+/// The record of a checked line, unless it is blank.
+fn checked(text: String, verdict: &Verdict, source: Source) -> Option<CheckedCommand> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| CheckedCommand {
+        text: text.to_string(),
+        verdict: verdict.clone(),
+        source,
+    })
+}
+
+/// The block for a command continued over [`MAX_CONTINUED`] bytes.
+fn too_long_continued() -> Verdict {
+    synthetic_block(
+        "line-too-long",
+        &format!("a command continued over {MAX_CONTINUED} bytes cannot be checked"),
+    )
 }
 
 fn clamp_size(rows: u16, cols: u16) -> (u16, u16) {

@@ -5,10 +5,14 @@
 //!
 //! The test reads every simple command of the line (split at `;`, `&`, `|`, parentheses and
 //! backquotes) the way a shell would split its words, without expanding anything: leading
-//! `VAR=value` assignments and the wrappers `exec`, `env`, `command`, `nohup`, `nice`,
-//! `sudo` and `doas` are passed over; what is left must be a shell (by base name) that is
-//! given neither `-c` nor a script file, or `sudo -i`/`sudo -s`, or `su` without `-c`. Anything else (`scp -t`, `rsync --server`, `tar xf -`) is a program whose input is
-//! data, and is not line-checked.
+//! `VAR=value` assignments and the wrappers in `WRAPPERS` (`sudo`, `env`, `timeout 600`,
+//! `nice -n 5`, …) are passed over with their options, clustered or not (`sudo -iu
+//! postgres`), and the values those take; what is left must be a shell (by base name) that
+//! is given neither `-c` nor a script file (`bash -o pipefail` is given neither), or
+//! `sudo -i`/`sudo -s`/`doas -s`, or `su` without `-c`. Anything else (`scp -t`,
+//! `rsync --server`, `tar xf -`) is a program whose input is data, and is not line-checked.
+//!
+//! Not followed: `env -S` (its command is one word to split again) and wrappers not listed.
 
 /// Shells, by the base name of the program.
 const SHELLS: &[&str] = &[
@@ -16,17 +20,75 @@ const SHELLS: &[&str] = &[
     "busybox",
 ];
 
-/// `sudo` options that take a value in the next word.
-const SUDO_VALUE: &[&str] = &[
-    "-u", "-g", "-h", "-p", "-C", "-D", "-R", "-T", "-U", "-r", "-t",
+/// How a wrapper reads its arguments: its short options that take a value (`sudo -u NAME`,
+/// glued `-uNAME`, or last in a cluster, `-iu NAME`), its long ones that do (`--user NAME`;
+/// `--user=NAME` is one word either way), and how many operands come between its options
+/// and the command it runs (`timeout 600 bash`).
+struct Wrapper {
+    name: &'static str,
+    short: &'static str,
+    long: &'static [&'static str],
+    operands: usize,
+}
+
+/// Commands that run the command in their arguments, with the syntax of their options.
+const WRAPPERS: &[Wrapper] = &[
+    wrapper("exec", "a", &[], 0),
+    wrapper("command", "", &[], 0),
+    wrapper("nohup", "", &[], 0),
+    wrapper("setsid", "", &[], 0),
+    wrapper("nice", "n", &["adjustment"], 0),
+    wrapper("env", "uCS", &["unset", "chdir", "split-string"], 0),
+    wrapper("timeout", "ks", &["kill-after", "signal"], 1),
+    wrapper("stdbuf", "ioe", &["input", "output", "error"], 0),
+    wrapper(
+        "ionice",
+        "cnpPu",
+        &["class", "classdata", "pid", "pgid", "uid"],
+        0,
+    ),
+    wrapper("chrt", "", &[], 1),
+    wrapper("taskset", "", &[], 1),
+    wrapper("time", "fo", &["format", "output"], 0),
+    wrapper("sudo", "CDghpRrTtUu", SUDO_LONG_VALUE, 0),
+    wrapper("doas", "uC", &[], 0),
 ];
+
+/// `sudo`'s long options that take a value.
+const SUDO_LONG_VALUE: &[&str] = &[
+    "close-from",
+    "chdir",
+    "group",
+    "host",
+    "prompt",
+    "chroot",
+    "role",
+    "type",
+    "command-timeout",
+    "other-user",
+    "user",
+];
+
+const fn wrapper(
+    name: &'static str,
+    short: &'static str,
+    long: &'static [&'static str],
+    operands: usize,
+) -> Wrapper {
+    Wrapper {
+        name,
+        short,
+        long,
+        operands,
+    }
+}
 
 /// Whether `command` runs a shell reading its commands from standard input anywhere in it
 /// (`cd /srv && bash`, `cat | sh`: every simple command of a list or pipeline counts).
 pub fn reads_commands_from_stdin(command: &str) -> bool {
     split(command).iter().any(|words| match unwrap(words) {
-        Run::SudoShell => true,
-        Run::Program("su", args) => !args.iter().any(|w| w == "-c" || w.starts_with("--command")),
+        Run::WrapperShell => true,
+        Run::Program("su", args) => su_reads_stdin(args),
         Run::Program(name, args) if SHELLS.contains(&name) => shell_reads_stdin(name, args),
         Run::Program(..) | Run::Nothing => false,
     })
@@ -44,8 +106,8 @@ pub fn runs_program(command: &str, name: &str) -> bool {
 enum Run<'a> {
     /// A program (its base name) and its arguments.
     Program(&'a str, &'a [String]),
-    /// `sudo -i` or `sudo -s` with no command: sudo starts a shell itself.
-    SudoShell,
+    /// `sudo -i`, `sudo -s` or `doas -s` with no command: the wrapper starts a shell itself.
+    WrapperShell,
     /// Only assignments and wrappers, or `sudo` alone.
     Nothing,
 }
@@ -56,33 +118,107 @@ fn unwrap(words: &[String]) -> Run<'_> {
         let Some((first, tail)) = rest.split_first() else {
             return Run::Nothing;
         };
-        rest = match base_name(first) {
-            _ if is_assignment(first) => tail,
-            "exec" | "command" | "nohup" => skip_options(tail, &[]),
-            "nice" => skip_options(tail, &["-n"]),
-            "env" => skip_options(tail, &["-u", "-C", "-S"]),
-            "doas" => skip_options(tail, &["-u", "-C"]),
-            "sudo" => {
-                let after = skip_options(tail, SUDO_VALUE);
-                if !after.is_empty() {
-                    after
-                } else if tail.iter().any(|o| match o.strip_prefix('-') {
-                    Some(long) if long.starts_with('-') => long == "-login" || long == "-shell",
-                    Some(flags) => flags.contains('i') || flags.contains('s'),
-                    None => false,
-                }) {
-                    return Run::SudoShell;
-                } else {
-                    return Run::Nothing;
-                }
-            }
-            program => return Run::Program(program, tail),
+        if is_assignment(first) {
+            rest = tail;
+            continue;
+        }
+        let program = base_name(first);
+        let Some(w) = WRAPPERS.iter().find(|w| w.name == program) else {
+            return Run::Program(program, tail);
         };
+        let mut shell = false;
+        let after = options(tail, w.short, w.long, |o| {
+            shell |= match (program, o) {
+                ("sudo", Opt::Short(c)) => c == 'i' || c == 's',
+                ("sudo", Opt::Long(l)) => l == "login" || l == "shell",
+                ("doas", Opt::Short(c)) => c == 's',
+                _ => false,
+            };
+        });
+        // `env -` is `env -i`.
+        let after = match after.split_first() {
+            Some((dash, tail)) if program == "env" && dash == "-" => tail,
+            _ => after,
+        };
+        rest = after.get(w.operands..).unwrap_or_default();
+        if rest.is_empty() && shell {
+            return Run::WrapperShell;
+        }
     }
 }
 
+/// One option passed over by [`options`].
+enum Opt<'a> {
+    Short(char),
+    Long(&'a str),
+}
+
+/// The words after the options at the start of `words` (up to the first operand, or just
+/// after `--`), telling each option to `seen`. Short options may be clustered; for one in
+/// `short`, which takes a value, the value is the rest of its word or else the next word.
+/// A long option in `long` takes the next word as its value unless given as `--name=value`.
+fn options<'a>(
+    words: &'a [String],
+    short: &str,
+    long: &[&str],
+    mut seen: impl FnMut(Opt<'_>),
+) -> &'a [String] {
+    let mut i = 0;
+    while let Some(w) = words.get(i) {
+        if w == "--" {
+            i += 1;
+            break;
+        }
+        if let Some(name) = w.strip_prefix("--") {
+            match name.split_once('=') {
+                Some((name, _)) => seen(Opt::Long(name)),
+                None => {
+                    seen(Opt::Long(name));
+                    if long.contains(&name) {
+                        i += 1;
+                    }
+                }
+            }
+        } else if let Some(flags) = w.strip_prefix('-').filter(|f| !f.is_empty()) {
+            for (at, c) in flags.char_indices() {
+                seen(Opt::Short(c));
+                if short.contains(c) {
+                    if at + c.len_utf8() == flags.len() {
+                        i += 1;
+                    }
+                    break;
+                }
+            }
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    words.get(i..).unwrap_or_default()
+}
+
+/// `su` starts a shell on standard input unless it is given a command (`-c`, `--command`),
+/// with its options before or after the user name.
+fn su_reads_stdin(args: &[String]) -> bool {
+    const LONG_VALUE: &[&str] = &["group", "supp-group", "shell", "whitelist-environment"];
+    let mut command = false;
+    let mut rest = args;
+    while !rest.is_empty() && !command {
+        rest = options(rest, "gGsw", LONG_VALUE, |o| {
+            command |= matches!(
+                o,
+                Opt::Short('c') | Opt::Long("command" | "session-command")
+            );
+        });
+        // The user name (or `-`, which `options` stops at).
+        rest = rest.get(1..).unwrap_or_default();
+    }
+    !command
+}
+
 /// A shell reads standard input unless it is given `-c` or a script file (`-s` keeps reading
-/// standard input, with the words after it as arguments).
+/// standard input, with the words after it as arguments). Options that take a value
+/// (`-o pipefail`, `+O extglob`, `--rcfile FILE`) are passed over with it.
 fn shell_reads_stdin(name: &str, args: &[String]) -> bool {
     let args = if name == "busybox" {
         match args.split_first() {
@@ -92,47 +228,43 @@ fn shell_reads_stdin(name: &str, args: &[String]) -> bool {
     } else {
         args
     };
-    for a in args {
-        if a == "--" || a == "--command" {
+    let with_value: &[char] = if name == "fish" {
+        &['C', 'd', 'f', 'o']
+    } else {
+        &['o', 'O']
+    };
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        i += 1;
+        if a == "--" || a == "-" {
+            // The end of the options: a script file follows, or standard input is read.
+            return args.get(i).is_none();
+        }
+        if a == "--command" {
             return false;
         }
-        if let Some(flags) = a.strip_prefix('-').filter(|f| !f.starts_with('-')) {
+        if let Some(long) = a.strip_prefix("--") {
+            if matches!(long, "rcfile" | "init-file" | "init-command") {
+                i += 1;
+            }
+            continue;
+        }
+        if let Some(flags) = a.strip_prefix('-') {
             if flags.contains('c') {
                 return false;
             }
             if flags.contains('s') {
                 return true;
             }
-            continue;
         }
-        if a.starts_with("--") || a.starts_with('+') {
+        if let Some(flags) = a.strip_prefix(['-', '+']) {
+            i += flags.matches(with_value).count();
             continue;
         }
         // The first operand is a script file.
         return false;
     }
     true
-}
-
-/// The words after the options of a wrapper, and after its `VAR=value` words (`env`).
-fn skip_options<'a>(mut words: &'a [String], with_value: &[&str]) -> &'a [String] {
-    while let Some((w, tail)) = words.split_first() {
-        if w == "--" {
-            return tail;
-        }
-        if w.starts_with('-') && w.len() > 1 {
-            words = if with_value.contains(&w.as_str()) && !tail.is_empty() {
-                &tail[1..]
-            } else {
-                tail
-            };
-        } else if is_assignment(w) {
-            words = tail;
-        } else {
-            break;
-        }
-    }
-    words
 }
 
 fn is_assignment(word: &str) -> bool {
@@ -237,6 +369,49 @@ mod tests {
             "su - postgres",
             "busybox sh",
             "doas -u root sh",
+            // Clustered options and options that take a value.
+            "sudo -iu postgres",
+            "sudo -u postgres -i",
+            "sudo -Eu root bash",
+            "sudo -upostgres -s",
+            "sudo --user postgres --login",
+            "sudo --user=postgres bash -s",
+            "sudo -g adm -Hu root sh",
+            "doas -s",
+            "doas -u postgres -s",
+            "su -l postgres",
+            "su postgres -s /bin/bash",
+            "su -s /bin/sh -",
+            "bash -o pipefail",
+            "bash -eo pipefail",
+            "bash -O extglob -s",
+            "bash +o posix",
+            "bash --rcfile /etc/bashrc",
+            "bash -",
+            "bash --",
+            "fish -C 'set x 1'",
+            // Wrappers with their options and operands.
+            "timeout 600 bash",
+            "timeout -s KILL -k 5 600 bash -s",
+            "timeout --signal=TERM 10m sh",
+            "setsid bash",
+            "setsid -w sh -s",
+            "nice -n 5 bash",
+            "nice -5 bash",
+            "nice -n5 sh",
+            "nohup bash",
+            "env VAR=x bash",
+            "env -u HOME -i bash",
+            "env - bash",
+            "stdbuf -oL bash",
+            "stdbuf -o L -e 0 sh",
+            "ionice -c3 bash",
+            "ionice -c 2 -n 7 sh",
+            "chrt -f 10 bash",
+            "taskset -c 0-3 bash",
+            "time -p bash",
+            "exec -a login bash",
+            "sudo timeout 600 nice -n 5 bash",
             "cd /srv && bash",
             "cat | sh",
             "true; exec sh",
@@ -283,6 +458,21 @@ mod tests {
             "busybox ls",
             "env FOO=bar ls",
             "echo 'bash; sh' | grep sh",
+            "sudo -iu postgres psql",
+            "sudo -u postgres -i psql -f x.sql",
+            "su -lc 'id' postgres",
+            "su postgres -c id",
+            "su --command=id postgres",
+            "bash -o pipefail script.sh",
+            "bash -O extglob -c 'ls'",
+            "bash --rcfile rc script.sh",
+            "bash - script.sh",
+            "timeout 600 psql",
+            "nice -n 5 tar xf -",
+            "stdbuf -oL cat",
+            "ionice -c3 rsync --server -e.LsfxCIvu . /srv",
+            "sudo -u root scp -t /tmp",
+            "timeout 10",
             "ls; echo \"a | bash\"",
         ] {
             assert!(!reads_commands_from_stdin(command), "{command:?}");

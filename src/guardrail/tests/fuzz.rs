@@ -2,7 +2,7 @@
 //! the gates panic, and the work they keep is bounded (so time is linear in the input).
 //! Shapes are asserted, never wall-clock time.
 
-use crate::guardrail::{LineGate, MAX_PASTE, MAX_TYPED, PtyGuard};
+use crate::guardrail::{LineGate, MAX_CONTINUED, MAX_PASTE, MAX_TYPED, PtyGuard};
 
 use super::destructive;
 
@@ -118,7 +118,7 @@ fn pty_guard_survives_arbitrary_streams_with_bounded_state() {
                 }
             }
             assert!(
-                guard.buffered_bytes() <= MAX_TYPED + MAX_PASTE + 64,
+                guard.buffered_bytes() <= MAX_TYPED + MAX_CONTINUED + MAX_PASTE + 64,
                 "seed {seed}: {} bytes held",
                 guard.buffered_bytes()
             );

@@ -71,3 +71,82 @@ fn blank_lines_pass_unrecorded_and_overlong_lines_block() {
     assert_eq!(rule.as_deref(), Some("jitgate/line-too-long"));
     assert_eq!(up, b"\n  \nls\n");
 }
+
+/// Reads, what is forwarded, the blocking rule, the texts checked.
+type Case<'a> = (&'a [&'a [u8]], &'a [u8], Option<&'a str>, &'a [&'a str]);
+
+#[test]
+fn continued_lines_are_checked_joined_before_any_is_forwarded() {
+    let cases: &[Case] = &[
+        (
+            &[b"echo a\nrm -rf \\\n", b"  /var\necho b\n"],
+            b"echo a\n",
+            Some("destructive/rm-recursive-system"),
+            &["echo a", "rm -rf \\\n  /var"],
+        ),
+        (
+            &[b"rm -rf \\\r\n/etc\r\n"],
+            b"",
+            Some("destructive/rm-recursive-system"),
+            &["rm -rf \\\r\n/etc"],
+        ),
+        // `\` ending a comment continues nothing for bash: each line is checked alone too.
+        (
+            &[b"# clean up \\\nrm -rf /\n"],
+            b"",
+            Some("destructive/rm-recursive-system"),
+            &["rm -rf /"],
+        ),
+        // An even number of backslashes is an escaped backslash: no continuation.
+        (
+            &[b"echo \\\\\nls\n"],
+            b"echo \\\\\nls\n",
+            None,
+            &["echo \\\\", "ls"],
+        ),
+        (
+            &[b"ls \\\n", b"  -la \\\n", b"  /tmp\n"],
+            b"ls \\\n  -la \\\n  /tmp\n",
+            None,
+            &["ls \\\n  -la \\\n  /tmp"],
+        ),
+    ];
+    for (reads, forwarded, rule, texts) in cases {
+        let mut gate = LineGate::new(destructive());
+        let mut up = Vec::new();
+        let mut checked = Vec::new();
+        let mut blocked = None;
+        for read in *reads {
+            let r = gate.feed(read, &mut up);
+            checked.extend(r.checked.into_iter().map(|c| c.text));
+            blocked = blocked.or(r.blocked);
+        }
+        assert_eq!(&up, forwarded, "{reads:?}");
+        assert_eq!(
+            blocked.and_then(|b| b.verdict.rule_id()).as_deref(),
+            *rule,
+            "{reads:?}"
+        );
+        assert_eq!(&checked, texts, "{reads:?}");
+    }
+}
+
+#[test]
+fn a_continued_line_waits_for_its_end_and_is_bounded() {
+    let mut gate = LineGate::new(destructive());
+    let mut up = Vec::new();
+    assert_eq!(gate.feed(b"ls \\\n", &mut up).checked.len(), 0);
+    assert!(up.is_empty(), "held until the logical line ends");
+    // EOF ends it.
+    assert_eq!(gate.finish(&mut up).blocked, None);
+    assert_eq!(up, b"ls \\\n");
+
+    // The limit counts the whole logical line.
+    let mut gate = LineGate::with_max_line(destructive(), 16);
+    let mut up = Vec::new();
+    gate.feed(b"echo 0123 \\\n", &mut up);
+    let r = gate.feed(b"456789abcdef\n", &mut up);
+    let rule = r.blocked.and_then(|b| b.verdict.rule_id());
+    assert_eq!(rule.as_deref(), Some("jitgate/line-too-long"));
+    assert!(up.is_empty());
+}

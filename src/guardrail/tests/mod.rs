@@ -6,6 +6,7 @@ mod engine;
 mod fuzz;
 mod lines;
 mod pty;
+mod pty_edges;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -6,13 +6,13 @@ use crate::guardrail::{InputReport, PtyGuard, Source, Verdict};
 use super::destructive;
 
 /// A guard with a record of everything forwarded upstream.
-struct Term {
+pub(super) struct Term {
     guard: PtyGuard,
     up: Vec<u8>,
 }
 
 impl Term {
-    fn new(rows: u16, cols: u16) -> Term {
+    pub(super) fn new(rows: u16, cols: u16) -> Term {
         let mut t = Term {
             guard: PtyGuard::new(destructive(), rows, cols),
             up: Vec::new(),
@@ -22,17 +22,17 @@ impl Term {
     }
 
     /// Target output.
-    fn out(&mut self, s: &str) {
+    pub(super) fn out(&mut self, s: &str) {
         self.guard.feed_output(s.as_bytes());
     }
 
     /// Client input; returns the report.
-    fn input(&mut self, bytes: &[u8]) -> InputReport {
+    pub(super) fn input(&mut self, bytes: &[u8]) -> InputReport {
         self.guard.feed_input(bytes, &mut self.up)
     }
 
     /// Types `s` one key at a time, each echoed by the shell as it is.
-    fn type_echo(&mut self, s: &str) {
+    pub(super) fn type_echo(&mut self, s: &str) {
         for c in s.chars() {
             let mut b = [0u8; 4];
             let key = c.encode_utf8(&mut b);
@@ -43,22 +43,22 @@ impl Term {
     }
 
     /// Presses Enter.
-    fn enter(&mut self) -> InputReport {
+    pub(super) fn enter(&mut self) -> InputReport {
         self.input(b"\r")
     }
 
     /// What went upstream since the last call.
-    fn take_up(&mut self) -> String {
+    pub(super) fn take_up(&mut self) -> String {
         String::from_utf8_lossy(&std::mem::take(&mut self.up)).into_owned()
     }
 
     /// After a block, bash answers the Ctrl-C with `^C` and a fresh prompt.
-    fn shell_cancels(&mut self) {
+    pub(super) fn shell_cancels(&mut self) {
         self.out("^C\r\n$ ");
     }
 }
 
-fn blocked_rule(r: &InputReport) -> Option<String> {
+pub(super) fn blocked_rule(r: &InputReport) -> Option<String> {
     r.blocked.as_ref().and_then(|b| b.verdict.rule_id())
 }
 

@@ -1,7 +1,8 @@
 //! The pty gate through the real ssh client to a real bash on a real sshd: the command line
 //! is read as the shell shows it (history, completion, line editing), pastes are checked
 //! before any of them runs, REPL lines are checked, full-screen programs are not, and a
-//! prompt is never mistaken for a command. The lab's set blocks `rm\s+-rf\s+/` and DROP TABLE.
+//! prompt is never mistaken for a command, nor an Esc before Enter or a continued line for a
+//! harmless one. The lab's set blocks `rm\s+-rf\s+/` and DROP TABLE.
 
 use super::lab::{self, Lab};
 use super::pty::{pane_shows, pane_shows_n, tmux};
@@ -303,4 +304,35 @@ async fn repl_lines_are_checked_and_full_screen_editors_are_not() {
     .await
     .unwrap();
     assert!(v.join("inside").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_escape_before_enter_and_a_continued_line_are_still_checked() {
+    let lab = Lab::start().await;
+    let v = victim(&lab, "victim-vi");
+    let sock = shell(&lab).await;
+    let path = v.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        // A command continued with a backslash, finished at bash's `> ` prompt.
+        ready(&sock);
+        literal(&sock, "rm -rf \\");
+        key(&sock, "Enter");
+        // `ready` waits for the `> ` prompt: the line before it ends in the backslash.
+        ready(&sock);
+        literal(&sock, &path);
+        key(&sock, "Enter");
+        pane_shows_n(&sock, BLOCKED, 1);
+        // bash in vi mode: Esc leaves insert mode and Enter runs the line (ESC CR, as many
+        // terminals also send for Alt+Enter).
+        ready(&sock);
+        literal(&sock, "set -o vi");
+        key(&sock, "Enter");
+        ready(&sock);
+        literal(&sock, &format!("rm -rf {path}"));
+        tmux(&sock, &["send-keys", "-t", "t", "Escape", "Enter"]);
+        pane_shows_n(&sock, BLOCKED, 2);
+    })
+    .await
+    .unwrap();
+    assert_not_run(&v);
 }
