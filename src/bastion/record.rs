@@ -98,9 +98,10 @@ struct Owner<'a> {
 
 /// Appends `recording.failed`: the recording `rel` stopped on `error`.
 async fn audit_failure(store: &dyn Store, owner: &Owner<'_>, rel: &str, error: &str) {
-    let event = NewAuditEvent::new(now(), "recording.failed", owner.user)
+    let event = NewAuditEvent::new(now(), "recording.failed", "jitgate")
         .request(owner.request)
         .session(owner.session)
+        .with("user", owner.user)
         .with("recording", rel)
         .with("error", error);
     if let Err(e) = store.append_audit(event).await {

@@ -67,6 +67,13 @@ fn print_trust_lines(cfg: &Config, keys: &CaKeys) {
 
 pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     init_logging();
+    // Under a file size limit (`ulimit -f`) a write past it then fails with EFBIG, which the
+    // recorder reports (its session is closed, its recording sealed as it stands), rather
+    // than the signal killing the server and every session with it.
+    // SAFETY: sets a signal's disposition; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let mut cfg = load_config(path)?;
     let api = tokio::net::TcpListener::bind(cfg.server.api_listen)
         .await

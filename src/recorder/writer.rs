@@ -336,7 +336,15 @@ impl Task {
                 }
                 let buf = work.enc.pending();
                 work.hash.update(buf);
+                // A write that fails part way (a full disk, a file size limit) is cut back
+                // to the lines before it, so the file stays valid asciicast to its end.
+                let before = file.metadata().map(|m| m.len());
                 let written = (&*file).write_all(buf).map(|()| buf.len() as u64);
+                if written.is_err()
+                    && let Ok(len) = before
+                {
+                    let _ = file.set_len(len);
+                }
                 work.enc.written();
                 (work, written)
             })

@@ -9,6 +9,11 @@ use crate::util::*;
 
 /// A target trusting the server's target CA, and a config naming it `db1`.
 fn lab() -> (Setup, Server, Sshd) {
+    lab_started(Server::start)
+}
+
+/// `lab`, with the server started by `start`.
+fn lab_started(start: impl FnOnce(&std::path::Path) -> Server) -> (Setup, Server, Sshd) {
     let setup = Setup::new();
     // Keys first: the target must trust the target CA before the server runs.
     let bootstrap = setup.config("[[roles]]\nname = \"engineer\"\n");
@@ -46,7 +51,7 @@ guardrails = ["destructive"]
         format!("include = [\"{}\"]\n{text}", destructive.display()),
     )
     .unwrap();
-    let server = Server::start(&config);
+    let server = start(&config);
     (setup, server, sshd)
 }
 
@@ -275,6 +280,59 @@ fn recorded_session(setup: &Setup, server: &Server) -> (String, std::path::PathB
         session["id"].as_str().unwrap().to_string(),
         setup.path().join("recordings").join(rel),
     )
+}
+
+/// A file size limit on the server: the 40 MB exec passes it while the recording grows.
+const FILE_LIMIT: u64 = 12 << 20;
+
+#[test]
+fn a_session_whose_recording_fails_is_closed_and_the_recording_sealed_as_it_stands() {
+    let (setup, server, _sshd) =
+        lab_started(|config| Server::start_with_file_limit(config, FILE_LIMIT));
+    let command = approved_command(&setup, &server, "INC-8");
+    let run = run_printed(
+        &command,
+        "head -c 40000000 /dev/zero | tr '\\0' x | fold -w 99",
+    );
+    assert_eq!(run.code, 255, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("jitgate: the session recording failed (")
+            && run.stderr.contains("; the session is closed"),
+        "{run:#?}"
+    );
+    assert!(run.stdout.len() < 40_000_000, "{}", run.stdout.len());
+    let session = wait_for(Duration::from_secs(10), || {
+        let list = server.cli(&setup.dave, &["sessions", "--json"]).json();
+        let s = list.as_array().unwrap().first().cloned()?;
+        s["ended_at"].as_i64().map(|_| s)
+    })
+    .expect("the session ended and is on record");
+    let id = session["id"].as_str().unwrap();
+    let events = server.audit_events(&setup.dave);
+    let of = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind && e["session_id"] == id)
+            .unwrap_or_else(|| panic!("no {kind} for {id}: {events:#?}"))
+    };
+    assert!(of("recording.failed")["data"]["error"].is_string());
+    let closed = &of("session.closed")["data"];
+    assert!(closed["recording_error"].is_string(), "{closed:#?}");
+    let path = setup
+        .path()
+        .join("recordings")
+        .join(session["recording"].as_str().unwrap());
+    assert_eq!(
+        closed["recording_sha256"].as_str(),
+        Some(jitgate::recorder::sha256_file(&path).unwrap().as_str())
+    );
+    assert!(std::fs::metadata(&path).unwrap().len() <= FILE_LIMIT);
+    // Dropped, the server is stopped and every recording checked as asciicast to its end.
+    drop(server);
+    let config = setup.path().join("jitgate.toml");
+    let run = jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:#?}");
 }
 
 #[test]

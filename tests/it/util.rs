@@ -198,14 +198,42 @@ impl Server {
     }
 
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(jitgate_bin());
+        command.envs(env.iter().copied());
+        Server::launch(config, command)
+    }
+
+    /// A server that may write no file larger than `bytes` (`ulimit -f`): a write past it
+    /// fails, as on a full disk.
+    pub fn start_with_file_limit(config: &Path, bytes: u64) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(jitgate_bin());
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Server::launch(config, command)
+    }
+
+    /// Starts `command` (the jitgate binary) as `serve --config CONFIG`.
+    fn launch(config: &Path, mut command: Command) -> Server {
         let home = config.parent().unwrap().join("home");
         std::fs::create_dir_all(&home).unwrap();
         // The server's log stays beside its config, for a failing test to read.
         let log = std::fs::File::create(config.parent().unwrap().join("server.log")).unwrap();
-        let mut child = Command::new(jitgate_bin())
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
-            .envs(env.iter().copied())
             .env("JITGATE_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
