@@ -14,3 +14,4 @@ pub mod policy;
 pub mod recorder;
 pub mod server;
 pub mod store;
+pub mod throttle;

@@ -10,7 +10,6 @@ pub mod dto;
 mod error;
 mod metrics;
 mod routes;
-mod throttle;
 pub(crate) mod tls;
 pub mod webhook;
 
@@ -35,6 +34,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::model::{NewAuditEvent, now};
 use crate::store::Store;
+use crate::throttle;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -64,7 +64,7 @@ impl AppState {
             hub,
             metrics: Metrics::default(),
             nonces: auth::NonceCache::new(now()),
-            refusals: throttle::RefusalThrottle::default(),
+            refusals: throttle::RefusalThrottle::new(10),
         })
     }
 }

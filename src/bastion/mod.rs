@@ -26,7 +26,6 @@ mod revocations;
 pub mod sessions;
 mod shards;
 mod tcp;
-mod throttle;
 mod upstream;
 
 use std::future::Future;
@@ -51,6 +50,7 @@ use crate::hub::Hub;
 use crate::model::{NewAuditEvent, now};
 use crate::recorder::{Masker, Recorder};
 use crate::store::{Store, StoreError};
+use crate::throttle;
 use keys::HostKeys;
 use sessions::{ControlHandle, Registry, Tasks, closed};
 use upstream::ClientConfigs;
@@ -112,7 +112,8 @@ impl Shared {
                 .map_err(|e| e.to_string()),
             masker: Masker::new(&ctx.config.recordings.mask).map_err(|e| e.to_string()),
             stopping: watch::channel(false).0,
-            refusals: throttle::RefusalThrottle::default(),
+            // One connection may try several keys: a larger burst than the API's.
+            refusals: throttle::RefusalThrottle::new(20),
             ctx,
         }
     }
@@ -162,10 +163,17 @@ impl Shared {
     ) {
         tracing::warn!(stage, user, claimed_user, %peer, request, reason, "refused");
         let actor = user.filter(|u| !u.is_empty()).unwrap_or("unknown");
-        let throttle::Admit::Write { suppressed } =
-            self.refusals.admit(actor, std::time::Instant::now())
-        else {
-            return;
+        let suppressed = match self.refusals.admit(actor, std::time::Instant::now()) {
+            throttle::Admit::Write { suppressed } => suppressed,
+            throttle::Admit::Skip { first } => {
+                if first {
+                    tracing::warn!(
+                        actor,
+                        "refusals arrive too fast; counting them instead of auditing each"
+                    );
+                }
+                return;
+            }
         };
         let mut event = NewAuditEvent::new(now(), "bastion.refused", actor)
             .with("stage", stage)
