@@ -94,9 +94,9 @@ pub trait Tap: Send {
     fn prompt_pending(&self) -> bool {
         false
     }
-    /// Whether the line being typed holds more than plain text (an editing key, history
-    /// recall, completion): only the screen shows what it is.
-    fn line_edited(&self) -> bool {
+    /// Whether the line being typed holds a key whose effect only the screen shows (history
+    /// recall, completion): without its echo, the line is not known.
+    fn line_needs_screen(&self) -> bool {
         false
     }
 }

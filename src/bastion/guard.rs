@@ -195,8 +195,8 @@ impl Tap for Guard {
         matches!(&self.mode, Mode::Pty(g) if g.prompt_pending())
     }
 
-    fn line_edited(&self) -> bool {
-        matches!(&self.mode, Mode::Pty(g) if !g.line_is_plain())
+    fn line_needs_screen(&self) -> bool {
+        matches!(&self.mode, Mode::Pty(g) if g.line_needs_screen())
     }
 }
 
@@ -315,24 +315,29 @@ mod tests {
     }
 
     #[test]
-    fn a_line_is_edited_once_a_key_is_more_than_text() {
+    fn a_line_needs_the_screen_once_a_key_is_more_than_the_keys_show() {
         let mut g = guard();
         g.pty("xterm", 80, 24);
         g.shell();
-        let steps: [(&[u8], bool); 5] = [
+        let steps: [(&[u8], bool); 9] = [
             (b"ls -l", false),
+            // Editing keys the typed model follows: a password corrected at a silent prompt.
+            (b"\x7f\x15hunter\x08", false),
+            (b"\x1b[D\x1b[C\x01\x05", false),
+            (b"\r", false),
+            (b"ls", false),
             (b"\x1b[A", true),
             (b"\r", false),
             (b"rm -rf /sr\t", true),
             (b"\x03", false),
         ];
-        for (keys, edited) in steps {
+        for (keys, needs) in steps {
             g.input(keys);
-            assert_eq!(g.line_edited(), edited, "after {keys:?}");
+            assert_eq!(g.line_needs_screen(), needs, "after {keys:?}");
         }
         let mut lines = guard();
         lines.shell();
         lines.input(b"\x1b[A");
-        assert!(!lines.line_edited(), "the line gate reads no screen");
+        assert!(!lines.line_needs_screen(), "the line gate reads no screen");
     }
 }

@@ -153,7 +153,8 @@ pub struct Outcome {
     pub exit_signal: Option<String>,
     pub bytes_up: u64,
     pub bytes_down: u64,
-    /// Set when the bastion closed it (revocation, expiry, shutdown, a lost target).
+    /// Set when the bastion closed it (revocation, expiry, shutdown, a lost target, a
+    /// failed recording).
     pub closed_by: Option<String>,
 }
 

@@ -30,6 +30,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::{Notify, mpsc, watch};
@@ -177,13 +178,13 @@ pub async fn relay(
             if let Some(r) = shared.rec.get() {
                 r.marker(&reason).await;
             }
-            close_with_notice(&c_tx, &reason).await;
             let _ = t_tx.close().await;
+            close_with_notice(&c_tx, &reason).await;
             closed_by = Some(reason);
         }
         notice = recording_failed => {
-            close_with_notice(&c_tx, &notice).await;
             let _ = t_tx.close().await;
+            close_with_notice(&c_tx, &notice).await;
             closed_by = Some(notice);
         }
     }
@@ -202,12 +203,32 @@ pub async fn relay(
     }
 }
 
+/// A target that leaves a pty request unanswered: the channel is closed, as no gate can be
+/// chosen for its input. Returns false (the channel is done).
+async fn no_pty_answer(c_tx: &ClientTx, t_tx: &TargetTx) -> bool {
+    let _ = t_tx.close().await;
+    let text = format!(
+        "closing: the target did not answer the terminal request within {}s",
+        setup::PTY_ANSWER_WAIT.as_secs()
+    );
+    close_with_notice(c_tx, &text).await;
+    false
+}
+
 /// Tells the engineer why on stderr, then ends the channel.
 async fn close_with_notice(c_tx: &ClientTx, text: &str) {
-    let _ = c_tx.extended_data_bytes(1, line(text)).await;
-    let _ = c_tx.eof().await;
+    // An engineer's ssh that reads nothing (suspended, a stalled link) has no window for the
+    // notice: the channel closes without it rather than stay open.
+    let notice = async {
+        let _ = c_tx.extended_data_bytes(1, line(text)).await;
+        let _ = c_tx.eof().await;
+    };
+    let _ = tokio::time::timeout(NOTICE_WAIT, notice).await;
     let _ = c_tx.close().await;
 }
+
+/// Longest a closing notice waits for room in the engineer's window.
+const NOTICE_WAIT: Duration = Duration::from_millis(500);
 
 /// Prints each notice on the engineer's stderr; returns when told to close.
 async fn notices(control: &mut watch::Receiver<Control>, c_tx: &ClientTx) -> String {
@@ -296,7 +317,9 @@ async fn forward_up(
 ) -> bool {
     let sent = match msg {
         ChannelMsg::Data { data } => {
-            pty_answered(s).await;
+            if !pty_answered(s).await {
+                return no_pty_answer(c_tx, t_tx).await;
+            }
             s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
             if let Some(r) = s.rec.get() {
                 r.input(&data).await;
@@ -305,7 +328,9 @@ async fn forward_up(
         }
         ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
         ChannelMsg::Eof => {
-            pty_answered(s).await;
+            if !pty_answered(s).await {
+                return no_pty_answer(c_tx, t_tx).await;
+            }
             let held = s.tap().eof();
             if let Some(g) = held {
                 match act(s, log, g, c_tx, t_tx).await {

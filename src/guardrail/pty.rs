@@ -129,6 +129,10 @@ pub struct PtyGuard {
     ahead: bool,
     /// Every key of the current line was text: the typed model knows it exactly.
     plain: bool,
+    /// Every key of the current line was text or an editing key the typed model follows
+    /// (Backspace, Delete, the kills, Home, End, Left, Right): without its echo, the line can
+    /// still be judged from the keys. Recall, completion and other keys clear it.
+    modelled: bool,
     /// Where the last line typed at a prompt began: the width of that prompt.
     prompt_width: Option<usize>,
     /// The lines entered before this one that continue into it (each ending in a backslash
@@ -165,6 +169,7 @@ impl PtyGuard {
             ended: false,
             ahead: false,
             plain: true,
+            modelled: true,
             prompt_width: None,
             continued: String::new(),
             blocked_at: None,
@@ -201,10 +206,12 @@ impl PtyGuard {
         self.ended && self.paste.is_none() && !self.alternate_screen()
     }
 
-    /// Whether every key of the line being typed was text, so that the typed model knows the
-    /// line exactly (recall, completion and editing keys are seen only on the screen).
-    pub fn line_is_plain(&self) -> bool {
-        self.plain
+    /// Whether the line being typed holds a key whose effect only the screen shows (history
+    /// recall, completion, other keys and sequences): it cannot be judged from the keys.
+    /// Text and the editing keys the typed model follows keep it false, so a password
+    /// corrected with Backspace at a prompt that echoes nothing is still judged as typed.
+    pub fn line_needs_screen(&self) -> bool {
+        !self.modelled
     }
 
     /// Whether a full-screen program holds the terminal (input is then not line-checked).
@@ -262,7 +269,7 @@ impl PtyGuard {
                 }
                 let continued = line.as_deref().is_some_and(|l| continues(l.as_bytes()));
                 let line = line.unwrap_or_default();
-                if continued && self.continued.len() + line.len() >= MAX_CONTINUED {
+                if continued && self.continued.len() + line.len() > MAX_CONTINUED {
                     verdict = verdict.max(too_long_continued());
                 }
                 if verdict.is_blocked() {
@@ -295,6 +302,7 @@ impl PtyGuard {
                     // and the screen is read, not only the keys.
                     self.anchor = Some(at);
                     self.plain = false;
+                    self.modelled = false;
                 } else if self.anchor.is_none() {
                     // Typed ahead of its prompt (in the same write as the Enter before it),
                     // the cursor still stands on the line before: the line is read from
@@ -311,6 +319,9 @@ impl PtyGuard {
                 if !matches!(key, Key::Text(_)) {
                     self.plain = false;
                 }
+                if matches!(key, Key::Recall | Key::Other) {
+                    self.modelled = false;
+                }
                 self.typed.key(key);
                 up.extend_from_slice(self.keys.take_unsent());
                 self.unechoed = true;
@@ -324,6 +335,7 @@ impl PtyGuard {
         self.ended = true;
         self.ahead = false;
         self.plain = true;
+        self.modelled = true;
     }
 
     /// Checks the line at Enter: the screen from the anchor, and the typed text (each joined

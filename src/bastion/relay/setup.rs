@@ -2,6 +2,8 @@
 //! and one shell, exec or subsystem to start it; and input held until the target has answered
 //! the pty request, so that it goes through the gate the answer calls for.
 
+use std::time::Duration;
+
 use super::{Pending, Shared};
 
 /// What the channel asked for so far. sshd refuses a second start and a pty request after the
@@ -38,14 +40,21 @@ pub(super) fn started_once(s: &Shared<'_>) -> bool {
     first
 }
 
+/// Longest input waits for the target's answer to a pty request.
+pub(super) const PTY_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// Waits until the target has answered the pty request, if one is out: until then, which
 /// gate this channel's input goes through is not known (a shell whose pty the target refused
-/// reads lines). The answer comes within a round trip, before anyone types.
-pub(super) async fn pty_answered(s: &Shared<'_>) {
-    while s.pending().contains(&Pending::Pty) {
-        // `notify_one` keeps a permit when nobody waits yet: no answer is missed.
-        s.replied.notified().await;
-    }
+/// reads lines). The answer comes within a round trip, before anyone types; false when it has
+/// not come within `PTY_ANSWER_WAIT` (the caller closes the channel: no gate can be chosen).
+pub(super) async fn pty_answered(s: &Shared<'_>) -> bool {
+    let wait = async {
+        while s.pending().contains(&Pending::Pty) {
+            // `notify_one` keeps a permit when nobody waits yet: no answer is missed.
+            s.replied.notified().await;
+        }
+    };
+    tokio::time::timeout(PTY_ANSWER_WAIT, wait).await.is_ok()
 }
 
 #[cfg(test)]

@@ -10,11 +10,12 @@ use super::{After, ClientTx, Shared, TargetTx, gate_input, line};
 use crate::bastion::gate::Tap;
 use crate::bastion::record::SessionLog;
 
-/// Longest an Enter waits for the echo of the keys before it, when they were plain text.
+/// Longest an Enter waits for the echo of the keys before it, when the keys say what the
+/// line is (text and editing keys).
 const ECHO_WAIT: Duration = Duration::from_millis(250);
-/// Longest an Enter waits for the echo of a line edited, recalled or completed; without it,
-/// the line is cancelled (`cancel_line`).
-const EDITED_ECHO_WAIT: Duration = Duration::from_secs(2);
+/// Longest an Enter waits for the echo of a line recalled or completed; without it, the line
+/// is cancelled (`cancel_line`).
+const UNSEEN_ECHO_WAIT: Duration = Duration::from_secs(2);
 /// Output must pause this long before the echo counts as complete.
 const ECHO_QUIET: Duration = Duration::from_millis(15);
 /// What the engineer reads when a line is cancelled for want of its echo.
@@ -29,9 +30,9 @@ const NOT_SHOWN: &str = "cancelled: the target did not show this line within 2s,
 /// a later one when its line holds more than plain text (recalled or completed, so only the
 /// screen shows it; plain text is checked as typed, and a pasted script is not slowed line by
 /// line). Such a later line also waits for its prompt before its first key, so that the gate
-/// knows where the line begins. A line that is not plain text (`Tap::line_edited`) can only
-/// be judged from the screen: it waits up to `EDITED_ECHO_WAIT` for its echo, and without it
-/// is cancelled, not run. Without a pty nothing is read from a screen, and bulk input is not
+/// knows where the line begins. A line holding a recall or a completion
+/// (`Tap::line_needs_screen`) can only be judged from the screen: it waits up to
+/// `UNSEEN_ECHO_WAIT` for its echo, and without it is cancelled, not run. Without a pty nothing is read from a screen, and bulk input is not
 /// scanned.
 pub(super) async fn forward_keys(
     s: &Shared<'_>,
@@ -58,8 +59,8 @@ pub(super) async fn forward_keys(
             }
         }
         if (first || edited) && s.tap().echo_pending() {
-            let bound = if s.tap().line_edited() {
-                EDITED_ECHO_WAIT
+            let bound = if s.tap().line_needs_screen() {
+                UNSEEN_ECHO_WAIT
             } else {
                 ECHO_WAIT
             };
@@ -112,11 +113,11 @@ async fn settle(s: &Shared<'_>, pending: impl Fn(&dyn Tap) -> bool, bound: Durat
 }
 
 /// Whether an Enter may be judged once the wait for its echo is over: the screen has caught
-/// up, or the line is plain text, which the typed model knows exactly. Otherwise the screen
-/// is stale (a recalled or completed line not shown yet) and the typed model does not know
-/// the line: the check would pass what it never saw.
+/// up, or the line's keys are all ones the typed model follows (text, editing keys).
+/// Otherwise the screen is stale (a recalled or completed line not shown yet) and the typed
+/// model does not know the line: the check would pass what it never saw.
 fn may_judge(tap: &dyn Tap) -> bool {
-    !tap.echo_pending() || !tap.line_edited()
+    !tap.echo_pending() || !tap.line_needs_screen()
 }
 
 /// Cancels the line instead of handing over its Enter, as a block does (Ctrl-C through the
@@ -148,32 +149,32 @@ mod tests {
     /// A gate whose echo and line state are set by hand.
     struct Fake {
         echo_pending: bool,
-        line_edited: bool,
+        line_needs_screen: bool,
     }
 
     impl Tap for Fake {
         fn echo_pending(&self) -> bool {
             self.echo_pending
         }
-        fn line_edited(&self) -> bool {
-            self.line_edited
+        fn line_needs_screen(&self) -> bool {
+            self.line_needs_screen
         }
     }
 
     #[test]
-    fn an_edited_line_without_its_echo_is_not_judged() {
+    fn a_recalled_line_without_its_echo_is_not_judged() {
         let cases = [
             ("echoed plain text", false, false, true),
             ("echoed recall or completion", false, true, true),
-            // Plain text is judged from the typed model, as the screen lags behind.
-            ("plain text not echoed", true, false, true),
+            // Text and editing keys are judged from the typed model (a silent prompt).
+            ("typed and edited, not echoed", true, false, true),
             // Up or Tab, then Enter on a stale screen: the line is cancelled.
             ("recall or completion not echoed", true, true, false),
         ];
-        for (what, echo_pending, line_edited, judged) in cases {
+        for (what, echo_pending, line_needs_screen, judged) in cases {
             let tap = Fake {
                 echo_pending,
-                line_edited,
+                line_needs_screen,
             };
             assert_eq!(may_judge(&tap), judged, "{what}");
         }
