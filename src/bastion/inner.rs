@@ -29,7 +29,7 @@ use super::relay;
 use super::requests::{Request, allows};
 use super::sessions::{ControlHandle, Registration, Slot, closed};
 use super::upstream::ToEngineer;
-use super::{BastionError, Shared};
+use super::{BastionError, LOGIN_GRACE, Shared};
 use crate::config::Host;
 use crate::model::{NewAuditEvent, now};
 
@@ -89,7 +89,18 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
         next_session: AtomicU64::new(1),
         authed: Arc::clone(&authed),
     };
-    match russh::server::run_stream(config, stream, handler).await {
+    // A client that never sends its banner must not hold the slot (and the target
+    // connection dialled for it) either.
+    let started = tokio::time::timeout(
+        LOGIN_GRACE,
+        russh::server::run_stream(config, stream, handler),
+    );
+    match started.await.unwrap_or_else(|_| {
+        Err(BastionError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no SSH banner within the login grace time",
+        )))
+    }) {
         Ok(mut running) => {
             let handle = running.handle();
             let _ = dialer.engineer.handle.set(handle.clone());
@@ -140,10 +151,6 @@ struct Inner {
     /// Set by the nested login: `LOGIN_GRACE` no longer applies.
     authed: Arc<AtomicBool>,
 }
-
-/// How long a nested server may wait for its login (as `LoginGraceTime` does for the outer
-/// one): it may already hold a connection logged in to the target.
-const LOGIN_GRACE: Duration = Duration::from_secs(60);
 
 /// Session channels one connection may have open at once: OpenSSH's `MaxSessions` default.
 /// Each holds a relay, an upstream channel, a recording and bounded buffers, so an

@@ -163,7 +163,14 @@ impl Shared {
     ) {
         tracing::warn!(stage, user, claimed_user, %peer, request, reason, "refused");
         let actor = user.filter(|u| !u.is_empty()).unwrap_or("unknown");
-        let suppressed = match self.refusals.admit(actor, std::time::Instant::now()) {
+        // A certificate the user CA really signed names its request: its refusals (a revoked
+        // or expired engineer still trying) get a bucket of their own, so that a flood of
+        // foreign keys cannot turn them into a bare count.
+        let bucket = match (user, request) {
+            (None, Some(id)) => format!("unknown, request {id}"),
+            _ => actor.to_string(),
+        };
+        let suppressed = match self.refusals.admit(&bucket, std::time::Instant::now()) {
             throttle::Admit::Write { suppressed } => suppressed,
             throttle::Admit::Skip { first } => {
                 if first {
@@ -265,7 +272,8 @@ pub async fn run(
 }
 
 /// How long a client may take from connecting to being authenticated (OpenSSH's
-/// `LoginGraceTime`).
+/// `LoginGraceTime`), on the outer server and on each nested one (which may already hold a
+/// connection logged in to the target).
 const LOGIN_GRACE: Duration = Duration::from_secs(60);
 
 /// Completes when `grace` is over and `authed` is still false.

@@ -32,8 +32,11 @@ pub struct Outer {
     nested: Arc<AtomicUsize>,
 }
 
-/// Nested servers one outer connection may run at once, like OpenSSH's `MaxSessions`: each
+/// Nested servers (jumps through `direct-tcpip`) one outer connection may run at once: each
 /// holds a handshake, and for the jump's own host a connection logged in to the target.
+/// OpenSSH's `MaxSessions` does not count forwarding channels; this does, so a client that
+/// multiplexes more than ten parallel jumps over one connection (`ControlMaster`) is refused
+/// the eleventh, with the reason, and should open another connection.
 pub const MAX_NESTED: usize = 10;
 
 impl Outer {
