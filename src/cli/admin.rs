@@ -212,16 +212,38 @@ pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
         .into_iter()
         .filter_map(|s| s.recording)
         .collect();
-    let (pruned, kept): (Vec<_>, Vec<_>) = jitgate::recorder::expired(root, retention, now)?
-        .into_iter()
-        .partition(|p| !open.contains(&p.path));
-    for p in &kept {
-        println!("kept {}: its session is still open", p.path);
+    let events = store.audit_events(None).await?;
+    // A recording's age as `audit verify` will count it: from its session's start in the
+    // chain, or, with none there, from the end of its folder's day (never from a header
+    // that the chain does not back).
+    let mut started: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for e in events.iter().filter(|e| e.event.kind == "session.started") {
+        if let Some(rel) = e.event.data.get("recording") {
+            started.entry(rel.as_str()).or_insert(e.event.at);
+        }
+    }
+    let cutoff = now.saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+    let old_enough = |p: &jitgate::recorder::Pruned| {
+        jitgate::recorder::day_of(&p.path).is_some_and(|day| {
+            jitgate::recorder::counted_start(day, started.get(p.path.as_str()).copied()) <= cutoff
+        })
+    };
+    let mut pruned = Vec::new();
+    for p in jitgate::recorder::expired(root, retention, now)? {
+        if open.contains(&p.path) {
+            println!("kept {}: its session is still open", p.path);
+        } else if !old_enough(&p) {
+            println!(
+                "kept {}: not yet as old as the retention by the audit log's count",
+                p.path
+            );
+        } else {
+            pruned.push(p);
+        }
     }
     let named = jitgate::config::format_duration(retention);
     // `audit verify` judges each prune by the retention the chain has in force, not by
     // today's configuration (which may since have been raised): enter it when it changed.
-    let events = store.audit_events(None).await?;
     let in_force = events
         .iter()
         .rev()

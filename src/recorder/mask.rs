@@ -7,7 +7,7 @@
 //! - **Window**: the last `MAX_SECRET` bytes are always held back while text streams, so
 //!   any secret up to `MAX_SECRET` bytes long is seen whole. Once `WINDOW` bytes are held,
 //!   all but the last `MAX_SECRET` are released, so each byte is matched about
-//!   `WINDOW / (WINDOW - MAX_SECRET)` times (8/7), not once per chunk. A match that straddles
+//!   `(CONTEXT + WINDOW) / (WINDOW - MAX_SECRET)` times (9/7), not once per chunk. A match that straddles
 //!   the release point keeps the text from its start held (up to `HARD_LIMIT`, beyond which an
 //!   over-long match is released masked).
 //! - **Time**: text is held at most `HOLD` seconds after it arrived; when the oldest chunk
@@ -24,7 +24,7 @@
 //!   echoed key by key over seconds) is recorded as the keyword and masks, never as the
 //!   secret; and the rest of any secret up to `MAX_SECRET` bytes whose front was released by
 //!   time is masked, however long that front. An idle stream keeps only the look-behind, in
-//!   an allocation no larger than it.
+//!   an allocation of at most `2 * CONTEXT` bytes.
 //! - **Timing**: each chunk keeps its own time and sequence number; a mask replaces the text it
 //!   covers inside the chunk where the match starts, so playback timing is unchanged.
 //!
@@ -50,6 +50,8 @@ pub const HOLD: f64 = 0.2;
 /// Bytes of released text kept in front of the held text for matching: a secret's front
 /// released by time is at most `MAX_SECRET` bytes behind its rest.
 pub const CONTEXT: usize = MAX_SECRET;
+/// An idle stream's buffer is given back once its allocation is larger than this.
+const IDLE_CAPACITY: usize = 2 * CONTEXT;
 
 /// The configured mask patterns, compiled once and shared by every recording.
 ///
@@ -263,8 +265,9 @@ impl MaskStream {
         }
         self.buf.drain(..keep);
         self.held = cut - keep;
-        if self.segs.is_empty() && self.buf.capacity() > self.buf.len() {
-            // An idle stream goes back to holding its look-behind only, in no more memory.
+        if self.segs.is_empty() && self.buf.capacity() > IDLE_CAPACITY {
+            // An idle stream goes back to holding its look-behind only. Not every release:
+            // a trickle of echoes would shrink and regrow the buffer each time.
             self.buf.shrink_to_fit();
         }
         true

@@ -269,9 +269,9 @@ fn the_rest_of_a_secret_whose_long_front_went_by_time_is_masked() {
     s.flush(&m, &mut out);
     let second = out[1].2.to_string();
     assert_eq!(second, "[MASKED]\n$ ");
-    // Idle again: the look-behind is the last released text, in no more memory than it.
+    // Idle again: the look-behind is the last released text, in at most twice its memory.
     assert!(s.segs.is_empty() && s.buf.len() <= CONTEXT);
-    assert_eq!(s.buf.capacity(), s.buf.len());
+    assert!(s.buf.capacity() <= 2 * CONTEXT, "{}", s.buf.capacity());
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! its folder's date and its header's timestamp, so neither a moved file nor an edited header
 //! makes a young recording look old; a header that cannot be read counts as the end of its
 //! folder's day, the latest the recording can have started, so nothing goes early
-//! (`counted_start`, which `audit verify` applies to `recording.pruned` events too).
+//! (`counted_start`). `jitgate recordings prune` then counts each listed recording again as
+//! `audit verify` will, from its session's start in the audit chain (or the end of its day
+//! when the chain has none), and keeps it while that count says it is too young.
 //!
 //! Two steps, so that the audit chain hears of a removal before it happens: `expired` lists
 //! the recordings due with their SHA-256; the caller appends a `recording.pruned` event for

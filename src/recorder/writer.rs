@@ -247,9 +247,11 @@ impl Task {
         let mut batch = Batch::default();
         let mut flush_at: Option<Instant> = None;
         loop {
+            // After a failure nothing more is written: held text is never due.
             let held = self
                 .work
                 .as_ref()
+                .filter(|_| self.failed.is_none())
                 .and_then(|w| w.enc.deadline())
                 // A millisecond late, so the float comparison in `tick` surely finds it due.
                 .map(|t| {
@@ -289,20 +291,17 @@ impl Task {
             }
         }
         self.work(batch, true).await;
-        if self.failed.is_none()
-            && let Err(e) = blocking(self.file.clone(), |f| f.sync_all()).await
-        {
+        // Synced even after a failure: the file as it stands is what gets sealed.
+        if let Err(e) = blocking(self.file.clone(), |f| f.sync_all()).await {
             self.fail(e);
         }
         // Before the hash goes to the store (whose commits are synced), the file's name too.
         let (full, new_folders) = (self.full.clone(), self.new_folders);
-        if self.failed.is_none() {
-            let synced = tokio::task::spawn_blocking(move || sync_folders(&full, new_folders));
-            match synced.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => self.fail(e),
-                Err(e) => self.fail(std::io::Error::other(e)),
-            }
+        let synced = tokio::task::spawn_blocking(move || sync_folders(&full, new_folders));
+        match synced.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.fail(e),
+            Err(e) => self.fail(std::io::Error::other(e)),
         }
         match (self.failed, self.work) {
             (Some(e), _) => Err(RecorderError::io(&self.full, e)),
@@ -366,10 +365,13 @@ impl Task {
         self.shared.release(cost);
     }
 
+    /// Stops the recording on its first error (a later one is only logged).
     fn fail(&mut self, e: std::io::Error) {
         tracing::warn!(recording = %self.rel, error = %e, "recording stopped: write failed");
-        self.alarm.send_replace(Some(e.to_string()));
-        self.failed = Some(e);
+        if self.failed.is_none() {
+            self.alarm.send_replace(Some(e.to_string()));
+            self.failed = Some(e);
+        }
     }
 }
 

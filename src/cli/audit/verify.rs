@@ -208,9 +208,9 @@ struct Prunes<'a> {
 /// configured retention differs from the one last entered) put a retention in force before
 /// it, and the event names no shorter one; the event is not dated after `now` (beyond
 /// `CLOCK_SKEW`); the session was closed, the hash is the one its close sealed; and the
-/// recording was at least as old as the retention the event names, counted as
-/// `recorder::prune` counts it (from its session's start, or, with none in the chain, the end
-/// of its folder's day). The retention is taken from the chain, not from today's
+/// recording was at least as old as the retention the event names, counted as `jitgate
+/// recordings prune` counts it (from its session's start, or, with none in the chain, the
+/// end of its folder's day). The retention is taken from the chain, not from today's
 /// configuration, so that raising it later leaves earlier prunes valid. A hash chain cannot
 /// tell a forged event appended after its newest one from a real one (a kept head only shows
 /// that nothing before it changed), but it can refuse one that explains away a recording
