@@ -201,7 +201,7 @@ impl CaKeys {
     }
 
     /// The bastion's own certificate towards a target, for `login`, by the target CA, with
-    /// only `extensions` (what the access rule allows; see `upstream::target_extensions`).
+    /// only `extensions` (what the access rule allows; see `target_extensions`).
     #[allow(clippy::too_many_arguments)]
     pub fn sign_target(
         &self,

@@ -317,6 +317,11 @@ fn a_session_whose_recording_fails_is_closed_and_the_recording_sealed_as_it_stan
             .unwrap_or_else(|| panic!("no {kind} for {id}: {events:#?}"))
     };
     assert!(of("recording.failed")["data"]["error"].is_string());
+    let failed = events
+        .iter()
+        .filter(|e| e["kind"] == "recording.failed")
+        .count();
+    assert_eq!(failed, 1, "audited once: {events:#?}");
     let closed = &of("session.closed")["data"];
     assert!(closed["recording_error"].is_string(), "{closed:#?}");
     let path = setup
