@@ -440,6 +440,34 @@ fn prune_removes_expired_recordings_and_verify_stays_green() {
 }
 
 #[test]
+fn prune_counts_a_recording_the_chain_does_not_know_from_the_end_of_its_day() {
+    let (setup, server, _sshd) = lab();
+    drop(server);
+    // A file no session started (a crash between the recording and its store row), whose
+    // header says it began a minute ago: verify would count it from the end of today.
+    let now = chrono::Utc::now();
+    let rel = format!("{}/orphan.cast", now.format("%Y/%m/%d"));
+    let path = setup.path().join("recordings").join(&rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let header = format!(
+        "{{\"version\": 2, \"width\": 80, \"height\": 24, \"timestamp\": {}}}\n",
+        now.timestamp() - 60
+    );
+    std::fs::write(&path, header).unwrap();
+    let config = setup.path().join("jitgate.toml");
+    let run = prune_with_a_second_of_retention(&config);
+    assert!(
+        run.stdout.contains(&format!(
+            "kept {rel}: not yet as old as the retention by the audit log's count"
+        )),
+        "{run:#?}"
+    );
+    assert!(path.exists());
+    let run = jitgate(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:#?}");
+}
+
+#[test]
 fn prune_keeps_open_sessions_and_verify_refuses_a_prune_retention_would_not_make() {
     let (setup, server, _sshd) = lab();
     let command = approved_command(&setup, &server, "INC-7");
