@@ -2,7 +2,11 @@
 //! and one shell, exec or subsystem to start it; and input held until the target has answered
 //! the pty request, so that it goes through the gate the answer calls for.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::{Pending, Shared};
 
@@ -48,13 +52,24 @@ pub(super) const PTY_ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// reads lines). The answer comes within a round trip, before anyone types; false when it has
 /// not come within `PTY_ANSWER_WAIT` (the caller closes the channel: no gate can be chosen).
 pub(super) async fn pty_answered(s: &Shared<'_>) -> bool {
+    answered(&s.pending, &s.replied, PTY_ANSWER_WAIT).await
+}
+
+/// Whether `pending` holds no pty request within `bound`, woken by `replied` at each answer.
+async fn answered(pending: &Mutex<VecDeque<Pending>>, replied: &Notify, bound: Duration) -> bool {
+    let out = || {
+        pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&Pending::Pty)
+    };
     let wait = async {
-        while s.pending().contains(&Pending::Pty) {
+        while out() {
             // `notify_one` keeps a permit when nobody waits yet: no answer is missed.
-            s.replied.notified().await;
+            replied.notified().await;
         }
     };
-    tokio::time::timeout(PTY_ANSWER_WAIT, wait).await.is_ok()
+    tokio::time::timeout(bound, wait).await.is_ok()
 }
 
 #[cfg(test)]
@@ -65,6 +80,30 @@ mod tests {
     enum Req {
         Pty,
         Start,
+    }
+
+    #[tokio::test]
+    async fn input_waits_for_a_pty_answer_a_bounded_time() {
+        let bound = Duration::from_millis(100);
+        let pending = Mutex::new(VecDeque::from([Pending::Pty, Pending::Start]));
+        let replied = Notify::new();
+        // No answer: false once the bound is over, not before.
+        let start = std::time::Instant::now();
+        assert!(!answered(&pending, &replied, bound).await);
+        assert!(start.elapsed() >= bound);
+        // The answer comes: the wait ends then, true.
+        let answer = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            pending.lock().unwrap().pop_front();
+            replied.notify_one();
+        };
+        let (ok, ()) = tokio::join!(
+            answered(&pending, &replied, Duration::from_secs(10)),
+            answer
+        );
+        assert!(ok);
+        // Nothing out: no wait at all.
+        assert!(answered(&pending, &replied, Duration::ZERO).await);
     }
 
     #[test]
