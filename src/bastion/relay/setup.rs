@@ -63,6 +63,10 @@ async fn answered(pending: &Mutex<VecDeque<Pending>>, replied: &Notify, bound: D
             .unwrap_or_else(|e| e.into_inner())
             .contains(&Pending::Pty)
     };
+    // The relay asks at every message from the engineer: no timer unless one is out.
+    if !out() {
+        return true;
+    }
     let wait = async {
         while out() {
             // `notify_one` keeps a permit when nobody waits yet: no answer is missed.
