@@ -78,14 +78,19 @@ fn cert_by(by: &CaKeys) -> Certificate {
     .unwrap()
 }
 
+/// Our CA keys, a certificate they signed and one another CA signed (the same claims), and
+/// the folders that hold both CAs' keys.
+fn ours_and_foreign() -> (CaKeys, Certificate, Certificate, [tempfile::TempDir; 2]) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (keys, _) = CaKeys::ensure(dirs[0].path()).unwrap();
+    let (other, _) = CaKeys::ensure(dirs[1].path()).unwrap();
+    let (ours, foreign) = (cert_by(&keys), cert_by(&other));
+    (keys, ours, foreign, dirs)
+}
+
 #[test]
 fn each_user_certificate_failure_has_its_own_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let (keys, _) = CaKeys::ensure(dir.path()).unwrap();
-    let other_dir = tempfile::tempdir().unwrap();
-    let (other, _) = CaKeys::ensure(other_dir.path()).unwrap();
-    let ours = cert_by(&keys);
-    let foreign = cert_by(&other);
+    let (keys, ours, foreign, _dirs) = ours_and_foreign();
     let host = keys
         .sign_host(
             generate_ed25519().public_key(),
@@ -138,12 +143,7 @@ fn each_user_certificate_failure_has_its_own_reason() {
 
 #[test]
 fn a_request_is_read_only_from_the_user_cas_certificates() {
-    let dir = tempfile::tempdir().unwrap();
-    let (keys, _) = CaKeys::ensure(dir.path()).unwrap();
-    let other_dir = tempfile::tempdir().unwrap();
-    let (other, _) = CaKeys::ensure(other_dir.path()).unwrap();
-    let ours = cert_by(&keys);
-    let foreign = cert_by(&other);
+    let (keys, ours, foreign, _dirs) = ours_and_foreign();
     assert_eq!(request_id_of(&foreign), Some(42), "the claim is there");
     for (cert, want) in [(&ours, Some(42)), (&foreign, None)] {
         assert_eq!(keys.request_of_user_cert(cert), want, "{}", cert.key_id());
