@@ -30,7 +30,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::{Notify, mpsc, watch};
@@ -44,9 +43,11 @@ use crate::config::AccessRule;
 use crate::recorder::RecordingTap;
 
 mod down;
+mod notice;
 mod setup;
 mod typing;
 use down::down;
+use notice::{close_with_notice, line, no_pty_answer, notices};
 use setup::{Setup, pty_answered, started_once};
 use typing::forward_keys;
 
@@ -131,10 +132,6 @@ fn dim(n: u32) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
 }
 
-fn line(text: &str) -> Vec<u8> {
-    format!("\r\njitgate: {text}\r\n").into_bytes()
-}
-
 /// Relays one session channel until either side closes it or `control` says close.
 pub async fn relay(
     client: russh::Channel<server::Msg>,
@@ -200,60 +197,6 @@ pub async fn relay(
         bytes_up: shared.bytes_up.load(Ordering::Relaxed),
         bytes_down: shared.bytes_down.load(Ordering::Relaxed),
         closed_by,
-    }
-}
-
-/// A target that leaves a pty request unanswered: the channel is closed, as no gate can be
-/// chosen for its input. Returns false (the channel is done).
-async fn no_pty_answer(c_tx: &ClientTx, t_tx: &TargetTx) -> bool {
-    let _ = t_tx.close().await;
-    let text = format!(
-        "closing: the target did not answer the terminal request within {}s",
-        setup::PTY_ANSWER_WAIT.as_secs()
-    );
-    close_with_notice(c_tx, &text).await;
-    false
-}
-
-/// Tells the engineer why on stderr, then ends the channel.
-async fn close_with_notice(c_tx: &ClientTx, text: &str) {
-    // An engineer's ssh that reads nothing (suspended, a stalled link) has no window for the
-    // notice: the channel closes without it rather than stay open.
-    let notice = async {
-        let _ = c_tx.extended_data_bytes(1, line(text)).await;
-        let _ = c_tx.eof().await;
-    };
-    let _ = tokio::time::timeout(NOTICE_WAIT, notice).await;
-    let _ = c_tx.close().await;
-}
-
-/// Longest a closing notice waits for room in the engineer's window.
-const NOTICE_WAIT: Duration = Duration::from_millis(500);
-
-/// Prints each notice on the engineer's stderr; returns when told to close.
-async fn notices(control: &mut watch::Receiver<Control>, c_tx: &ClientTx) -> String {
-    let mut shown = control.borrow().notice.as_ref().map_or(0, |(n, _)| *n);
-    loop {
-        let show = {
-            let c = control.borrow_and_update();
-            if let Some(reason) = &c.close {
-                return reason.clone();
-            }
-            match &c.notice {
-                Some((n, text)) if *n > shown => {
-                    shown = *n;
-                    Some(text.clone())
-                }
-                _ => None,
-            }
-        };
-        if let Some(text) = show {
-            let _ = c_tx.extended_data_bytes(1, line(&text)).await;
-        }
-        if control.changed().await.is_err() {
-            // The connection is gone; nothing will ever say close.
-            std::future::pending::<()>().await;
-        }
     }
 }
 

@@ -1,0 +1,69 @@
+//! What the engineer reads from the bastion itself: one-line notices on stderr, and closing
+//! a channel with one (revocation, expiry, shutdown, a failed recording, a target that does
+//! not answer).
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{ClientTx, TargetTx};
+use crate::bastion::sessions::Control;
+
+/// One line for the engineer's terminal, from the bastion.
+pub(super) fn line(text: &str) -> Vec<u8> {
+    format!("\r\njitgate: {text}\r\n").into_bytes()
+}
+
+/// A target that leaves a pty request unanswered: the channel is closed, as no gate can be
+/// chosen for its input. Returns false (the channel is done).
+pub(super) async fn no_pty_answer(c_tx: &ClientTx, t_tx: &TargetTx) -> bool {
+    let _ = t_tx.close().await;
+    let text = format!(
+        "closing: the target did not answer the terminal request within {}s",
+        super::setup::PTY_ANSWER_WAIT.as_secs()
+    );
+    close_with_notice(c_tx, &text).await;
+    false
+}
+
+/// Tells the engineer why on stderr, then ends the channel.
+pub(super) async fn close_with_notice(c_tx: &ClientTx, text: &str) {
+    // An engineer's ssh that reads nothing (suspended, a stalled link) has no window for the
+    // notice: the channel closes without it rather than stay open.
+    let notice = async {
+        let _ = c_tx.extended_data_bytes(1, line(text)).await;
+        let _ = c_tx.eof().await;
+    };
+    let _ = tokio::time::timeout(NOTICE_WAIT, notice).await;
+    let _ = c_tx.close().await;
+}
+
+/// Longest a closing notice waits for room in the engineer's window.
+const NOTICE_WAIT: Duration = Duration::from_millis(500);
+
+/// Prints each notice on the engineer's stderr; returns when told to close.
+pub(super) async fn notices(control: &mut watch::Receiver<Control>, c_tx: &ClientTx) -> String {
+    let mut shown = control.borrow().notice.as_ref().map_or(0, |(n, _)| *n);
+    loop {
+        let show = {
+            let c = control.borrow_and_update();
+            if let Some(reason) = &c.close {
+                return reason.clone();
+            }
+            match &c.notice {
+                Some((n, text)) if *n > shown => {
+                    shown = *n;
+                    Some(text.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(text) = show {
+            let _ = c_tx.extended_data_bytes(1, line(&text)).await;
+        }
+        if control.changed().await.is_err() {
+            // The connection is gone; nothing will ever say close.
+            std::future::pending::<()>().await;
+        }
+    }
+}
