@@ -216,12 +216,6 @@ impl Registry {
         }
     }
 
-    pub fn close_all(&self, reason: &str) {
-        for e in self.lock().conns.values() {
-            e.control.close(reason);
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.lock().conns.len()
     }
