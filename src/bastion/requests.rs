@@ -47,21 +47,12 @@ mod tests {
 
     fn rule(sftp: bool, pty: bool) -> AccessRule {
         AccessRule {
-            hosts: crate::config::HostSelector::Names(vec!["*".into()]),
-            logins: vec!["root".into()],
-            max_ttl: std::time::Duration::from_secs(60),
-            approvals: 0,
-            approvers: vec![],
-            guardrails: vec![],
-            require_reason: false,
-            hours: None,
             allow_sftp: sftp,
             allow_port_forwarding: sftp,
             allow_agent_forwarding: sftp,
             allow_x11: sftp,
             allow_pty: pty,
-            record_input: false,
-            max_blocks: 3,
+            ..AccessRule::bare()
         }
     }
 

@@ -158,21 +158,11 @@ fn target_certificates_carry_only_what_the_rule_allows() {
     let dir = tempfile::tempdir().unwrap();
     let (keys, _) = CaKeys::ensure(dir.path()).unwrap();
     let rule = |pty: bool, ports: bool, agent: bool, x11: bool| AccessRule {
-        hosts: crate::config::HostSelector::Names(vec!["*".into()]),
-        logins: vec!["root".into()],
-        max_ttl: std::time::Duration::from_secs(60),
-        approvals: 0,
-        approvers: vec![],
-        guardrails: vec![],
-        require_reason: false,
-        hours: None,
-        allow_sftp: false,
         allow_port_forwarding: ports,
         allow_agent_forwarding: agent,
         allow_x11: x11,
         allow_pty: pty,
-        record_input: false,
-        max_blocks: 3,
+        ..AccessRule::bare()
     };
     for (rule, want) in [
         (rule(false, false, false, false), vec![EXT_USER_RC]),

@@ -179,6 +179,29 @@ pub struct AccessRule {
 }
 
 impl AccessRule {
+    /// For tests: any host, as root, for a minute, approved at once, nothing allowed beyond
+    /// a plain session (no pty, sftp, forwarding, agent or X11).
+    #[cfg(test)]
+    pub(crate) fn bare() -> AccessRule {
+        AccessRule {
+            hosts: HostSelector::Names(vec!["*".into()]),
+            logins: vec!["root".into()],
+            max_ttl: Duration::from_secs(60),
+            approvals: 0,
+            approvers: vec![],
+            guardrails: vec![],
+            require_reason: false,
+            hours: None,
+            allow_sftp: false,
+            allow_port_forwarding: false,
+            allow_agent_forwarding: false,
+            allow_x11: false,
+            allow_pty: false,
+            record_input: false,
+            max_blocks: 3,
+        }
+    }
+
     /// A fingerprint of everything the rule says (hex SHA-256 of its `Debug` form, which
     /// lists every field, so a field added later cannot be left out).
     ///
