@@ -18,8 +18,16 @@
 //! adjustment behind it is reached. A queue that still grows to `UP_LIMIT` means the engineer
 //! sends without ever reading; the relay then closes the channel with a notice rather than
 //! hold more memory.
+//!
+//! The circle also closes across the channels of one multiplexed connection (OpenSSH's
+//! `ControlMaster`): a download whose reader pauses fills its queue and holds the upstream
+//! session, so an upload on another channel waits for the target's window, its queue fills,
+//! and the nested session stops reading — the download's window adjustments included. So a
+//! stall is the connection's, not the channel's (`Stalls`): while any channel's output waits
+//! for the engineer, every channel of that connection reads its input past the bound.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -38,13 +46,21 @@ pub const STALL: Duration = Duration::from_millis(50);
 /// times the bound.
 const MSG_COST: usize = std::mem::size_of::<(russh::ChannelMsg, usize)>() + 64;
 
-/// The engineer's input between reading it and forwarding it, and the output-side stall flag.
+/// Output stalls on one connection to the engineer, shared by its channels' queues.
+#[derive(Debug, Default)]
+pub struct Stalls {
+    /// Sends to the engineer waiting for window longer than `STALL` (each channel's output
+    /// and its guardrail notices may all wait).
+    count: AtomicUsize,
+    /// Woken, every waiter at once, when a stall begins.
+    begun: Notify,
+}
+
+/// One channel's input between reading it and forwarding it.
 #[derive(Debug, Default)]
 pub struct UpQueue {
     queued: AtomicUsize,
-    /// Sends to the engineer waiting for window longer than `STALL` (the relay's output and
-    /// its guardrail notices may both wait).
-    stalled: AtomicUsize,
+    stalls: Arc<Stalls>,
     wake: Notify,
 }
 
@@ -53,20 +69,36 @@ pub struct UpQueue {
 pub struct Stuck(pub usize);
 
 impl UpQueue {
+    /// A queue for one channel of the connection whose output stalls are `stalls`.
+    pub fn new(stalls: Arc<Stalls>) -> UpQueue {
+        UpQueue {
+            stalls,
+            ..UpQueue::default()
+        }
+    }
+
     /// Waits until another message may be read: the queue is under `UP_BUFFER`, or output
-    /// to the engineer is stalled.
+    /// to the engineer is stalled on any channel of the connection.
     pub async fn room(&self) -> Result<(), Stuck> {
         loop {
+            // Registered before the checks: a stall that begins after them still wakes us
+            // (`notify_waiters` keeps no permit).
+            let begun = self.stalls.begun.notified();
+            let mut begun = std::pin::pin!(begun);
+            begun.as_mut().enable();
             let queued = self.queued.load(Ordering::Acquire);
             if queued >= UP_LIMIT {
                 return Err(Stuck(queued));
             }
-            if queued < UP_BUFFER || self.stalled.load(Ordering::Acquire) > 0 {
+            if queued < UP_BUFFER || self.stalls.count.load(Ordering::Acquire) > 0 {
                 return Ok(());
             }
             // `notify_one` keeps a permit when nobody waits yet, so no wake-up is lost
             // between the checks above and this wait.
-            self.wake.notified().await;
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = begun => {}
+            }
         }
     }
 
@@ -84,8 +116,9 @@ impl UpQueue {
         self.wake.notify_one();
     }
 
-    /// Runs one send to the engineer; if it waits for window longer than `STALL`, marks
-    /// output as stalled until it completes, so that input is read past the bound meanwhile.
+    /// Runs one send to the engineer; if it waits for window longer than `STALL`, marks the
+    /// connection's output as stalled until it completes, so that every channel's input is
+    /// read past the bound meanwhile.
     pub async fn to_engineer<F: Future>(&self, send: F) -> F::Output {
         let mut send = std::pin::pin!(send);
         tokio::select! {
@@ -93,11 +126,22 @@ impl UpQueue {
             out = &mut send => return out,
             () = tokio::time::sleep(STALL) => {}
         }
-        self.stalled.fetch_add(1, Ordering::AcqRel);
-        self.wake.notify_one();
-        let out = send.await;
-        self.stalled.fetch_sub(1, Ordering::AcqRel);
-        out
+        let stalls = &self.stalls;
+        stalls.count.fetch_add(1, Ordering::AcqRel);
+        stalls.begun.notify_waiters();
+        // Ends the stall however the send ends, dropped included (the relay's select drops
+        // the loser): a stall left counted would unbound every queue of the connection.
+        let _ended = Ended(stalls);
+        send.await
+    }
+}
+
+/// Counts one stall out when dropped.
+struct Ended<'a>(&'a Stalls);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -149,7 +193,7 @@ mod tests {
         let (sent, ()) = tokio::join!(sending, reader);
         assert!(sent.is_ok());
         assert!(
-            q.stalled.load(Ordering::Relaxed) == 0,
+            q.stalls.count.load(Ordering::Relaxed) == 0,
             "the stall ends with the send"
         );
     }
@@ -167,6 +211,45 @@ mod tests {
         }
         // One-byte keys reach the limit at a few hundred thousand, not 64 million.
         const { assert!(UP_LIMIT / (1 + MSG_COST) < 500_000) };
+    }
+
+    #[tokio::test]
+    async fn a_stall_on_one_channel_opens_every_queue_of_its_connection() {
+        let conn = Arc::new(Stalls::default());
+        let (download, upload) = (UpQueue::new(Arc::clone(&conn)), UpQueue::new(conn));
+        let elsewhere = UpQueue::default();
+        upload.add(UP_BUFFER);
+        elsewhere.add(UP_BUFFER);
+        // The upload already waits for room when the download's output stalls.
+        let waiting = upload.room();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stalled = download.to_engineer(rx);
+        let reader = async {
+            assert_eq!(waiting.await, Ok(()), "the upload reads on");
+            assert_eq!(has_room(&elsewhere).await, None, "another connection waits");
+            tx.send(()).unwrap();
+        };
+        let (sent, ()) = tokio::join!(stalled, reader);
+        assert!(sent.is_ok());
+        assert_eq!(has_room(&upload).await, None, "the stall is over");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_send_that_is_dropped_ends_its_stall() {
+        let q = UpQueue::default();
+        q.add(UP_BUFFER);
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        {
+            let send = q.to_engineer(rx);
+            tokio::pin!(send);
+            let past_stall = tokio::time::sleep(STALL * 2);
+            tokio::select! {
+                _ = &mut send => panic!("the send has no window"),
+                () = past_stall => {}
+            }
+            assert_eq!(has_room(&q).await, Some(Ok(())), "stalled: reads on");
+        }
+        assert_eq!(has_room(&q).await, None, "the dropped send's stall ended");
     }
 
     #[tokio::test]

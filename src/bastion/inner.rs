@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::access::{self, Grant};
 use super::bridge::Bridge;
 use super::dialer::{Dialer, Dialled, upstream_of};
+use super::flow::Stalls;
 use super::guard::Guard;
 use super::keys::random_id;
 use super::outer::authorize;
@@ -28,7 +29,7 @@ use super::record::SessionLog;
 use super::relay;
 use super::requests::{Request, allows};
 use super::sessions::{ControlHandle, Registration, Slot, closed};
-use super::upstream::ToEngineer;
+use super::upstream::{ToEngineer, Upstream};
 use super::{BastionError, LOGIN_GRACE, Shared};
 use crate::config::Host;
 use crate::model::{NewAuditEvent, now};
@@ -87,6 +88,7 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
         registration: None,
         sessions: Arc::new(AtomicUsize::new(0)),
         next_session: AtomicU64::new(1),
+        stalls: Arc::default(),
         authed: Arc::clone(&authed),
     };
     // A client that never sends its banner must not hold the slot (and the target
@@ -148,9 +150,16 @@ struct Inner {
     /// Numbers this connection's sessions: their ids are `<connection id>-<n>`, so the id
     /// the target certificate names (`Dialer::conn_id`) leads to them in the store.
     next_session: AtomicU64,
+    /// Output stalls on this connection: while one channel's output waits for the engineer,
+    /// every channel reads its input past its bound (`flow`).
+    stalls: Arc<Stalls>,
     /// Set by the nested login: `LOGIN_GRACE` no longer applies.
     authed: Arc<AtomicBool>,
 }
+
+/// Longest the nested session waits for the target to answer a remote forward (`-R`) or its
+/// cancellation; past it the engineer's request fails.
+const FORWARD_REPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// Session channels one connection may have open at once: OpenSSH's `MaxSessions` default.
 /// Each holds a relay, an upstream channel, a recording and bounded buffers, so an
@@ -209,6 +218,33 @@ impl Inner {
     }
 }
 
+/// Asks the target to listen on `address:port` (`ssh -R`); returns the port it listens on.
+/// An answer that has not come within `FORWARD_REPLY_WAIT` is a failure, and a late yes is
+/// taken back, so the target does not listen for nobody.
+async fn remote_forward(up: Arc<Upstream>, address: &str, port: u32) -> Result<u32, String> {
+    let address = address.to_string();
+    let mut asked = tokio::spawn({
+        let (up, address) = (Arc::clone(&up), address.clone());
+        async move { up.tcpip_forward(address, port).await }
+    });
+    match tokio::time::timeout(FORWARD_REPLY_WAIT, &mut asked).await {
+        Ok(Ok(answer)) => answer.map_err(|e| format!("the target refused: {e}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            tokio::spawn(async move {
+                if let Ok(Ok(bound)) = asked.await {
+                    let port = if port == 0 { bound } else { port };
+                    let _ = up.cancel_tcpip_forward(address, port).await;
+                }
+            });
+            Err(format!(
+                "the target did not answer within {}s",
+                FORWARD_REPLY_WAIT.as_secs()
+            ))
+        }
+    }
+}
+
 fn failure(code: u32, reason: String) -> ChannelOpenFailure {
     ChannelOpenFailure::Other { code, reason }
 }
@@ -220,6 +256,7 @@ struct ChannelCtx {
     control: ControlHandle,
     dialled: watch::Receiver<Dialled>,
     handle: server::Handle,
+    stalls: Arc<Stalls>,
     session_id: String,
 }
 
@@ -231,6 +268,7 @@ async fn session_channel(cx: ChannelCtx, channel: Channel<Msg>, reply: ChannelOp
         control,
         dialled,
         handle,
+        stalls,
         session_id,
     } = cx;
     let up = match upstream_of(dialled).await {
@@ -270,9 +308,13 @@ async fn session_channel(cx: ChannelCtx, channel: Channel<Msg>, reply: ChannelOp
     };
     reply.accept().await;
     let mut log = SessionLog::new(Arc::clone(&shared), grant.clone(), session_id);
-    let outcome = relay::relay(
+    let engineer = relay::Engineer {
         channel,
         handle,
+        stalls,
+    };
+    let outcome = relay::relay(
+        engineer,
         target,
         &grant.rule,
         tap,
@@ -394,6 +436,7 @@ impl server::Handler for Inner {
             control: self.control.clone(),
             dialled: self.dialled.clone(),
             handle: session.handle(),
+            stalls: Arc::clone(&self.stalls),
             session_id: format!(
                 "{}-{}",
                 self.dialer.conn_id,
@@ -451,7 +494,9 @@ impl server::Handler for Inner {
     }
 
     /// `ssh -R`: the target listens, and its connections come back through the bastion
-    /// (`upstream::ToEngineer`). The nested session waits for the target's answer.
+    /// (`upstream::ToEngineer`). The nested session waits for the target's answer, at most
+    /// `FORWARD_REPLY_WAIT`: it reads nothing else meanwhile, and the upstream session may
+    /// itself be waiting for this one (`flow`'s circle) while a paused download holds it.
     async fn tcpip_forward(
         &mut self,
         address: &str,
@@ -471,7 +516,7 @@ impl server::Handler for Inner {
         let Ok(up) = upstream_of(self.dialled.clone()).await else {
             return Ok(false);
         };
-        match up.tcpip_forward(address, *port).await {
+        match remote_forward(up, address, *port).await {
             Ok(bound) => {
                 // A reply names the port only when the target chose it.
                 if *port == 0 {
@@ -482,7 +527,7 @@ impl server::Handler for Inner {
                 Ok(true)
             }
             Err(e) => {
-                tracing::info!(host = %self.conn.host.name, address, port = *port, error = %e, "the target refused a remote forward");
+                tracing::info!(host = %self.conn.host.name, address, port = *port, error = %e, "no remote forward");
                 Ok(false)
             }
         }
@@ -498,7 +543,9 @@ impl server::Handler for Inner {
         let Ok(up) = upstream_of(self.dialled.clone()).await else {
             return Ok(false);
         };
-        Ok(up.cancel_tcpip_forward(address, port).await.is_ok())
+        let asked = up.cancel_tcpip_forward(address, port);
+        let answer = tokio::time::timeout(FORWARD_REPLY_WAIT, asked).await;
+        Ok(answer.is_ok_and(|a| a.is_ok()))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -29,12 +29,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::flow::{Stuck, UpQueue};
+use super::flow::{Stalls, Stuck, UpQueue};
 use super::gate::{ExecGate, Gated, InputGate, Tap};
 use super::record::{Outcome, PtyInfo, SessionLog, Start};
 use super::requests::{Request, allows};
@@ -132,17 +132,30 @@ fn dim(n: u32) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
 }
 
+/// The engineer's end of a session channel.
+pub struct Engineer {
+    pub channel: russh::Channel<server::Msg>,
+    /// The nested connection's handle, for the requests a channel cannot send itself.
+    pub handle: server::Handle,
+    /// Output stalls on that connection, shared by its channels (`flow`).
+    pub stalls: Arc<Stalls>,
+}
+
 /// Relays one session channel until either side closes it or `control` says close.
 pub async fn relay(
-    client: russh::Channel<server::Msg>,
-    client_handle: server::Handle,
+    engineer: Engineer,
     target: russh::Channel<client::Msg>,
     rule: &AccessRule,
     tap: Box<dyn Tap>,
     log: &mut SessionLog,
     mut control: watch::Receiver<Control>,
 ) -> Outcome {
-    let (mut c_rx, c_tx) = client.split();
+    let Engineer {
+        channel,
+        handle: client_handle,
+        stalls,
+    } = engineer;
+    let (mut c_rx, c_tx) = channel.split();
     let (mut t_rx, t_tx) = target.split();
     let shared = Shared {
         rule,
@@ -155,7 +168,7 @@ pub async fn relay(
         exit_signal: Mutex::new(None),
         pty: Mutex::new(None),
         rec: OnceLock::new(),
-        input: UpQueue::default(),
+        input: UpQueue::new(stalls),
         output_seen: Notify::new(),
         setup: Mutex::new(Setup::default()),
         replied: Notify::new(),
@@ -242,7 +255,7 @@ async fn up(
         () = forward => {}
         Some(Stuck(queued)) = read => {
             let text = format!(
-                "closing: {} MiB of your input are waiting while your ssh reads none of the output",
+                "closing: {} MiB of your input are waiting while your ssh reads none of this connection's output",
                 queued >> 20
             );
             close_with_notice(c_tx, &text).await;

@@ -198,30 +198,17 @@ async fn host_certificate_target_and_several_channels_in_one_connection() {
     assert_eq!(text(&out.stdout), "via-cert\n", "{}", text(&out.stderr));
 
     // One inner connection, several session channels: a master and two clients over it.
-    let sock = lab.path().join("cm-%C");
-    let sock_opt = format!("ControlPath={}", sock.display());
-    let mut master = lab.ssh(&["-o", "ControlMaster=yes", "-o", &sock_opt, "-N", "root@db2"]);
-    let mut master = master.spawn().unwrap();
-    let mut ok = false;
-    for _ in 0..200 {
-        let check = output(lab.ssh(&["-o", &sock_opt, "-O", "check", "root@db2"]), 30).await;
-        if check.status.success() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ok, "control master never came up");
+    let sock = lab.control_master("root@db2").await;
+    let mux = ["-S", sock.as_str(), "-o", "ControlMaster=no", "root@db2"];
     // b closes its output well before it exits: the master answers that EOF with its close,
     // and the exit status must still reach b's client.
-    let a = output(lab.ssh(&["-o", &sock_opt, "root@db2", "echo one"]), 60);
+    let a = output(lab.ssh(&[&mux[..], &["echo one"]].concat()), 60);
     let b_cmd = "echo two; exec >&- 2>&-; sleep 0.3; exit 4";
-    let b = output(lab.ssh(&["-o", &sock_opt, "root@db2", b_cmd]), 60);
+    let b = output(lab.ssh(&[&mux[..], &[b_cmd]].concat()), 60);
     let (a, b) = tokio::join!(a, b);
     assert_eq!(text(&a.stdout), "one\n", "{}", text(&a.stderr));
     assert_eq!(text(&b.stdout), "two\n", "{}", text(&b.stderr));
     assert_eq!(b.status.code(), Some(4), "{}", text(&b.stderr));
-    let _ = master.kill().await;
 }
 
 /// Established client connections to `port` on loopback, from /proc/net/tcp.

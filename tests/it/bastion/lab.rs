@@ -320,6 +320,18 @@ keys = ["{alice}"]
         c
     }
 
+    /// Starts an OpenSSH multiplexing master to `target` through the bastion (`ssh -M -fN`,
+    /// kept 60 s after its last client) and returns its control socket: `ssh -S SOCKET`
+    /// then opens its sessions as channels of that one connection.
+    pub async fn control_master(&self, target: &str) -> String {
+        let sock = self.path().join("mux.sock");
+        let sock = sock.to_str().unwrap().to_string();
+        let args = ["-M", "-S", &sock, "-o", "ControlPersist=60", "-fN", target];
+        let master = output(self.ssh(&args), 60).await;
+        assert_eq!(master.status.code(), Some(0), "{}", text(&master.stderr));
+        sock
+    }
+
     /// `ssh` straight to target `index` (no bastion), logged in as root with a certificate
     /// from the target CA, its host key pinned: the reference for what the bastion relays.
     pub fn direct_ssh(&self, index: usize, args: &[&str]) -> tokio::process::Command {

@@ -298,23 +298,8 @@ async fn one_connection_holds_at_most_ten_sessions() {
     // OpenSSH multiplexing: one master connection to db1, then sessions over it.
     let lab = Lab::start().await;
     lab.grant("db1", "root", 0, 3600, 0).await;
-    let sock = lab.path().join("mux.sock");
-    let sock = sock.to_str().unwrap();
-    let mux = ["-S", sock, "-o", "ControlMaster=no"];
-    let master = output(
-        lab.ssh(&[
-            "-M",
-            "-S",
-            sock,
-            "-o",
-            "ControlPersist=60",
-            "-fN",
-            "root@db1",
-        ]),
-        60,
-    )
-    .await;
-    assert_eq!(master.status.code(), Some(0), "{}", text(&master.stderr));
+    let sock = lab.control_master("root@db1").await;
+    let mux = ["-S", &sock, "-o", "ControlMaster=no"];
     let mut held = Vec::new();
     for _ in 0..jitgate::bastion::MAX_SESSIONS {
         let mut args = mux.to_vec();
@@ -364,5 +349,5 @@ async fn one_connection_holds_at_most_ten_sessions() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(room, "a freed session slot is used again");
-    let _ = output(lab.ssh(&["-S", sock, "-O", "exit", "root@db1"]), 30).await;
+    let _ = output(lab.ssh(&["-S", &sock, "-O", "exit", "root@db1"]), 30).await;
 }

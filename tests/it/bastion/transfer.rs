@@ -265,3 +265,90 @@ async fn output_faster_than_the_recorder_is_recorded_whole() {
     assert_eq!(summary.output.len(), SIZE);
     assert_eq!(summary.output.as_bytes(), out.stdout.as_slice());
 }
+
+/// Bytes of the paused downloads below: far more than the bastion's queues hold.
+const DOWN: usize = 64 << 20;
+
+/// Starts a download of `DOWN` bytes over the multiplexed connection `mux` and reads none of
+/// it for two seconds: its queues fill and it holds the upstream session.
+async fn paused_download(
+    lab: &Lab,
+    mux: &[&str],
+) -> (tokio::process::Child, tokio::process::ChildStdout) {
+    let head = format!("head -c {DOWN} /dev/zero");
+    let mut down = lab.ssh(&[mux, &[head.as_str()]].concat());
+    down.stdout(std::process::Stdio::piped());
+    let mut down = down.spawn().unwrap();
+    let stdout = down.stdout.take().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    (down, stdout)
+}
+
+/// Reads the paused download to its end, which must come.
+async fn resume(mut down: tokio::process::Child, mut stdout: tokio::process::ChildStdout) {
+    let mut got = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut got),
+    )
+    .await
+    .expect("the download flows again once its reader resumes")
+    .unwrap();
+    assert_eq!(got.len(), DOWN);
+    assert!(down.wait().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_download_does_not_stick_an_upload_on_the_same_connection() {
+    // Two sessions over one multiplexed connection: a download whose reader pauses, and an
+    // upload. While the download's output waits for the engineer, its queue fills and the
+    // upload waits for the target; once the reader resumes, both must finish.
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let sock = lab.control_master("root@db1").await;
+    let mux = ["-S", sock.as_str(), "-o", "ControlMaster=no", "root@db1"];
+    let (down, stdout) = paused_download(&lab, &mux).await;
+    let (input, _) = random_file(&lab, 32 << 20);
+    let mut up = lab.ssh(&[&mux[..], &["wc -c"]].concat());
+    up.stdin(std::fs::File::open(&input).unwrap());
+    let up = tokio::spawn(output(up, 120));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    resume(down, stdout).await;
+    let up = up.await.unwrap();
+    assert_eq!(
+        text(&up.stdout).trim(),
+        (32 << 20).to_string(),
+        "{}",
+        text(&up.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_remote_forward_asked_during_a_paused_download_does_not_stick_it() {
+    // `ssh -O forward -R` on a connection whose download is paused: the target's answer
+    // waits behind the download in the upstream session, and the nested session, waiting
+    // for it, would read none of the engineer's window adjustments.
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 2, 3600, 0).await;
+    let sock = lab.control_master("root@db1").await;
+    let mux = ["-S", sock.as_str(), "-o", "ControlMaster=no", "root@db1"];
+    let (down, stdout) = paused_download(&lab, &mux).await;
+    let ask = [
+        "-S",
+        sock.as_str(),
+        "-O",
+        "forward",
+        "-R",
+        "0:127.0.0.1:9",
+        "root@db1",
+    ];
+    let asked = tokio::spawn(output(lab.ssh(&ask), 120));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    resume(down, stdout).await;
+    let asked = asked.await.unwrap();
+    assert!(
+        text(&asked.stderr).contains("forwarding failed"),
+        "{}",
+        text(&asked.stderr)
+    );
+}
