@@ -30,7 +30,15 @@ pub struct Outer {
     authed: Arc<AtomicBool>,
     /// Nested servers running on this connection (at most `MAX_NESTED`).
     nested: Arc<AtomicUsize>,
+    /// The user name the client last tried to log in as.
+    claimed_user: Option<String>,
+    /// Whether a certificate reached `authorize` (see `Drop`).
+    cert_checked: bool,
 }
+
+/// Why a connection that ended unauthenticated without any certificate reaching jitgate's
+/// checks was refused.
+pub const NO_CERT_CHECKED: &str = "no certificate reached jitgate's checks: none was offered, or it was expired, not yet valid or badly signed (refused before it is checked)";
 
 /// Nested servers (jumps through `direct-tcpip`) one outer connection may run at once: each
 /// holds a handshake, and for the jump's own host a connection logged in to the target.
@@ -54,7 +62,37 @@ impl Outer {
             registration: None,
             authed,
             nested: Arc::new(AtomicUsize::new(0)),
+            claimed_user: None,
+            cert_checked: false,
         }
+    }
+}
+
+/// russh refuses a certificate outside its validity window, or whose signature does not
+/// verify, before any handler sees it: without this, the commonest refusal of all (an
+/// engineer's expired certificate) would leave no trace in the audit log. So a connection
+/// that ends unauthenticated, with a user name claimed and no certificate checked, is
+/// audited once on its way out.
+impl Drop for Outer {
+    fn drop(&mut self) {
+        if self.authed.load(Ordering::Acquire) || self.cert_checked {
+            return;
+        }
+        let Some(user) = self.claimed_user.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (shared, peer) = (Arc::clone(&self.shared), self.peer);
+        // Counted live before this returns: a shutdown waits for the audit.
+        let live = shared.tasks.enter();
+        rt.spawn(async move {
+            shared
+                .refused_unauthenticated("outer", &user, peer, None, NO_CERT_CHECKED)
+                .await;
+            drop(live);
+        });
     }
 }
 
@@ -173,11 +211,17 @@ fn prohibited(reason: &str) -> ChannelOpenFailure {
 impl server::Handler for Outer {
     type Error = BastionError;
 
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        self.claimed_user = Some(user.to_string());
+        Ok(Auth::reject())
+    }
+
     async fn auth_publickey(
         &mut self,
         user: &str,
         _key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.claimed_user = Some(user.to_string());
         self.shared
             .refused_unauthenticated(
                 "outer",
@@ -195,6 +239,7 @@ impl server::Handler for Outer {
         user: &str,
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
+        self.cert_checked = true;
         let mark = self.shared.registry.lag_mark();
         match authorize(&self.shared, user, cert).await {
             Ok(grant) => {

@@ -60,3 +60,41 @@ async fn a_foreign_certificate_is_audited_as_nobodys_claim() {
         "{refused:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_certificate_is_refused_and_audited() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    // russh refuses a certificate past its window before jitgate's handler sees it.
+    let t = now();
+    lab.certify(id, t - 600, t - 60).await;
+    let out = output(lab.ssh(&["root@db1", "true"]), 60).await;
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    // The connection's end is audited, shortly after it.
+    let mut found = None;
+    for _ in 0..100 {
+        let events = lab.store.audit_events(None).await.unwrap();
+        found = events.into_iter().map(|e| e.event).find(|e| {
+            e.kind == "bastion.refused"
+                && e.data
+                    .get("reason")
+                    .is_some_and(|r| r.starts_with("no certificate reached jitgate's checks"))
+        });
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let reasons = lab.refusals().await;
+    let refused = found.unwrap_or_else(|| panic!("not audited: {reasons:#?}"));
+    assert_eq!(refused.actor, "unknown");
+    assert_eq!(
+        refused.data.get("claimed_user").map(String::as_str),
+        Some("alice")
+    );
+    assert!(
+        refused.data["reason"].contains("expired"),
+        "{:?}",
+        refused.data
+    );
+}
