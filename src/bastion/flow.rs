@@ -81,17 +81,16 @@ impl UpQueue {
     /// to the engineer is stalled on any channel of the connection.
     pub async fn room(&self) -> Result<(), Stuck> {
         loop {
-            // Registered before the checks: a stall that begins after them still wakes us
-            // (`notify_waiters` keeps no permit).
+            if let Some(room) = self.now() {
+                return room;
+            }
+            // Registered, then checked again: a stall that begins after the check still wakes
+            // this wait (`notify_waiters` keeps no permit).
             let begun = self.stalls.begun.notified();
             let mut begun = std::pin::pin!(begun);
             begun.as_mut().enable();
-            let queued = self.queued.load(Ordering::Acquire);
-            if queued >= UP_LIMIT {
-                return Err(Stuck(queued));
-            }
-            if queued < UP_BUFFER || self.stalls.count.load(Ordering::Acquire) > 0 {
-                return Ok(());
+            if let Some(room) = self.now() {
+                return room;
             }
             // `notify_one` keeps a permit when nobody waits yet, so no wake-up is lost
             // between the checks above and this wait.
@@ -100,6 +99,16 @@ impl UpQueue {
                 () = begun => {}
             }
         }
+    }
+
+    /// What `room` says at once, if it need not wait.
+    fn now(&self) -> Option<Result<(), Stuck>> {
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued >= UP_LIMIT {
+            return Some(Err(Stuck(queued)));
+        }
+        let open = queued < UP_BUFFER || self.stalls.count.load(Ordering::Acquire) > 0;
+        open.then_some(Ok(()))
     }
 
     /// A message of `len` data bytes was queued; returns what it counts for: its bytes and
