@@ -29,6 +29,7 @@ use super::record::SessionLog;
 use super::relay;
 use super::requests::{Request, allows};
 use super::sessions::{ControlHandle, Registration, Slot, closed};
+use super::tunnel::tunnel;
 use super::upstream::{ToEngineer, Upstream};
 use super::{BastionError, LOGIN_GRACE, Shared};
 use crate::config::Host;
@@ -88,7 +89,6 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
         registration: None,
         sessions: Arc::new(AtomicUsize::new(0)),
         next_session: AtomicU64::new(1),
-        stalls: Arc::default(),
         authed: Arc::clone(&authed),
     };
     // A client that never sends its banner must not hold the slot (and the target
@@ -150,9 +150,6 @@ struct Inner {
     /// Numbers this connection's sessions: their ids are `<connection id>-<n>`, so the id
     /// the target certificate names (`Dialer::conn_id`) leads to them in the store.
     next_session: AtomicU64,
-    /// Output stalls on this connection: while one channel's output waits for the engineer,
-    /// every channel reads its input past its bound (`flow`).
-    stalls: Arc<Stalls>,
     /// Set by the nested login: `LOGIN_GRACE` no longer applies.
     authed: Arc<AtomicBool>,
 }
@@ -330,9 +327,9 @@ async fn forward_channel(
     dialled: watch::Receiver<Dialled>,
     channel: Channel<Msg>,
     reply: ChannelOpenHandle,
-    host: String,
-    port: u32,
+    (host, port): (String, u32),
     from: (String, u32),
+    stalls: Arc<Stalls>,
 ) {
     let up = match upstream_of(dialled).await {
         Ok(up) => up,
@@ -347,9 +344,7 @@ async fn forward_channel(
     {
         Ok(target) => {
             reply.accept().await;
-            let mut a = channel.into_stream();
-            let mut b = target.into_stream();
-            relay::pump(&mut a, &mut b).await;
+            tunnel(channel, target, stalls).await;
         }
         Err(e) => reply.reject(failure(2, format!("jitgate: {e}"))).await,
     }
@@ -436,7 +431,7 @@ impl server::Handler for Inner {
             control: self.control.clone(),
             dialled: self.dialled.clone(),
             handle: session.handle(),
-            stalls: Arc::clone(&self.stalls),
+            stalls: Arc::clone(&self.dialer.engineer.stalls),
             session_id: format!(
                 "{}-{}",
                 self.dialer.conn_id,
@@ -486,9 +481,9 @@ impl server::Handler for Inner {
             self.dialled.clone(),
             channel,
             reply,
-            host_to_connect.to_string(),
-            port_to_connect,
+            (host_to_connect.to_string(), port_to_connect),
             (originator_address.to_string(), originator_port),
+            Arc::clone(&self.dialer.engineer.stalls),
         ));
         Ok(())
     }

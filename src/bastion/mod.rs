@@ -26,6 +26,7 @@ mod revocations;
 pub mod sessions;
 mod shards;
 mod tcp;
+mod tunnel;
 mod upstream;
 
 use std::future::Future;

@@ -54,20 +54,6 @@ use typing::forward_keys;
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
 
-/// Bytes each direction of a byte pump reads at once: two SSH packets' worth. tokio's default
-/// (8 KiB) would cut every 32 KiB packet the engineer's client accepts into four, each sealed
-/// and sent on its own.
-const PUMP_CHUNK: usize = 64 << 10;
-
-/// Copies bytes both ways between two streams until both directions have ended.
-pub async fn pump<A, B>(a: &mut A, b: &mut B)
-where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
-{
-    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, PUMP_CHUNK, PUMP_CHUNK).await;
-}
-
 /// A request sent upstream whose reply is still due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {

@@ -14,8 +14,10 @@ use russh::{Channel, ChannelOpenFailure, Preferred, client, server};
 use ssh_key::PublicKey;
 
 use super::Shared;
+use super::flow::Stalls;
 use super::keys::{CLIENT_CIPHERS, random_serial};
 use super::requests::{Request, allows};
+use super::tunnel::tunnel;
 use crate::ca::{CaKeys, generate_ed25519, target_extensions};
 use crate::config::{AccessRule, Host};
 
@@ -42,6 +44,8 @@ pub struct ToEngineer {
     /// The remote forwards (`ssh -R`) the target granted: the address as the engineer asked
     /// for it, and the port bound. A forwarded connection for any other is refused.
     forwards: Mutex<HashSet<(String, u32)>>,
+    /// Output stalls on the nested connection, shared by all its channels (`flow`).
+    pub stalls: Arc<Stalls>,
 }
 
 impl ToEngineer {
@@ -133,13 +137,12 @@ impl TargetKey {
         let Some(engineer) = engineer else {
             return refuse(reply).await;
         };
+        let stalls = Arc::clone(&self.back.engineer.stalls);
         tokio::spawn(async move {
             match open(engineer).await {
                 Ok(theirs) => {
                     reply.accept().await;
-                    let mut a = channel.into_stream();
-                    let mut b = theirs.into_stream();
-                    super::relay::pump(&mut a, &mut b).await;
+                    tunnel(theirs, channel, stalls).await;
                 }
                 Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
             }

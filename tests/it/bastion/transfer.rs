@@ -352,3 +352,62 @@ async fn a_remote_forward_asked_during_a_paused_download_does_not_stick_it() {
         text(&asked.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_local_forward_beside_a_paused_download_does_not_stick_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // `ssh -L` on a connection whose download is paused: bytes sent into the forward wait for
+    // the target's window, which waits behind the download in the upstream session.
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 2, 3600, 0).await;
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    let sunk = tokio::spawn(async move {
+        let (mut conn, _) = sink.accept().await.unwrap();
+        let mut n = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match conn.read(&mut buf).await.unwrap() {
+                0 => return n,
+                k => n += k,
+            }
+        }
+    });
+    let sock = lab.control_master("root@db1").await;
+    let mux = ["-S", sock.as_str(), "-o", "ControlMaster=no", "root@db1"];
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let local_port = local.local_addr().unwrap().port();
+    drop(local);
+    let spec = format!("127.0.0.1:{local_port}:127.0.0.1:{sink_port}");
+    let ask = [
+        "-S",
+        sock.as_str(),
+        "-O",
+        "forward",
+        "-L",
+        &spec,
+        "root@db1",
+    ];
+    let asked = output(lab.ssh(&ask), 60).await;
+    assert!(asked.status.success(), "{}", text(&asked.stderr));
+    let (down, stdout) = paused_download(&lab, &mux).await;
+    const SENT: usize = 32 << 20;
+    let send = tokio::spawn(async move {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", local_port))
+            .await
+            .unwrap();
+        conn.write_all(&vec![7u8; SENT]).await.unwrap();
+        conn.shutdown().await.unwrap();
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    resume(down, stdout).await;
+    tokio::time::timeout(std::time::Duration::from_secs(120), send)
+        .await
+        .expect("the forward's bytes are all taken")
+        .unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(120), sunk)
+        .await
+        .expect("the forward's bytes arrive")
+        .unwrap();
+    assert_eq!(n, SENT);
+}
