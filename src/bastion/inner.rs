@@ -8,6 +8,7 @@
 //! reached turns into a channel-open failure whose text the engineer's `ssh` prints. A
 //! nested server whose login has not succeeded within `LOGIN_GRACE` is closed.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,6 +91,7 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
         sessions: Arc::new(AtomicUsize::new(0)),
         next_session: AtomicU64::new(1),
         authed: Arc::clone(&authed),
+        setups: HashMap::new(),
     };
     // A client that never sends its banner must not hold the slot (and the target
     // connection dialled for it) either.
@@ -152,6 +154,8 @@ struct Inner {
     next_session: AtomicU64,
     /// Set by the nested login: `LOGIN_GRACE` no longer applies.
     authed: Arc<AtomicBool>,
+    /// What each open session channel asked for so far, as its relay lets it through.
+    setups: HashMap<ChannelId, relay::Setup>,
 }
 
 /// Longest the nested session waits for the target to answer a remote forward (`-R`) or its
@@ -167,6 +171,11 @@ impl Inner {
     /// Whether the logged-in request's rule allows `req`; nothing is allowed before login.
     fn allows(&self, req: Request<'_>) -> bool {
         self.grant.as_ref().is_some_and(|g| allows(&g.rule, req))
+    }
+
+    /// Whether the relay lets `channel`'s start through (`relay::Setup`).
+    fn first_start(&mut self, channel: ChannelId) -> bool {
+        self.setups.entry(channel).or_default().start()
     }
 
     fn reply(
@@ -555,7 +564,7 @@ impl server::Handler for Inner {
         _modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = self.allows(Request::Pty);
+        let ok = self.allows(Request::Pty) && self.setups.entry(channel).or_default().pty();
         self.reply(channel, ok, session)
     }
 
@@ -594,7 +603,8 @@ impl server::Handler for Inner {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.reply(channel, self.allows(Request::Shell), session)
+        let ok = self.allows(Request::Shell) && self.first_start(channel);
+        self.reply(channel, ok, session)
     }
 
     async fn exec_request(
@@ -614,6 +624,7 @@ impl server::Handler for Inner {
             )
             .await;
         }
+        let ok = ok && self.first_start(channel);
         self.reply(channel, ok, session)
     }
 
@@ -631,7 +642,17 @@ impl server::Handler for Inner {
             )
             .await;
         }
+        let ok = ok && self.first_start(channel);
         self.reply(channel, ok, session)
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.setups.remove(&channel);
+        Ok(())
     }
 
     async fn window_change_request(

@@ -3,8 +3,8 @@
 //! exit-status, exit-signal, close.
 //!
 //! Requests are answered to the engineer by the inner server's handler, from the same pure
-//! `allows` decision used here to choose what goes upstream (russh keeps one pending reply
-//! flag per channel, so replies cannot wait for the target). A target that then refuses
+//! `allows` decision and the same one-start `Setup` used here to choose what goes upstream
+//! (russh keeps one pending reply flag per channel, so replies cannot wait for the target). A target that then refuses
 //! what we accepted ends the channel with a message (a refused pty only gets the message:
 //! the session goes on without one, through the line gate). A channel starts once, with at
 //! most one pty requested before it: `setup` drops anything else, and holds input until the
@@ -48,7 +48,8 @@ mod setup;
 mod typing;
 use down::down;
 use notice::{close_with_notice, line, no_pty_answer, notices};
-use setup::{Setup, pty_answered, started_once};
+pub(super) use setup::Setup;
+use setup::{pty_answered, started_once};
 use typing::forward_keys;
 
 /// Exit status of a command the guardrails blocked.

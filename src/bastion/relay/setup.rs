@@ -15,22 +15,25 @@ use super::{Pending, Shared};
 /// answer could come back: a second start would replace the gate, a pty request refused after
 /// the start would turn a pty gate into the line gate. So the relay drops such a request and
 /// sends nothing upstream; the gate stays as it is.
+///
+/// The nested server's handler keeps one too, so that what it answers the engineer matches
+/// what the relay does: a dropped request is answered with failure, not success.
 #[derive(Debug, Default)]
-pub(super) struct Setup {
+pub struct Setup {
     pty: bool,
     started: bool,
 }
 
 impl Setup {
     /// Whether a pty request goes upstream.
-    pub(super) fn pty(&mut self) -> bool {
+    pub fn pty(&mut self) -> bool {
         let ok = !self.pty && !self.started;
         self.pty |= ok;
         ok
     }
 
     /// Whether a shell, exec or subsystem request goes upstream.
-    pub(super) fn start(&mut self) -> bool {
+    pub fn start(&mut self) -> bool {
         !std::mem::replace(&mut self.started, true)
     }
 }

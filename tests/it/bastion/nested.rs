@@ -108,3 +108,78 @@ async fn the_target_certificate_names_the_connection_its_sessions_are_stored_und
         "{connection} {sessions:?}"
     );
 }
+
+/// A russh client's handler that takes any host key: the test below is about channel
+/// requests, which no OpenSSH client sends in that order.
+struct AnyHostKey;
+
+impl russh::client::Handler for AnyHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_start_or_a_late_pty_on_one_channel_is_answered_with_failure() {
+    use std::sync::Arc;
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    // OpenSSH carries the jump (`-W db1:22`); a russh client logs in to the nested server
+    // over its standard input and output.
+    let mut jump = tokio::process::Command::new("ssh");
+    jump.arg("-F")
+        .arg(&lab.ssh_config)
+        .args([
+            "-p",
+            &lab.port.to_string(),
+            "-W",
+            "db1:22",
+            "alice@127.0.0.1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut jump = jump.spawn().unwrap();
+    let stream = tokio::io::join(jump.stdout.take().unwrap(), jump.stdin.take().unwrap());
+    let config = Arc::new(russh::client::Config::default());
+    let mut nested = russh::client::connect_stream(config, stream, AnyHostKey)
+        .await
+        .unwrap();
+    let key = russh::keys::load_secret_key(&lab.key, None).unwrap();
+    let cert = format!("{}-cert.pub", lab.key.display());
+    let cert = ssh_key::Certificate::read_file(std::path::Path::new(&cert)).unwrap();
+    let auth = nested
+        .authenticate_openssh_cert("root", Arc::new(key), cert)
+        .await
+        .unwrap();
+    assert!(auth.success(), "{auth:?}");
+    let mut channel = nested.channel_open_session().await.unwrap();
+    channel.exec(true, "echo one").await.unwrap();
+    // The relay drops a pty request after the start, and a second start; the replies must
+    // say so.
+    channel
+        .request_pty(true, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .unwrap();
+    channel.exec(true, "echo two").await.unwrap();
+    let (mut replies, mut out) = (Vec::new(), Vec::new());
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(30), channel.wait())
+            .await
+            .expect("the channel ends within 30s");
+        match msg {
+            Some(russh::ChannelMsg::Success) => replies.push("success"),
+            Some(russh::ChannelMsg::Failure) => replies.push("failure"),
+            Some(russh::ChannelMsg::Data { data }) => out.extend_from_slice(&data),
+            Some(russh::ChannelMsg::Close) | None => break,
+            Some(_) => {}
+        }
+    }
+    assert_eq!(replies, ["success", "failure", "failure"]);
+    assert_eq!(text(&out), "one\n");
+}
