@@ -25,7 +25,7 @@ use super::dialer::{Dialer, Dialled, upstream_of};
 use super::flow::Stalls;
 use super::guard::Guard;
 use super::keys::random_id;
-use super::outer::authorize;
+use super::outer::{NO_CERT_CHECKED, authorize};
 use super::record::SessionLog;
 use super::relay;
 use super::requests::{Request, allows};
@@ -92,6 +92,8 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
         next_session: AtomicU64::new(1),
         authed: Arc::clone(&authed),
         setups: HashMap::new(),
+        attempted: false,
+        cert_checked: false,
     };
     // A client that never sends its banner must not hold the slot (and the target
     // connection dialled for it) either.
@@ -156,6 +158,38 @@ struct Inner {
     authed: Arc<AtomicBool>,
     /// What each open session channel asked for so far, as its relay lets it through.
     setups: HashMap<ChannelId, relay::Setup>,
+    /// Whether the engineer's client tried to log in (see `Drop`).
+    attempted: bool,
+    /// Whether a certificate reached `authorize`.
+    cert_checked: bool,
+}
+
+/// As for the outer login (`outer::NO_CERT_CHECKED`): a nested login that ends without any
+/// certificate reaching jitgate's checks (russh refused an expired one first) is audited
+/// once on its way out.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.attempted || self.cert_checked || self.authed.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = Arc::clone(&self.conn.shared);
+        let (user, request, peer) = (
+            self.conn.outer.user.clone(),
+            self.conn.outer.request.id,
+            self.conn.peer,
+        );
+        // Counted live before this returns: a shutdown waits for the audit.
+        let live = shared.tasks.enter();
+        rt.spawn(async move {
+            shared
+                .refused("inner", &user, peer, Some(request), NO_CERT_CHECKED)
+                .await;
+            drop(live);
+        });
+    }
 }
 
 /// Longest the nested session waits for the target to answer a remote forward (`-R`) or its
@@ -362,11 +396,17 @@ async fn forward_channel(
 impl server::Handler for Inner {
     type Error = BastionError;
 
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        self.attempted = true;
+        Ok(Auth::reject())
+    }
+
     async fn auth_publickey(
         &mut self,
         _user: &str,
         _key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.attempted = true;
         self.refused(
             "inner",
             "a plain public key; only jitgate certificates are accepted",
@@ -380,6 +420,7 @@ impl server::Handler for Inner {
         login: &str,
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
+        self.cert_checked = true;
         let user = self.conn.outer.user.clone();
         let mark = self.conn.shared.registry.lag_mark();
         let checked = authorize(&self.conn.shared, &user, cert)

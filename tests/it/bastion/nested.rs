@@ -183,3 +183,51 @@ async fn a_second_start_or_a_late_pty_on_one_channel_is_answered_with_failure() 
     assert_eq!(replies, ["success", "failure", "failure"]);
     assert_eq!(text(&out), "one\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nested_login_with_an_expired_certificate_is_audited() {
+    let lab = Lab::start().await;
+    let id = lab.grant("db1", "root", 0, 3600, 0).await;
+    // The jump connection logs in while the certificate is current...
+    let sock = lab.path().join("jump.sock");
+    let sock = sock.to_str().unwrap();
+    let master = output(
+        to_bastion(&lab, sock, &["-M", "-o", "ControlPersist=60", "-fN"]),
+        60,
+    )
+    .await;
+    assert_eq!(master.status.code(), Some(0), "{}", text(&master.stderr));
+    // ...and the nested login, through that connection, offers one past its window, which
+    // the SSH library refuses before jitgate's checks.
+    let t = jitgate::model::now();
+    lab.certify(id, t - 600, t - 60).await;
+    let proxy = format!(
+        "ProxyCommand=ssh -F {} -S {sock} -o ControlMaster=no -p {} -W %h:%p alice@127.0.0.1",
+        lab.ssh_config.display(),
+        lab.port
+    );
+    let mut ssh = tokio::process::Command::new("ssh");
+    ssh.arg("-F")
+        .arg(&lab.ssh_config)
+        .args(["-o", &proxy, "root@db1", "true"])
+        .kill_on_drop(true);
+    let out = output(ssh, 60).await;
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    // The engineer is known from the jump's login: the refusal is theirs, at the nested stage.
+    let mut refused = Vec::new();
+    for _ in 0..100 {
+        refused = lab.store.audit_events(None).await.unwrap();
+        refused.retain(|e| e.event.kind == "bastion.refused");
+        let inner = refused.iter().map(|e| &e.event).find(|e| {
+            e.data.get("stage").map(String::as_str) == Some("inner")
+                && e.data["reason"].starts_with("no certificate reached jitgate's checks")
+        });
+        if let Some(e) = inner {
+            assert_eq!(e.actor, "alice");
+            assert_eq!(e.request_id, Some(id));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the nested refusal was not audited: {refused:#?}");
+}
