@@ -12,7 +12,7 @@ use crate::bastion::{self, BastionContext};
 use crate::ca::CaKeys;
 use crate::config::{Config, StoreUrl};
 use crate::hub::Hub;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{self, Holder, SqliteStore, Store, StoreError, StoreLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -32,6 +32,8 @@ pub struct Parts {
     pub hub: Arc<Hub>,
     /// CA key files created by this start (first start only).
     pub created_keys: Vec<std::path::PathBuf>,
+    /// This server's hold on its store (`store::hold`), for as long as it runs.
+    _store_lock: StoreLock,
 }
 
 impl Parts {
@@ -43,8 +45,12 @@ impl Parts {
             })?;
         }
         let (ca, created_keys) = CaKeys::ensure(&cfg.ca_dir())?;
-        let store: Arc<dyn Store> = match &cfg.store {
-            StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        // Before anything is read: a second server must not seal the first one's sessions.
+        let (store, store_lock): (Arc<dyn Store>, _) = match &cfg.store {
+            StoreUrl::Sqlite(path) => {
+                let lock = store::hold(path, Holder::Serve)?;
+                (Arc::new(SqliteStore::open(path)?), lock)
+            }
         };
         std::fs::create_dir_all(&cfg.server.recordings_dir)?;
         Ok(Parts {
@@ -53,6 +59,7 @@ impl Parts {
             store,
             hub: Hub::new(),
             created_keys,
+            _store_lock: store_lock,
         })
     }
 }

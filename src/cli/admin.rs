@@ -198,6 +198,8 @@ pub async fn recordings(action: RecordingsAction) -> anyhow::Result<ExitCode> {
         .into());
     };
     let jitgate::config::StoreUrl::Sqlite(db) = &cfg.store;
+    // Two prunes at once would each enter every removal.
+    let _lock = jitgate::store::hold(db, jitgate::store::Holder::Prune)?;
     let store = SqliteStore::open(db)?;
     let now = now();
     let root = &cfg.server.recordings_dir;

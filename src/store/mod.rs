@@ -6,10 +6,12 @@
 //! this approver approved already?) run inside that transaction too.
 
 pub mod audit;
+mod lock;
 mod sqlite;
 
 use async_trait::async_trait;
 
+pub use lock::{Holder, StoreLock, hold, lock_path};
 pub use sqlite::SqliteStore;
 
 use crate::model::*;

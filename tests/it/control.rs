@@ -620,3 +620,59 @@ fn login_out_never_replaces_the_engineers_known_hosts() {
             .starts_with("@cert-authority"),
     );
 }
+
+#[test]
+fn one_server_and_one_prune_per_store() {
+    use std::io::Read;
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let server = Server::start(&config);
+    // A second server on the same store (any ports) would close the first one's live
+    // sessions as cut off: it is refused before it reads anything.
+    let mut second = Command::new(jitgate_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_for(std::time::Duration::from_secs(30), || {
+        second.try_wait().unwrap()
+    });
+    let Some(status) = ended else {
+        let _ = second.kill();
+        panic!("a second server ran on the same store");
+    };
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    let pid = server.child.id();
+    assert!(
+        err.contains(&format!(
+            "another jitgate serve (process {pid}) is using the store"
+        )),
+        "{err}"
+    );
+    // The first goes on serving.
+    server.cli(&setup.alice, &["requests", "--json"]).ok();
+    // A prune while another holds the store's prune lock is refused too.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[server]", "[recordings]\nretention = \"1d\"\n\n[server]"),
+    )
+    .unwrap();
+    let db = setup.path().join("data/jitgate.db");
+    let _held = jitgate::store::hold(&db, jitgate::store::Holder::Prune).unwrap();
+    let run = jitgate(&["recordings", "prune", "--config", config.to_str().unwrap()]);
+    assert_ne!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stderr.contains("another jitgate recordings prune") && !run.stdout.contains("removed"),
+        "{run:#?}"
+    );
+}
