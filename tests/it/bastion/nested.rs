@@ -17,6 +17,20 @@ fn to_bastion(lab: &Lab, sock: &str, args: &[&str]) -> tokio::process::Command {
     c
 }
 
+/// Starts a multiplexing master connection to the bastion itself (no jump through it yet);
+/// returns its control socket.
+async fn jump_master(lab: &Lab) -> String {
+    let sock = lab.path().join("jump.sock");
+    let sock = sock.to_str().unwrap().to_string();
+    let master = output(
+        to_bastion(lab, &sock, &["-M", "-o", "ControlPersist=60", "-fN"]),
+        60,
+    )
+    .await;
+    assert_eq!(master.status.code(), Some(0), "{}", text(&master.stderr));
+    sock
+}
+
 /// Opens a `-W db1:22` stdio forward over the master connection (one `direct-tcpip`
 /// channel, one nested server) and waits for the nested server's banner.
 async fn open_nested(lab: &Lab, sock: &str) -> Option<tokio::process::Child> {
@@ -41,14 +55,8 @@ async fn open_nested(lab: &Lab, sock: &str) -> Option<tokio::process::Child> {
 async fn one_jump_connection_runs_at_most_ten_nested_servers() {
     let lab = Lab::start().await;
     lab.grant("db1", "root", 0, 3600, 0).await;
-    let sock = lab.path().join("jump.sock");
-    let sock = sock.to_str().unwrap();
-    let master = output(
-        to_bastion(&lab, sock, &["-M", "-o", "ControlPersist=60", "-fN"]),
-        60,
-    )
-    .await;
-    assert_eq!(master.status.code(), Some(0), "{}", text(&master.stderr));
+    let sock = jump_master(&lab).await;
+    let sock = sock.as_str();
     let mut held = Vec::new();
     for n in 0..jitgate::bastion::MAX_NESTED {
         held.push(
@@ -189,14 +197,8 @@ async fn a_nested_login_with_an_expired_certificate_is_audited() {
     let lab = Lab::start().await;
     let id = lab.grant("db1", "root", 0, 3600, 0).await;
     // The jump connection logs in while the certificate is current...
-    let sock = lab.path().join("jump.sock");
-    let sock = sock.to_str().unwrap();
-    let master = output(
-        to_bastion(&lab, sock, &["-M", "-o", "ControlPersist=60", "-fN"]),
-        60,
-    )
-    .await;
-    assert_eq!(master.status.code(), Some(0), "{}", text(&master.stderr));
+    let sock = jump_master(&lab).await;
+    let sock = sock.as_str();
     // ...and the nested login, through that connection, offers one past its window, which
     // the SSH library refuses before jitgate's checks.
     let t = jitgate::model::now();
