@@ -8,9 +8,9 @@
 //!   before any of them is forwarded.
 //! - [`LineGate`] gates a shell without a pty (`ssh host < script.sh`): each input line is
 //!   checked before it is forwarded.
-//! - [`reads_commands_from_stdin`] tells an exec that is really a shell on standard input
-//!   (`bash -s`, `sudo -i`) from one whose input is data (`scp -t`), so the former is gated
-//!   like a shell without a pty.
+//! - [`reads_commands_from_stdin`] tells an exec that reads commands from standard input
+//!   (`bash -s`, `sudo -i`, `psql`, `sh -c 'exec bash'`) from one whose input is data
+//!   (`scp -t`, `pg_dump`), so the former is gated like a shell without a pty.
 //! - [`test_commands`] backs `jitgate guardrail test`.
 //!
 //! Everything here is synchronous, pure (no I/O, no clock) and never panics on any byte stream;

@@ -122,6 +122,47 @@ async fn a_script_without_a_pty_stops_at_the_blocked_line() {
     assert_eq!(out.stdout, std::fs::read(&script).unwrap());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sql_piped_into_sqlite3_stops_at_the_blocked_statement() {
+    lab::require("sqlite3");
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let db = lab.path().join("app.db");
+    let db = db.to_str().unwrap();
+    let sql = lab.path().join("x.sql");
+    std::fs::write(
+        &sql,
+        "CREATE TABLE keep(x);\nINSERT INTO keep VALUES(1);\nDROP TABLE keep;\nSELECT 'after';\n",
+    )
+    .unwrap();
+    // `sqlite3 FILE` reads its statements from standard input: each line is checked.
+    let mut cmd = lab.ssh(&["-T", "root@db1", "sqlite3", db]);
+    cmd.stdin(std::fs::File::open(&sql).unwrap());
+    let out = output(cmd, 60).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(
+        err.contains("jitgate: blocked by guardrail \"destructive/drop-table\": no DROP TABLE"),
+        "{err}"
+    );
+    let said = text(&out.stdout);
+    assert!(!said.contains("after"), "{said}");
+    // The statements before the blocked one ran, the rest did not: the table is still there.
+    // An SQL operand is not read from standard input, so this exec is not gated. The first
+    // sqlite3 may still be finishing on the target when the bastion has ended its session.
+    let count = format!("sqlite3 {db} 'select count(*) from keep'");
+    let mut said = String::new();
+    for _ in 0..50 {
+        let out = output(lab.ssh(&["root@db1", &count]), 60).await;
+        said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        if said == "1\n" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(said, "1\n");
+}
+
 /// A tmux pane running `ssh -tt root@db1 [remote]` through the lab's bastion, with a prompt
 /// that reads `ready>` (its echo does not); returns the tmux socket and a victim folder that
 /// a blocked `rm -rf` must leave in place.
