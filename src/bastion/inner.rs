@@ -31,7 +31,7 @@ use super::relay;
 use super::requests::{Request, allows};
 use super::sessions::{ControlHandle, Registration, Slot, closed};
 use super::tunnel::tunnel;
-use super::upstream::{ToEngineer, Upstream};
+use super::upstream::{FORWARD_REPLY_WAIT, ToEngineer, remote_forward};
 use super::{BastionError, LOGIN_GRACE, Shared};
 use crate::config::Host;
 use crate::model::{NewAuditEvent, now};
@@ -172,29 +172,18 @@ impl Drop for Inner {
         if !self.attempted || self.cert_checked || self.authed.load(Ordering::Acquire) {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let shared = Arc::clone(&self.conn.shared);
         let (user, request, peer) = (
             self.conn.outer.user.clone(),
             self.conn.outer.request.id,
             self.conn.peer,
         );
-        // Counted live before this returns: a shutdown waits for the audit.
-        let live = shared.tasks.enter();
-        rt.spawn(async move {
+        self.conn.shared.audit_later(move |shared| async move {
             shared
                 .refused("inner", &user, peer, Some(request), NO_CERT_CHECKED)
                 .await;
-            drop(live);
         });
     }
 }
-
-/// Longest the nested session waits for the target to answer a remote forward (`-R`) or its
-/// cancellation; past it the engineer's request fails.
-const FORWARD_REPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// Session channels one connection may have open at once: OpenSSH's `MaxSessions` default.
 /// Each holds a relay, an upstream channel, a recording and bounded buffers, so an
@@ -207,9 +196,9 @@ impl Inner {
         self.grant.as_ref().is_some_and(|g| allows(&g.rule, req))
     }
 
-    /// Whether the relay lets `channel`'s start through (`relay::Setup`).
-    fn first_start(&mut self, channel: ChannelId) -> bool {
-        self.setups.entry(channel).or_default().start()
+    /// What `channel` asked for so far, as its relay sees it (`relay::Setup`).
+    fn setup(&mut self, channel: ChannelId) -> &mut relay::Setup {
+        self.setups.entry(channel).or_default()
     }
 
     fn reply(
@@ -255,33 +244,6 @@ impl Inner {
             .shared
             .refused(stage, &g.user, self.conn.peer, Some(g.request.id), reason)
             .await;
-    }
-}
-
-/// Asks the target to listen on `address:port` (`ssh -R`); returns the port it listens on.
-/// An answer that has not come within `FORWARD_REPLY_WAIT` is a failure, and a late yes is
-/// taken back, so the target does not listen for nobody.
-async fn remote_forward(up: Arc<Upstream>, address: &str, port: u32) -> Result<u32, String> {
-    let address = address.to_string();
-    let mut asked = tokio::spawn({
-        let (up, address) = (Arc::clone(&up), address.clone());
-        async move { up.tcpip_forward(address, port).await }
-    });
-    match tokio::time::timeout(FORWARD_REPLY_WAIT, &mut asked).await {
-        Ok(Ok(answer)) => answer.map_err(|e| format!("the target refused: {e}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => {
-            tokio::spawn(async move {
-                if let Ok(Ok(bound)) = asked.await {
-                    let port = if port == 0 { bound } else { port };
-                    let _ = up.cancel_tcpip_forward(address, port).await;
-                }
-            });
-            Err(format!(
-                "the target did not answer within {}s",
-                FORWARD_REPLY_WAIT.as_secs()
-            ))
-        }
     }
 }
 
@@ -605,7 +567,7 @@ impl server::Handler for Inner {
         _modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = self.allows(Request::Pty) && self.setups.entry(channel).or_default().pty();
+        let ok = self.allows(Request::Pty) && self.setup(channel).pty();
         self.reply(channel, ok, session)
     }
 
@@ -644,7 +606,7 @@ impl server::Handler for Inner {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = self.allows(Request::Shell) && self.first_start(channel);
+        let ok = self.allows(Request::Shell) && self.setup(channel).start();
         self.reply(channel, ok, session)
     }
 
@@ -665,7 +627,7 @@ impl server::Handler for Inner {
             )
             .await;
         }
-        let ok = ok && self.first_start(channel);
+        let ok = ok && self.setup(channel).start();
         self.reply(channel, ok, session)
     }
 
@@ -683,7 +645,7 @@ impl server::Handler for Inner {
             )
             .await;
         }
-        let ok = ok && self.first_start(channel);
+        let ok = ok && self.setup(channel).start();
         self.reply(channel, ok, session)
     }
 

@@ -123,6 +123,23 @@ impl Shared {
         &self.ctx.config
     }
 
+    /// Runs `audit` in a task of its own, for code that cannot wait (a handler's `Drop`):
+    /// the task counts as live before this returns, so a shutdown waits for it.
+    pub fn audit_later<F>(self: &Arc<Self>, audit: impl FnOnce(Arc<Shared>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let live = self.tasks.enter();
+        let audit = audit(Arc::clone(self));
+        rt.spawn(async move {
+            audit.await;
+            drop(live);
+        });
+    }
+
     /// Logs and audits a refusal (`bastion.refused`) of an authenticated engineer.
     pub async fn refused(
         &self,

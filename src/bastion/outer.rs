@@ -81,17 +81,11 @@ impl Drop for Outer {
         let Some(user) = self.claimed_user.take() else {
             return;
         };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (shared, peer) = (Arc::clone(&self.shared), self.peer);
-        // Counted live before this returns: a shutdown waits for the audit.
-        let live = shared.tasks.enter();
-        rt.spawn(async move {
+        let peer = self.peer;
+        self.shared.audit_later(move |shared| async move {
             shared
                 .refused_unauthenticated("outer", &user, peer, None, NO_CERT_CHECKED)
                 .await;
-            drop(live);
         });
     }
 }

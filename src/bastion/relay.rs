@@ -4,11 +4,11 @@
 //!
 //! Requests are answered to the engineer by the inner server's handler, from the same pure
 //! `allows` decision and the same one-start `Setup` used here to choose what goes upstream
-//! (russh keeps one pending reply flag per channel, so replies cannot wait for the target). A target that then refuses
-//! what we accepted ends the channel with a message (a refused pty only gets the message:
-//! the session goes on without one, through the line gate). A channel starts once, with at
-//! most one pty requested before it: `setup` drops anything else, and holds input until the
-//! target has answered the pty request.
+//! (russh keeps one pending reply flag per channel, so replies cannot wait for the target).
+//! A target that then refuses what we accepted ends the channel with a message (a refused
+//! pty only gets the message: the session goes on without one, through the line gate). A
+//! channel starts once, with at most one pty requested before it: `setup` drops anything
+//! else, and holds input until the target has answered the pty request.
 //!
 //! Back-pressure: every write awaits the receiver's SSH window, and russh's per-channel
 //! queues are bounded, so a slow reader slows the writer instead of filling memory.

@@ -399,3 +399,34 @@ async fn refuse(reply: client::ChannelOpenHandle) -> Result<(), russh::Error> {
         .await;
     Ok(())
 }
+
+/// Longest the nested session waits for the target to answer a remote forward (`-R`) or its
+/// cancellation; past it the engineer's request fails.
+pub const FORWARD_REPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// Asks the target to listen on `address:port` (`ssh -R`); returns the port it listens on.
+/// An answer that has not come within `FORWARD_REPLY_WAIT` is a failure, and a late yes is
+/// taken back, so the target does not listen for nobody.
+pub async fn remote_forward(up: Arc<Upstream>, address: &str, port: u32) -> Result<u32, String> {
+    let address = address.to_string();
+    let mut asked = tokio::spawn({
+        let (up, address) = (Arc::clone(&up), address.clone());
+        async move { up.tcpip_forward(address, port).await }
+    });
+    match tokio::time::timeout(FORWARD_REPLY_WAIT, &mut asked).await {
+        Ok(Ok(answer)) => answer.map_err(|e| format!("the target refused: {e}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            tokio::spawn(async move {
+                if let Ok(Ok(bound)) = asked.await {
+                    let port = if port == 0 { bound } else { port };
+                    let _ = up.cancel_tcpip_forward(address, port).await;
+                }
+            });
+            Err(format!(
+                "the target did not answer within {}s",
+                FORWARD_REPLY_WAIT.as_secs()
+            ))
+        }
+    }
+}
