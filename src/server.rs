@@ -44,14 +44,12 @@ impl Parts {
                 std::io::Error::new(e.kind(), format!("server.tls_cert / tls_key: {e}"))
             })?;
         }
+        // First of all: a second server must neither race this one to create the CA keys
+        // nor seal its live sessions as cut off.
+        let StoreUrl::Sqlite(db) = &cfg.store;
+        let store_lock = store::hold(db, Holder::Serve)?;
         let (ca, created_keys) = CaKeys::ensure(&cfg.ca_dir())?;
-        // Before anything is read: a second server must not seal the first one's sessions.
-        let (store, store_lock): (Arc<dyn Store>, _) = match &cfg.store {
-            StoreUrl::Sqlite(path) => {
-                let lock = store::hold(path, Holder::Serve)?;
-                (Arc::new(SqliteStore::open(path)?), lock)
-            }
-        };
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db)?);
         std::fs::create_dir_all(&cfg.server.recordings_dir)?;
         Ok(Parts {
             cfg: Arc::new(cfg),

@@ -52,6 +52,10 @@ pub fn lock_path(db: &Path, holder: Holder) -> PathBuf {
 /// Takes `holder`'s lock on the store at `db`, or says who has it.
 pub fn hold(db: &Path, holder: Holder) -> Result<StoreLock, StoreError> {
     let path = lock_path(db, holder);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Db(format!("cannot create folder {}: {e}", dir.display())))?;
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -98,7 +102,8 @@ mod tests {
     #[test]
     fn a_second_holder_is_refused_until_the_first_lets_go() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("jitgate.db");
+        // The store's folder need not exist yet (a first start).
+        let db = dir.path().join("data/jitgate.db");
         let first = hold(&db, Holder::Serve).unwrap();
         let err = hold(&db, Holder::Serve).unwrap_err().to_string();
         let pid = std::process::id();
