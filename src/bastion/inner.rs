@@ -91,7 +91,7 @@ pub async fn serve(stream: Bridge, conn: InnerConn) {
         sessions: Arc::new(AtomicUsize::new(0)),
         next_session: AtomicU64::new(1),
         authed: Arc::clone(&authed),
-        setups: HashMap::new(),
+        setups: Arc::default(),
         attempted: false,
         cert_checked: false,
     };
@@ -156,8 +156,10 @@ struct Inner {
     next_session: AtomicU64,
     /// Set by the nested login: `LOGIN_GRACE` no longer applies.
     authed: Arc<AtomicBool>,
-    /// What each open session channel asked for so far, as its relay lets it through.
-    setups: HashMap<ChannelId, relay::Setup>,
+    /// What each open session channel asked for so far, as its relay lets it through: an
+    /// entry from the channel's open to the end of its task (russh tells the handler of no
+    /// close the bastion sent first).
+    setups: Setups,
     /// Whether the engineer's client tried to log in (see `Drop`).
     attempted: bool,
     /// Whether a certificate reached `authorize`.
@@ -185,6 +187,33 @@ impl Drop for Inner {
     }
 }
 
+/// Session channels' setups, by channel number.
+type Setups = Arc<Mutex<HashMap<u32, relay::Setup>>>;
+
+/// An open session channel's entry in `Inner::setups`, removed when dropped.
+struct SetupEntry {
+    setups: Setups,
+    channel: u32,
+}
+
+impl SetupEntry {
+    fn open(setups: &Setups, channel: u32) -> SetupEntry {
+        let mut map = setups.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(channel, relay::Setup::default());
+        SetupEntry {
+            setups: Arc::clone(setups),
+            channel,
+        }
+    }
+}
+
+impl Drop for SetupEntry {
+    fn drop(&mut self) {
+        let mut map = self.setups.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&self.channel);
+    }
+}
+
 /// Session channels one connection may have open at once: OpenSSH's `MaxSessions` default.
 /// Each holds a relay, an upstream channel, a recording and bounded buffers, so an
 /// engineer cannot make the bastion hold more than this many per connection.
@@ -196,9 +225,11 @@ impl Inner {
         self.grant.as_ref().is_some_and(|g| allows(&g.rule, req))
     }
 
-    /// What `channel` asked for so far, as its relay sees it (`relay::Setup`).
-    fn setup(&mut self, channel: ChannelId) -> &mut relay::Setup {
-        self.setups.entry(channel).or_default()
+    /// Whether `channel`'s relay lets this request through (`relay::Setup`); never for a
+    /// channel that is not an open session channel.
+    fn setup(&self, channel: ChannelId, request: impl FnOnce(&mut relay::Setup) -> bool) -> bool {
+        let mut setups = self.setups.lock().unwrap_or_else(|e| e.into_inner());
+        setups.get_mut(&channel.into()).is_some_and(request)
     }
 
     fn reply(
@@ -451,8 +482,10 @@ impl server::Handler for Inner {
             ),
         };
         let live = self.conn.shared.tasks.enter();
+        let setup = SetupEntry::open(&self.setups, channel.id().into());
         tokio::spawn(async move {
             session_channel(cx, channel, reply).await;
+            drop(setup);
             drop(slot);
             drop(live);
         });
@@ -567,7 +600,7 @@ impl server::Handler for Inner {
         _modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = self.allows(Request::Pty) && self.setup(channel).pty();
+        let ok = self.allows(Request::Pty) && self.setup(channel, relay::Setup::pty);
         self.reply(channel, ok, session)
     }
 
@@ -606,7 +639,7 @@ impl server::Handler for Inner {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = self.allows(Request::Shell) && self.setup(channel).start();
+        let ok = self.allows(Request::Shell) && self.setup(channel, relay::Setup::start);
         self.reply(channel, ok, session)
     }
 
@@ -627,7 +660,7 @@ impl server::Handler for Inner {
             )
             .await;
         }
-        let ok = ok && self.setup(channel).start();
+        let ok = ok && self.setup(channel, relay::Setup::start);
         self.reply(channel, ok, session)
     }
 
@@ -645,17 +678,8 @@ impl server::Handler for Inner {
             )
             .await;
         }
-        let ok = ok && self.setup(channel).start();
+        let ok = ok && self.setup(channel, relay::Setup::start);
         self.reply(channel, ok, session)
-    }
-
-    async fn channel_close(
-        &mut self,
-        channel: ChannelId,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.setups.remove(&channel);
-        Ok(())
     }
 
     async fn window_change_request(
@@ -686,5 +710,21 @@ impl server::Handler for Inner {
             .await;
         }
         Ok(ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_channel_has_a_setup_from_its_open_to_the_end_of_its_task() {
+        let setups = Setups::default();
+        let entry = SetupEntry::open(&setups, 7);
+        let start = |setups: &Setups| setups.lock().unwrap().get_mut(&7).map(|s| s.start());
+        assert_eq!(start(&setups), Some(true), "the first start goes through");
+        assert_eq!(start(&setups), Some(false), "a second does not");
+        drop(entry);
+        assert!(setups.lock().unwrap().is_empty(), "nothing stays behind");
     }
 }
