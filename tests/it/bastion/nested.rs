@@ -196,22 +196,34 @@ async fn a_second_start_or_a_late_pty_on_one_channel_is_answered_with_failure() 
 async fn a_nested_login_with_an_expired_certificate_is_audited() {
     let lab = Lab::start().await;
     let id = lab.grant("db1", "root", 0, 3600, 0).await;
-    // The jump connection logs in while the certificate is current...
-    let sock = jump_master(&lab).await;
-    let sock = sock.as_str();
-    // ...and the nested login, through that connection, offers one past its window, which
-    // the SSH library refuses before jitgate's checks.
+    // The jump logs in with a current certificate; the nested login, inside it, offers one
+    // past its window, which the SSH library refuses before jitgate's checks.
+    let current = lab.path().join("current-cert.pub");
+    std::fs::copy(format!("{}-cert.pub", lab.key.display()), &current).unwrap();
     let t = jitgate::model::now();
     lab.certify(id, t - 600, t - 60).await;
-    let proxy = format!(
-        "ProxyCommand=ssh -F {} -S {sock} -o ControlMaster=no -p {} -W %h:%p alice@127.0.0.1",
-        lab.ssh_config.display(),
-        lab.port
-    );
+    let expired = format!("{}-cert.pub", lab.key.display());
+    let common = std::fs::read_to_string(&lab.ssh_config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("CertificateFile"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = lab.path().join("ssh_config_hops");
+    std::fs::write(
+        &config,
+        format!(
+            "Host 127.0.0.1\n  CertificateFile {}\nHost db1\n  CertificateFile {expired}\n{common}\n",
+            current.display()
+        ),
+    )
+    .unwrap();
     let mut ssh = tokio::process::Command::new("ssh");
     ssh.arg("-F")
-        .arg(&lab.ssh_config)
-        .args(["-o", &proxy, "root@db1", "true"])
+        .arg(&config)
+        .arg("-J")
+        .arg(format!("alice@127.0.0.1:{}", lab.port))
+        .args(["root@db1", "true"])
         .kill_on_drop(true);
     let out = output(ssh, 60).await;
     assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
