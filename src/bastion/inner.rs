@@ -8,7 +8,6 @@
 //! reached turns into a channel-open failure whose text the engineer's `ssh` prints. A
 //! nested server whose login has not succeeded within `LOGIN_GRACE` is closed.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,19 +21,18 @@ use tokio::sync::watch;
 use super::access::{self, Grant};
 use super::bridge::Bridge;
 use super::dialer::{Dialer, Dialled, upstream_of};
-use super::flow::Stalls;
-use super::guard::Guard;
 use super::keys::random_id;
 use super::outer::{NO_CERT_CHECKED, authorize};
-use super::record::SessionLog;
 use super::relay;
 use super::requests::{Request, allows};
 use super::sessions::{ControlHandle, Registration, Slot, closed};
-use super::tunnel::tunnel;
 use super::upstream::{FORWARD_REPLY_WAIT, ToEngineer, remote_forward};
 use super::{BastionError, LOGIN_GRACE, Shared};
 use crate::config::Host;
 use crate::model::{NewAuditEvent, now};
+
+mod channels;
+use channels::{ChannelCtx, SetupEntry, Setups, failure, forward_channel, session_channel};
 
 /// What one nested server knows about its outer connection.
 pub struct InnerConn {
@@ -187,33 +185,6 @@ impl Drop for Inner {
     }
 }
 
-/// Session channels' setups, by channel number.
-type Setups = Arc<Mutex<HashMap<u32, relay::Setup>>>;
-
-/// An open session channel's entry in `Inner::setups`, removed when dropped.
-struct SetupEntry {
-    setups: Setups,
-    channel: u32,
-}
-
-impl SetupEntry {
-    fn open(setups: &Setups, channel: u32) -> SetupEntry {
-        let mut map = setups.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(channel, relay::Setup::default());
-        SetupEntry {
-            setups: Arc::clone(setups),
-            channel,
-        }
-    }
-}
-
-impl Drop for SetupEntry {
-    fn drop(&mut self) {
-        let mut map = self.setups.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&self.channel);
-    }
-}
-
 /// Session channels one connection may have open at once: OpenSSH's `MaxSessions` default.
 /// Each holds a relay, an upstream channel, a recording and bounded buffers, so an
 /// engineer cannot make the bastion hold more than this many per connection.
@@ -275,114 +246,6 @@ impl Inner {
             .shared
             .refused(stage, &g.user, self.conn.peer, Some(g.request.id), reason)
             .await;
-    }
-}
-
-fn failure(code: u32, reason: String) -> ChannelOpenFailure {
-    ChannelOpenFailure::Other { code, reason }
-}
-
-/// What a session channel's task needs from its connection.
-struct ChannelCtx {
-    shared: Arc<Shared>,
-    grant: Grant,
-    control: ControlHandle,
-    dialled: watch::Receiver<Dialled>,
-    handle: server::Handle,
-    stalls: Arc<Stalls>,
-    session_id: String,
-}
-
-/// One session channel: open upstream, record, relay, record the end.
-async fn session_channel(cx: ChannelCtx, channel: Channel<Msg>, reply: ChannelOpenHandle) {
-    let ChannelCtx {
-        shared,
-        grant,
-        control,
-        dialled,
-        handle,
-        stalls,
-        session_id,
-    } = cx;
-    let up = match upstream_of(dialled).await {
-        Ok(up) => up,
-        Err(msg) => {
-            reply.reject(failure(2, msg)).await;
-            return;
-        }
-    };
-    let target = match up.channel_open_session().await {
-        Ok(t) => t,
-        Err(e) => {
-            let msg = format!(
-                "jitgate: {} refused a session channel: {e}",
-                grant.host.name
-            );
-            reply.reject(failure(2, msg)).await;
-            return;
-        }
-    };
-    // Fails closed: without its guardrails, a session does not start.
-    let checker = shared
-        .guardrails
-        .as_ref()
-        .map_err(String::clone)
-        .and_then(|g| g.checker(&grant.rule.guardrails).map_err(|e| e.to_string()));
-    let tap = match checker {
-        Ok(c) => Box::new(Guard::new(c)),
-        Err(e) => {
-            tracing::error!(error = %e, "guardrails unavailable");
-            let _ = target.close().await;
-            reply
-                .reject(failure(2, "jitgate: guardrails are unavailable".into()))
-                .await;
-            return;
-        }
-    };
-    reply.accept().await;
-    let mut log = SessionLog::new(Arc::clone(&shared), grant.clone(), session_id);
-    let engineer = relay::Engineer {
-        channel,
-        handle,
-        stalls,
-    };
-    let outcome = relay::relay(
-        engineer,
-        target,
-        &grant.rule,
-        tap,
-        &mut log,
-        control.subscribe(),
-    )
-    .await;
-    log.finish(&outcome).await;
-}
-
-/// A `-L` forward through the nested connection, when the rule allows it.
-async fn forward_channel(
-    dialled: watch::Receiver<Dialled>,
-    channel: Channel<Msg>,
-    reply: ChannelOpenHandle,
-    (host, port): (String, u32),
-    from: (String, u32),
-    stalls: Arc<Stalls>,
-) {
-    let up = match upstream_of(dialled).await {
-        Ok(up) => up,
-        Err(msg) => {
-            reply.reject(failure(2, msg)).await;
-            return;
-        }
-    };
-    match up
-        .channel_open_direct_tcpip(host, port, from.0, from.1)
-        .await
-    {
-        Ok(target) => {
-            reply.accept().await;
-            tunnel(channel, target, stalls).await;
-        }
-        Err(e) => reply.reject(failure(2, format!("jitgate: {e}"))).await,
     }
 }
 
@@ -710,21 +573,5 @@ impl server::Handler for Inner {
             .await;
         }
         Ok(ok)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_session_channel_has_a_setup_from_its_open_to_the_end_of_its_task() {
-        let setups = Setups::default();
-        let entry = SetupEntry::open(&setups, 7);
-        let start = |setups: &Setups| setups.lock().unwrap().get_mut(&7).map(|s| s.start());
-        assert_eq!(start(&setups), Some(true), "the first start goes through");
-        assert_eq!(start(&setups), Some(false), "a second does not");
-        drop(entry);
-        assert!(setups.lock().unwrap().is_empty(), "nothing stays behind");
     }
 }
