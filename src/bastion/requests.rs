@@ -65,6 +65,12 @@ mod tests {
             (Request::Shell, true, true),
             (Request::Exec("ls"), true, true),
             (Request::Exec("/usr/lib/openssh/sftp-server"), true, false),
+            // `sftp -s "sh -c /usr/lib/openssh/sftp-server"` is sftp too.
+            (
+                Request::Exec("sh -c /usr/lib/openssh/sftp-server"),
+                true,
+                false,
+            ),
             (Request::WindowChange, true, true),
             (Request::Subsystem("sftp"), true, false),
             (Request::Subsystem("netconf"), false, false),

@@ -183,19 +183,30 @@ fn simple_reads(words: &[String], depth: usize) -> bool {
 }
 
 /// Whether any simple command of `command` runs a program named `name` (by base name, after
-/// the same wrappers: `sudo /usr/lib/openssh/sftp-server` runs `sftp-server`). Command
-/// strings (`sh -c STRING`) are not looked into.
+/// the same wrappers: `sudo /usr/lib/openssh/sftp-server` runs `sftp-server`), command
+/// strings included (`sh -c /usr/lib/openssh/sftp-server`). One nested deeper than
+/// [`MAX_NESTING`] is taken to run it: the answer refuses, not allows.
 pub fn runs_program(command: &str, name: &str) -> bool {
-    fn runs(words: &[String], name: &str, depth: usize) -> bool {
-        match unwrap(words) {
-            Run::Program(p, _) => p == name,
-            Run::Words(words) => depth > 0 && runs(&words, name, depth - 1),
-            Run::WrapperShell | Run::Command(_) | Run::Nothing => false,
-        }
-    }
-    split(command)
-        .iter()
-        .any(|words| runs(words, name, MAX_NESTING))
+    runs_in(command, name, MAX_NESTING)
+}
+
+/// [`runs_program`], with `depth` more command strings to follow.
+fn runs_in(command: &str, name: &str, depth: usize) -> bool {
+    split(command).iter().any(|words| runs(words, name, depth))
+}
+
+fn runs(words: &[String], name: &str, depth: usize) -> bool {
+    let string = match unwrap(words) {
+        Run::Program(p, _) if p == name => return true,
+        Run::Program(p, args) => match programs::input(p, args) {
+            programs::Input::Runs(string) => string,
+            programs::Input::Commands | programs::Input::Data => return false,
+        },
+        Run::Command(string) => string,
+        Run::Words(words) => return depth == 0 || runs(&words, name, depth - 1),
+        Run::WrapperShell | Run::Nothing => return false,
+    };
+    depth == 0 || runs_in(string, name, depth - 1)
 }
 
 /// What one simple command runs, once its assignments and wrappers are passed over.

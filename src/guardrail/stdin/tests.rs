@@ -176,8 +176,15 @@ fn programs_are_found_behind_wrappers() {
         ("env -S 'sftp-server -l INFO'", true),
         ("runuser -u root -- /usr/lib/openssh/sftp-server", true),
         ("flock /tmp/l sftp-server", true),
+        // Command strings, as a shell would run them.
+        ("sh -c /usr/lib/openssh/sftp-server", true),
+        ("bash -lc 'exec sftp-server -e'", true),
+        ("sudo su -c 'sh -c sftp-server' root", true),
+        ("flock /tmp/l -c sftp-server", true),
         ("ls /usr/lib/openssh/sftp-server", false),
         ("scp -t /tmp", false),
+        ("sh -c 'ls /usr/lib/openssh/sftp-server'", false),
+        ("echo sftp-server", false),
     ] {
         assert_eq!(runs_program(command, "sftp-server"), runs, "{command:?}");
     }
@@ -293,6 +300,14 @@ fn nesting_is_followed_to_a_bound_past_which_input_is_checked() {
         // Deeper than followed: taken to read commands.
         let deep = nested(wrap, MAX_NESTING + 1, "ls");
         assert!(reads_commands_from_stdin(&deep), "{deep}");
+        // The sftp check follows the same strings, and refuses past the bound too.
+        for depth in 1..=MAX_NESTING {
+            let sftp = nested(wrap, depth, "/usr/lib/openssh/sftp-server");
+            assert!(runs_program(&sftp, "sftp-server"), "{sftp}");
+            let not = nested(wrap, depth, "ls");
+            assert!(!runs_program(&not, "sftp-server"), "{not}");
+        }
+        assert!(runs_program(&deep, "sftp-server"), "{deep}");
     }
     // Long inputs are read in one pass.
     for (command, reads) in [
