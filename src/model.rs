@@ -71,6 +71,29 @@ pub struct NewRequest {
     pub pending_until: UnixTime,
 }
 
+impl NewRequest {
+    /// For tests: alice asks for postgres on db1 for 15 minutes under role `dba`'s second
+    /// rule, created at `at`, pending for an hour, needing `needed` approvals.
+    #[cfg(test)]
+    pub(crate) fn example(needed: u32, at: UnixTime) -> NewRequest {
+        NewRequest {
+            requester: "alice".into(),
+            host: "db1".into(),
+            login: "postgres".into(),
+            ttl_secs: 900,
+            reason: "INC-4711".into(),
+            rule: RuleRef {
+                role: "dba".into(),
+                index: 1,
+                digest: "ab".repeat(32),
+            },
+            approvals_needed: needed,
+            created_at: at,
+            pending_until: at + 3600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approval {
     pub approver: String,

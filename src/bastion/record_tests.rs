@@ -1,7 +1,6 @@
 //! Sealing failed and cut-off recordings, against a real SQLite store.
 
 use super::*;
-use crate::config::RuleRef;
 use crate::model::{AuditEvent, NewRequest, Session};
 use crate::store::SqliteStore;
 
@@ -12,21 +11,7 @@ const REL: &str = "2027/01/15/s1.cast";
 async fn with_session(dir: &Path) -> (SqliteStore, i64) {
     let store = SqliteStore::open(&dir.join("jitgate.db")).expect("store");
     let request = store
-        .create_request(NewRequest {
-            requester: "alice".into(),
-            host: "db1".into(),
-            login: "postgres".into(),
-            ttl_secs: 900,
-            reason: "INC-4711".into(),
-            rule: RuleRef {
-                role: "dba".into(),
-                index: 1,
-                digest: "ab".repeat(32),
-            },
-            approvals_needed: 0,
-            created_at: T,
-            pending_until: T + 3600,
-        })
+        .create_request(NewRequest::example(0, T))
         .await
         .expect("request");
     let session = Session {

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use super::SqliteStore;
 use super::schema::{MIGRATIONS, latest_version};
-use crate::config::RuleRef;
 use crate::model::*;
 use crate::store::audit::verify_chain;
 use crate::store::{Store, StoreError};
@@ -17,21 +16,7 @@ type R = Result<(), Box<dyn std::error::Error>>;
 const T: UnixTime = 1_800_000_000;
 
 pub(super) fn ask(needed: u32) -> NewRequest {
-    NewRequest {
-        requester: "alice".into(),
-        host: "db1".into(),
-        login: "postgres".into(),
-        ttl_secs: 900,
-        reason: "INC-4711".into(),
-        rule: RuleRef {
-            role: "dba".into(),
-            index: 1,
-            digest: "ab".repeat(32),
-        },
-        approvals_needed: needed,
-        created_at: T,
-        pending_until: T + 3600,
-    }
+    NewRequest::example(needed, T)
 }
 
 pub(super) fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
