@@ -38,17 +38,7 @@ fn loose_permissions_refused() {
 fn user_cert_round_trip_and_validation() {
     let dir = tempfile::tempdir().unwrap();
     let (keys, _) = CaKeys::ensure(dir.path()).unwrap();
-    let engineer = generate_ed25519();
-    let spec = UserCertSpec {
-        key: engineer.public_key(),
-        serial: 7,
-        request_id: 42,
-        user: "alice",
-        valid_after: 1000,
-        valid_before: 2000,
-        extensions: &[EXT_PTY],
-    };
-    let cert = keys.sign_user(&spec).unwrap();
+    let cert = cert_by(&keys, &[EXT_PTY]);
     assert_eq!(cert.key_id(), "jitgate:42:alice");
     assert_eq!(cert.valid_principals(), ["alice".to_string()]);
     assert_eq!(request_id_of(&cert), Some(42));
@@ -57,14 +47,20 @@ fn user_cert_round_trip_and_validation() {
     assert_eq!(keys.validate_user_cert(&cert, 1500), Ok(()));
     // A host certificate is not a user certificate, even from the right key.
     let host_cert = keys
-        .sign_host(engineer.public_key(), &["db1".into()], 1, 1000, 2000)
+        .sign_host(
+            generate_ed25519().public_key(),
+            &["db1".into()],
+            1,
+            1000,
+            2000,
+        )
         .unwrap();
     assert!(keys.validate_host_cert(&host_cert, "db1", 1500).is_ok());
     assert!(keys.validate_host_cert(&host_cert, "db2", 1500).is_err());
 }
 
-/// A user certificate for request 42 by `by`, valid from 1000 to 2000.
-fn cert_by(by: &CaKeys) -> Certificate {
+/// A user certificate for request 42 by `by`, valid from 1000 to 2000, with `extensions`.
+fn cert_by(by: &CaKeys, extensions: &[&str]) -> Certificate {
     let engineer = generate_ed25519();
     by.sign_user(&UserCertSpec {
         key: engineer.public_key(),
@@ -73,7 +69,7 @@ fn cert_by(by: &CaKeys) -> Certificate {
         user: "alice",
         valid_after: 1000,
         valid_before: 2000,
-        extensions: &[],
+        extensions,
     })
     .unwrap()
 }
@@ -84,7 +80,7 @@ fn ours_and_foreign() -> (CaKeys, Certificate, Certificate, [tempfile::TempDir; 
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let (keys, _) = CaKeys::ensure(dirs[0].path()).unwrap();
     let (other, _) = CaKeys::ensure(dirs[1].path()).unwrap();
-    let (ours, foreign) = (cert_by(&keys), cert_by(&other));
+    let (ours, foreign) = (cert_by(&keys, &[]), cert_by(&other, &[]));
     (keys, ours, foreign, dirs)
 }
 
