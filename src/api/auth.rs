@@ -94,18 +94,6 @@ pub fn verify_call(
     now: UnixTime,
 ) -> Result<super::Caller, AuthError> {
     let timestamp: i64 = call.timestamp.parse().map_err(|_| AuthError::Malformed)?;
-    if (timestamp - now).abs() > MAX_SKEW_SECS {
-        return Err(AuthError::Skew {
-            got: timestamp,
-            now,
-        });
-    }
-    if timestamp < nonces.since {
-        return Err(AuthError::BeforeStart {
-            got: timestamp,
-            since: nonces.since,
-        });
-    }
     let nonce = call.nonce;
     if nonce.len() < 16 || nonce.len() > 128 || !nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(AuthError::Malformed);
@@ -125,6 +113,19 @@ pub fn verify_call(
     );
     key.verify(NAMESPACE, &msg, &sig)
         .map_err(|_| AuthError::BadSignature)?;
+    // The signature first: every refusal below names a caller who really signed the call.
+    if timestamp.abs_diff(now) > MAX_SKEW_SECS.unsigned_abs() {
+        return Err(AuthError::Skew {
+            got: timestamp,
+            now,
+        });
+    }
+    if timestamp < nonces.since {
+        return Err(AuthError::BeforeStart {
+            got: timestamp,
+            since: nonces.since,
+        });
+    }
     // Only a verified call spends a nonce, so nobody can burn another's nonces.
     if !nonces.insert(nonce, now) {
         return Err(AuthError::Replayed);

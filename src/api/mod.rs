@@ -155,17 +155,22 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
             next.run(req).await
         }
         Err(e) => {
-            let actor = match &e {
-                auth::AuthError::Replayed
-                | auth::AuthError::Skew { .. }
-                | auth::AuthError::BeforeStart { .. }
-                | auth::AuthError::BadSignature => parts
+            // The user whose enrolled key is inside the signature: the caller when the
+            // signature verified (the checks after it), only a claim when it did not.
+            let signer = || {
+                parts
                     .headers
                     .get(auth::HEADER_SIGNATURE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(auth::signing_key)
-                    .and_then(|k| app.cfg.user_by_key(&k).map(|u| u.name.clone())),
-                _ => None,
+                    .and_then(|k| app.cfg.user_by_key(&k).map(|u| u.name.clone()))
+            };
+            let (actor, claimed) = match &e {
+                auth::AuthError::Replayed
+                | auth::AuthError::Skew { .. }
+                | auth::AuthError::BeforeStart { .. } => (signer(), None),
+                auth::AuthError::BadSignature => (None, signer()),
+                _ => (None, None),
             };
             let actor = actor.as_deref().unwrap_or("unknown");
             match app.refusals.admit(actor, Instant::now()) {
@@ -174,6 +179,9 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
                         .with("reason", &e)
                         .with("method", &parts.method)
                         .with("path", path);
+                    if let Some(claimed) = &claimed {
+                        event = event.with("claimed_user", claimed);
+                    }
                     if suppressed > 0 {
                         event = event.with("suppressed", suppressed);
                     }
