@@ -93,7 +93,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions", get(routes::sessions))
         .route("/v1/sessions/{id}/recording", get(routes::recording))
         .route("/v1/commands", get(routes::commands))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn(to_the_end));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
@@ -117,6 +118,18 @@ async fn observe(State(app): State<Arc<AppState>>, req: Request, next: Next) -> 
     let resp = next.run(req).await;
     app.metrics.observe(start.elapsed());
     resp
+}
+
+/// Runs a signed call in a task of its own. Hyper drops a handler whose client hangs up or
+/// times out; a change the store has committed by then (a revocation, an approval) must
+/// still have its effects — live sessions closed, webhooks sent — so the call runs to its
+/// end whatever becomes of the connection.
+async fn to_the_end(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(resp) => resp,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => ApiError::Unavailable("the server is stopping; try again".into()).into_response(),
+    }
 }
 
 /// Verifies the call's signature over method, path, body, timestamp and nonce.
@@ -238,5 +251,43 @@ pub async fn expire_loop(state: Arc<AppState>) {
             }
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use axum::routing::post;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_whose_client_hangs_up_still_runs_to_its_end() {
+        static DONE: AtomicBool = AtomicBool::new(false);
+        let app = Router::new()
+            .route(
+                "/slow",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    DONE.store(true, Ordering::SeqCst);
+                }),
+            )
+            .route_layer(middleware::from_fn(to_the_end));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/slow", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let hung_up = reqwest::Client::new()
+            .post(url)
+            .timeout(Duration::from_millis(50))
+            .send()
+            .await;
+        assert!(hung_up.is_err(), "the client gave up first");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(
+            DONE.load(Ordering::SeqCst),
+            "the handler was dropped half way"
+        );
     }
 }
