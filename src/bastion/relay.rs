@@ -52,6 +52,10 @@ pub(super) use setup::Setup;
 use setup::{pty_answered, started_once};
 use typing::forward_keys;
 
+/// How long a session the guardrails ended without a pty waits for the target to finish
+/// the input forwarded before the blocked line (see `act`).
+const BLOCKED_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Exit status of a command the guardrails blocked.
 pub const BLOCKED_EXIT: u32 = 126;
 
@@ -83,6 +87,9 @@ struct Shared<'a> {
     setup: Mutex<Setup>,
     /// Woken whenever the target answers a request (see `pty_answered`).
     replied: Notify,
+    /// The guardrails ended this session without a pty: the block's notice, given once the
+    /// target has finished the input forwarded before it (see `act`).
+    blocked: OnceLock<String>,
 }
 
 impl Shared<'_> {
@@ -159,17 +166,26 @@ pub async fn relay(
         output_seen: Notify::new(),
         setup: Mutex::new(Setup::default()),
         replied: Notify::new(),
+        blocked: OnceLock::new(),
     };
     let mut closed_by = None;
     // Fails closed: a session whose recording fails does not go on unrecorded.
     let recording_failed = log.failed();
     tokio::select! {
         () = up(&shared, log, &mut c_rx, &c_tx, &t_tx) => {
+            if let Some(notice) = shared.blocked.get() {
+                // The target did not finish within `BLOCKED_DRAIN` of its EOF.
+                end(&shared, &c_tx, notice).await;
+            }
             let _ = t_tx.close().await;
         }
         lost = down(&shared, &mut t_rx, &c_tx, &client_handle) => {
-            let _ = c_tx.close().await;
-            closed_by = lost;
+            if let Some(notice) = shared.blocked.get() {
+                end(&shared, &c_tx, notice).await;
+            } else {
+                let _ = c_tx.close().await;
+                closed_by = lost;
+            }
         }
         reason = notices(&mut control, &c_tx) => {
             if let Some(r) = shared.rec.get() {
@@ -247,6 +263,15 @@ async fn up(
             );
             close_with_notice(c_tx, &text).await;
         }
+    }
+    if s.blocked.get().is_some() {
+        // While the target finishes, what the engineer still sends is read and dropped, so
+        // the nested session goes on carrying the target's output.
+        let _ = tokio::time::timeout(BLOCKED_DRAIN, async {
+            while c_rx.wait().await.is_some() {}
+            std::future::pending::<()>().await
+        })
+        .await;
     }
 }
 
@@ -476,9 +501,13 @@ async fn act(
         t_tx.data_bytes(g.forward).await?;
     }
     if g.end {
-        let notice = g.notice.map(|n| n.text).unwrap_or_default();
-        end(s, c_tx, &notice).await;
-        let _ = t_tx.close().await;
+        // What was forwarded before the blocked line takes effect: the target reads its input
+        // to the end (EOF) and finishes, its output still reaches the engineer (`down`), and
+        // the session ends with the block's notice and status 126 once the target has closed
+        // its side, or after `BLOCKED_DRAIN`. Closed at once, sshd may drop input it has not
+        // yet handed to the program.
+        let _ = s.blocked.set(g.notice.map(|n| n.text).unwrap_or_default());
+        let _ = t_tx.eof().await;
         return Ok(After::End);
     }
     let cancelled = g.cancelled;

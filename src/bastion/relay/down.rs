@@ -75,6 +75,9 @@ pub(super) async fn down(
                     Err(_) => {
                         // No status came: the EOF goes on its own.
                         eof_due = None;
+                        if s.blocked.get().is_some() {
+                            continue;
+                        }
                         eof_sent = true;
                         if c_tx.eof().await.is_err() {
                             return None;
@@ -88,6 +91,21 @@ pub(super) async fn down(
                 // (russh closes no channel when its connection drops).
                 return Some(lost(s, c_tx, eof_sent).await);
             };
+            if s.blocked.get().is_some() {
+                // The guardrails ended the session (`relay::act`): the target's output up to
+                // its close still reaches the engineer; its EOF, status and close do not, the
+                // block's go instead.
+                eof_due = None;
+                let output = matches!(
+                    msg,
+                    ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. }
+                );
+                let close = matches!(msg, ChannelMsg::Close);
+                if close || (output && !forward_down(s, msg, c_tx, handle).await) {
+                    return None;
+                }
+                continue;
+            }
             if eof_due.is_none() && matches!(msg, ChannelMsg::Eof) {
                 eof_due = Some(Instant::now() + EOF_WAIT);
                 continue;
