@@ -249,3 +249,27 @@ pub fn format_time(t: UnixTime) -> String {
         |d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
     )
 }
+
+/// Whether `c` changes how a terminal shows the text around it: C0 and C1 controls (a
+/// carriage return, the start of an escape sequence) and the invisible marks that reorder
+/// or hide characters (bidirectional overrides, zero-width spaces). Free text one person
+/// types for another to read is refused with them; text printed to a terminal shows them
+/// escaped.
+pub fn redraws_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        )
+}
+
+/// Why `text`, typed by one person for others to read (a reason, a comment), is refused:
+/// see `redraws_terminal`.
+pub fn unprintable(what: &str, text: &str) -> Option<String> {
+    let c = text.chars().find(|&c| redraws_terminal(c))?;
+    Some(format!(
+        "the {what} contains {:?}, which would redraw an approver's terminal; write it on one \
+         line, in plain text",
+        c
+    ))
+}

@@ -78,6 +78,9 @@ pub fn evaluate(cfg: &Config, ask: &Ask, now: UnixTime) -> Decision {
     if ask.ttl.is_zero() {
         return deny("ttl must be more than 0s, e.g. --ttl 15m");
     }
+    if let Some(why) = crate::model::unprintable("reason", ask.reason) {
+        return deny(why);
+    }
     // Every rule of the user's roles that covers this host.
     let for_host: Vec<(RuleRef, &AccessRule)> = user
         .roles
@@ -176,20 +179,11 @@ pub fn hours_end(
     Ok(hours.ends_after(now))
 }
 
-/// Whether `approver` may approve or deny `req` at `now`. The store re-checks the state
-/// inside its transaction; this answers everything that does not race.
-pub fn check_decider(
-    cfg: &Config,
-    approver: &str,
-    req: &AccessRequest,
-    now: UnixTime,
-) -> Result<(), String> {
-    if approver == req.requester {
-        return Err(format!(
-            "you cannot decide your own request {}; ask an approver",
-            req.id
-        ));
-    }
+/// The rule `req` was admitted under, while it still holds: the rule is configured word for
+/// word and its requester is still a user holding the rule's role. Taking someone out of a
+/// role (or out of `[[users]]`) ends what they were granted through it, like editing the
+/// rule does: no new certificate, no new connection, no approval that completes it.
+pub fn rule_of<'c>(cfg: &'c Config, req: &AccessRequest) -> Result<&'c AccessRule, String> {
     let Some(rule) = cfg.rule(&req.rule) else {
         return Err(format!(
             "the access rule of request {} was changed or removed in the configuration; \
@@ -197,6 +191,47 @@ pub fn check_decider(
             req.id, req.host, req.login
         ));
     };
+    let holds_role = cfg
+        .user(&req.requester)
+        .is_some_and(|u| u.roles.contains(&req.rule.role));
+    if !holds_role {
+        return Err(format!(
+            "request {} was granted through role {}, which {} no longer holds in the \
+             configuration; ask an admin, or run jitgate request --host {} --login {} under \
+             a role you hold",
+            req.id, req.rule.role, req.requester, req.host, req.login
+        ));
+    }
+    Ok(rule)
+}
+
+/// The users whose approvals of `req` count today: those holding one of its rule's
+/// approver roles, never its requester. An approval given by someone who has since lost
+/// the role stays on record but no longer counts towards the rule's number.
+pub fn current_approvers(cfg: &Config, rule: &AccessRule, req: &AccessRequest) -> Vec<String> {
+    cfg.users
+        .iter()
+        .filter(|u| u.name != req.requester && u.roles.iter().any(|r| rule.approvers.contains(r)))
+        .map(|u| u.name.clone())
+        .collect()
+}
+
+/// Whether `approver` may approve or deny `req` at `now`, and the rule that says so. The
+/// store re-checks the state inside its transaction; this answers everything that does not
+/// race.
+pub fn check_decider<'c>(
+    cfg: &'c Config,
+    approver: &str,
+    req: &AccessRequest,
+    now: UnixTime,
+) -> Result<&'c AccessRule, String> {
+    if approver == req.requester {
+        return Err(format!(
+            "you cannot decide your own request {}; ask an approver",
+            req.id
+        ));
+    }
+    let rule = rule_of(cfg, req)?;
     let Some(user) = cfg.user(approver) else {
         return Err(format!("unknown user {approver:?}"));
     };
@@ -208,7 +243,7 @@ pub fn check_decider(
         ));
     }
     match req.state_at(now) {
-        RequestState::Pending => Ok(()),
+        RequestState::Pending => Ok(rule),
         state => Err(already_decided(req, state)),
     }
 }
@@ -266,7 +301,12 @@ pub fn already_decided(req: &AccessRequest, state: RequestState) -> String {
             req.host,
             req.login
         ),
-        state => format!("request {} is already {state}", req.id),
+        RequestState::Approved => format!("request {} is already approved", req.id),
+        state => format!(
+            "request {} is already {state}; for new access, run jitgate request --host {} \
+             --login {}",
+            req.id, req.host, req.login
+        ),
     }
 }
 

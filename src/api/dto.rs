@@ -33,6 +33,14 @@ pub struct ApprovalView {
     pub approver: String,
     pub comment: Option<String>,
     pub at: i64,
+    /// False for an approval of a pending request by someone who has since lost the
+    /// approver role: it stays on record and does not count.
+    #[serde(default = "counts_by_default")]
+    pub counts: bool,
+}
+
+fn counts_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,9 +72,23 @@ pub struct RequestView {
 }
 
 impl RequestView {
-    /// The view with what the request's rule in `cfg` says of its hours.
+    /// The approvals that count towards `approvals_needed`.
+    pub fn approvals_counted(&self) -> usize {
+        self.approvals.iter().filter(|a| a.counts).count()
+    }
+
+    /// The view with what the request's rule in `cfg` says of its hours, and which of its
+    /// approvals still count.
     pub fn of(cfg: &Config, r: &AccessRequest, now: i64) -> RequestView {
         let mut view = RequestView::new(r, now);
+        if r.state_at(now) == RequestState::Pending
+            && let Ok(rule) = crate::policy::rule_of(cfg, r)
+        {
+            let current = crate::policy::current_approvers(cfg, rule, r);
+            for a in &mut view.approvals {
+                a.counts = current.contains(&a.approver);
+            }
+        }
         if let Some(rule) = cfg.rule(&r.rule)
             && let Some(hours) = &rule.hours
         {
@@ -98,6 +120,7 @@ impl RequestView {
                     approver: a.approver.clone(),
                     comment: a.comment.clone(),
                     at: a.at,
+                    counts: true,
                 })
                 .collect(),
             created_at: r.created_at,

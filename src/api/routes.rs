@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::{AppState, Caller};
 use crate::ca::{self, UserCertSpec};
 use crate::config::parse_duration;
-use crate::model::{NewAuditEvent, RequestState, now};
+use crate::model::{NewAuditEvent, RequestState, now, unprintable};
 use crate::policy::{self, Ask, Decision};
 use crate::store::{ApproveOutcome, CommandFilter, RequestFilter, SessionFilter};
 
@@ -159,24 +159,39 @@ pub async fn approve(
 ) -> ApiResult<Json<RequestView>> {
     let now = now();
     let req = app.load_to_act(&caller, id, "approval.refused").await?;
-    if let Err(reason) = policy::check_decider(&app.cfg, &caller.user, &req, now) {
-        let err = decider_error(&req, now, reason);
-        return Err(app
-            .refuse(&caller.user, "approval.refused", Some(id), err)
-            .await);
+    if let Some(why) = body
+        .comment
+        .as_deref()
+        .and_then(|c| unprintable("comment", c))
+    {
+        return Err(ApiError::BadRequest(why));
     }
+    let counted = match policy::check_decider(&app.cfg, &caller.user, &req, now) {
+        Ok(rule) => policy::current_approvers(&app.cfg, rule, &req),
+        Err(reason) => {
+            let err = decider_error(&req, now, reason);
+            return Err(app
+                .refuse(&caller.user, "approval.refused", Some(id), err)
+                .await);
+        }
+    };
     match app
         .store
-        .approve(id, &caller.user, body.comment.as_deref(), now)
+        .approve(id, &caller.user, body.comment.as_deref(), &counted, now)
         .await
     {
         Ok(ApproveOutcome::Counted(r)) => {
             // Each approval, as the audit log has it; then the approval that decided it.
             let mut data = request_data(&r);
             data.insert("approver".into(), caller.user.clone());
+            let counting = r
+                .approvals
+                .iter()
+                .filter(|a| counted.contains(&a.approver))
+                .count();
             data.insert(
                 "approvals".into(),
-                format!("{} of {}", r.approvals.len(), r.approvals_needed),
+                format!("{counting} of {}", r.approvals_needed),
             );
             app.hub.emit("request.approval", Some(id), data);
             if r.state == RequestState::Approved {
@@ -218,6 +233,9 @@ pub async fn deny(
             "a reason is required: --reason \"why\"".into(),
         ));
     }
+    if let Some(why) = unprintable("reason", &reason) {
+        return Err(ApiError::BadRequest(why));
+    }
     let req = app.load_to_act(&caller, id, "denial.refused").await?;
     if let Err(why) = policy::check_decider(&app.cfg, &caller.user, &req, now) {
         let err = decider_error(&req, now, why);
@@ -246,6 +264,9 @@ pub async fn revoke(
 ) -> ApiResult<Json<RequestView>> {
     let now = now();
     let reason = body.reason.unwrap_or_else(|| "revoked".into());
+    if let Some(why) = unprintable("reason", &reason) {
+        return Err(ApiError::BadRequest(why));
+    }
     let req = app.load_to_act(&caller, id, "revocation.refused").await?;
     if let Err(why) = policy::check_revoker(&app.cfg, &caller.user, &req, now) {
         let err = if req.state_at(now) == RequestState::Pending
@@ -314,13 +335,15 @@ pub async fn certificate(
             )
             .await);
     }
-    let rule = app.cfg.rule(&req.rule).ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "the access rule of request {id} was changed or removed in the configuration; \
-             run jitgate request --host {} --login {} again",
-            req.host, req.login
-        ))
-    })?;
+    let rule = match policy::rule_of(&app.cfg, &req) {
+        Ok(rule) => rule,
+        Err(why) => {
+            let err = ApiError::Conflict(why);
+            return Err(app
+                .refuse(&caller.user, "certificate.refused", Some(id), err)
+                .await);
+        }
+    };
     let mut extensions = Vec::new();
     if rule.allow_pty {
         extensions.push(ca::EXT_PTY);

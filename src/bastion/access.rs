@@ -129,13 +129,7 @@ pub fn check(
             ),
         });
     }
-    let Some(rule) = config.rule(&request.rule) else {
-        return refuse(format!(
-            "request {request_id}'s rule {} was changed or removed in the configuration; \
-             run jitgate request --host {} --login {} again",
-            request.rule, request.host, request.login
-        ));
-    };
+    let rule = crate::policy::rule_of(config, request).map_err(Refusal)?;
     let Some(host) = config.host(&request.host) else {
         return refuse(format!(
             "request {request_id}'s host {} is no longer in the inventory",

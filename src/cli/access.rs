@@ -88,7 +88,7 @@ fn print_outcome(r: &RequestView) {
                 r.login,
                 r.ttl,
                 r.approvals_needed,
-                r.approvals.len()
+                r.approvals_counted()
             );
             println!(
                 "approvers see it with: jitgate requests --pending; wait with: jitgate show {}",
@@ -99,7 +99,7 @@ fn print_outcome(r: &RequestView) {
             let why = r
                 .decision_reason
                 .as_deref()
-                .map(|w| format!(": {w}"))
+                .map(|w| format!(": {}", output::clean(w)))
                 .unwrap_or_default();
             let by = r
                 .decided_by
@@ -107,6 +107,14 @@ fn print_outcome(r: &RequestView) {
                 .map(|b| format!(" by {b}"))
                 .unwrap_or_default();
             println!("request {} {state}{by}{why}", r.id);
+            if state == "expired" {
+                println!(
+                    "it expired undecided at {}; run jitgate request --host {} --login {} again",
+                    output::time(r.pending_until),
+                    r.host,
+                    r.login
+                );
+            }
         }
     }
 }
@@ -144,7 +152,7 @@ pub async fn requests(g: &Global, pending: bool) -> anyhow::Result<ExitCode> {
                 r.requester.clone(),
                 format!("{}@{}", r.login, r.host),
                 r.ttl.clone(),
-                format!("{}/{}", r.approvals.len(), r.approvals_needed),
+                format!("{}/{}", r.approvals_counted(), r.approvals_needed),
                 output::short_time(r.created_at, now),
                 r.reason.clone(),
             ]
@@ -184,7 +192,7 @@ pub async fn show(g: &Global, id: i64) -> anyhow::Result<ExitCode> {
     );
     println!("requester  {}", r.requester);
     println!("access     {}@{} for {}", r.login, r.host, r.ttl);
-    println!("reason     {}", r.reason);
+    println!("reason     {}", output::clean(&r.reason));
     println!(
         "rule       {} ({} approval(s) needed)",
         r.rule, r.approvals_needed
@@ -200,9 +208,18 @@ pub async fn show(g: &Global, id: i64) -> anyhow::Result<ExitCode> {
         let c = a
             .comment
             .as_deref()
-            .map(|c| format!(": {c}"))
+            .map(|c| format!(": {}", output::clean(c)))
             .unwrap_or_default();
-        println!("approved   by {} at {}{c}", a.approver, output::time(a.at));
+        let stale = if a.counts {
+            ""
+        } else {
+            " (no longer an approver: does not count)"
+        };
+        println!(
+            "approved   by {} at {}{c}{stale}",
+            a.approver,
+            output::time(a.at)
+        );
     }
     if let Some(t) = r.expires_at {
         println!("ends       {}", output::time(t));
@@ -212,7 +229,7 @@ pub async fn show(g: &Global, id: i64) -> anyhow::Result<ExitCode> {
     if let Some(by) = &r.decided_by {
         println!(
             "decided    by {by}: {}",
-            r.decision_reason.as_deref().unwrap_or("")
+            output::clean(r.decision_reason.as_deref().unwrap_or(""))
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -238,7 +255,7 @@ pub async fn approve(g: &Global, id: i64, comment: Option<String>) -> anyhow::Re
     } else {
         println!(
             "approval recorded for request {id}: {} of {} approvals",
-            r.approvals.len(),
+            r.approvals_counted(),
             r.approvals_needed
         );
     }

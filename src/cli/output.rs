@@ -1,5 +1,7 @@
 //! Printing: aligned tables for people, JSON for scripts, times in UTC.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
@@ -25,10 +27,33 @@ pub fn short_time(t: i64, now: i64) -> String {
     }
 }
 
+/// `text` as a terminal may show it: what would redraw the screen (a carriage return, an
+/// escape sequence, a bidirectional override; `model::redraws_terminal`) is written as its
+/// Rust escape, so a reason or a command from someone else cannot disguise what is around it.
+pub fn clean(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(jitgate::model::redraws_terminal) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if jitgate::model::redraws_terminal(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Prints rows under a header, columns padded to their widest cell; the last column free.
+/// Every cell is `clean`ed.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<Cow<str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| clean(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
@@ -45,7 +70,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         println!("{}", out.trim_end());
     };
     line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+    for row in &rows {
+        line(row.iter().map(|cell| cell.as_ref()).collect());
     }
 }

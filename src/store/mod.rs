@@ -25,7 +25,7 @@ pub enum StoreError {
     #[error("no session {0}")]
     NoSession(String),
     /// The request is not in a state that allows this change.
-    #[error("request {id} is {state}")]
+    #[error("request {id} is already {state}; see jitgate show {id}")]
     WrongState { id: i64, state: RequestState },
     /// The change clashes with what is stored: a serial or session id used twice, a session
     /// closed twice.
@@ -106,14 +106,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records one approval by `approver` at `now`. In one transaction: the request must be
     /// pending at `now` (else `WrongState`); a second approval by the same person changes
-    /// nothing; when distinct approvals reach `approvals_needed`, the request becomes approved
-    /// (`approved_at = now`, `expires_at = now + ttl`). Audit: `request.approval`, and
-    /// `request.approved` when it tips over.
+    /// nothing; when the distinct approvals by people in `counted` (who may approve it
+    /// today) reach `approvals_needed`, the request becomes approved (`approved_at = now`,
+    /// `expires_at = now + ttl`). Audit: `request.approval`, and `request.approved` when it
+    /// tips over.
     async fn approve(
         &self,
         id: i64,
         approver: &str,
         comment: Option<&str>,
+        counted: &[String],
         now: UnixTime,
     ) -> Result<ApproveOutcome, StoreError>;
 

@@ -288,6 +288,89 @@ fn refusals_are_clear_audited_and_change_nothing() {
 }
 
 #[test]
+fn text_that_would_redraw_an_approvers_terminal_is_refused() {
+    let (setup, server) = standard();
+    // A carriage return would let this reason paint a harmless-looking row over its own in
+    // `jitgate requests`.
+    server
+        .request(
+            &setup.alice,
+            "db1",
+            "postgres",
+            "5m",
+            "INC-1\r2  pending  alice  deploy@web1",
+        )
+        .refused("would redraw an approver's terminal");
+    server
+        .request(&setup.alice, "db1", "postgres", "5m", "INC-1")
+        .ok();
+    for args in [
+        ["approve", "1", "--comment", "ok\x1b[1A"],
+        ["deny", "1", "--reason", "no\u{202e}kO"],
+        ["revoke", "1", "--reason", "gone\n"],
+    ] {
+        let run = server.cli(&setup.bob, &args);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(run.stderr.contains("would redraw"), "{args:?}: {run:#?}");
+    }
+    // Nothing changed: one request, still pending, no approval.
+    let list = server.cli(&setup.bob, &["requests", "--json"]).ok().json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["state"], "pending");
+    assert_eq!(list[0]["approvals"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn taking_people_out_of_roles_ends_what_the_roles_gave() {
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let server = Server::start(&config);
+    server
+        .request(&setup.alice, "web1", "deploy", "30m", "INC-1")
+        .ok();
+    server
+        .request(&setup.alice, "db1", "root", "30m", "sev1")
+        .ok();
+    server.cli(&setup.bob, &["approve", "2"]).ok();
+    drop(server);
+
+    // bob is no longer an sre-lead: his approval of the break-glass request stays on
+    // record and no longer counts, so carol's alone does not open it.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let bob_out = text.replace(
+        r#"roles = ["engineer", "sre-lead"]"#,
+        r#"roles = ["engineer"]"#,
+    );
+    assert_ne!(bob_out, text);
+    std::fs::write(&config, &bob_out).unwrap();
+    let server = Server::start(&config);
+    let run = server.cli(&setup.carol, &["approve", "2"]).ok();
+    assert!(run.stdout.contains("1 of 2"), "{run:#?}");
+    let show = server.cli(&setup.alice, &["show", "2"]).ok();
+    assert!(show.stdout.contains("pending"), "{show:#?}");
+    assert!(
+        show.stdout.contains("approved   by bob") && show.stdout.contains("does not count"),
+        "{show:#?}"
+    );
+    drop(server);
+
+    // alice is no longer an engineer: request 1, approved, gives her no certificate.
+    let alice_out = bob_out.replacen(r#"roles = ["engineer"]"#, "roles = []", 1);
+    std::fs::write(&config, alice_out).unwrap();
+    let server = Server::start(&config);
+    server
+        .cli(&setup.alice, &["login", "1"])
+        .refused("request 1 was granted through role engineer, which alice no longer holds");
+    let refused = server
+        .audit_events(&setup.dave)
+        .into_iter()
+        .filter(|e| e["kind"] == "certificate.refused")
+        .count();
+    assert_eq!(refused, 1);
+}
+
+#[test]
 fn revoked_stays_revoked() {
     let (setup, server) = standard();
     server
@@ -300,7 +383,7 @@ fn revoked_stays_revoked() {
         .ok();
     server
         .cli(&setup.alice, &["login", "1"])
-        .refused("already revoked");
+        .refused("request 1 is already revoked; for new access, run jitgate request --host");
     server
         .cli(&setup.bob, &["approve", "1"])
         .refused("already revoked");

@@ -541,6 +541,8 @@ fn blocked_commands_are_indexed_audited_and_never_run() {
     );
     assert!(!run.stdout.contains("ran-anyway"), "{run:#?}");
     run_printed(&command, "echo fine").ok();
+    // A command that would redraw an auditor's terminal is listed escaped.
+    run_printed(&command, "echo disguised\r\x1b[2Kls").ok();
 
     // What ran where, and what was stopped.
     let list = server.cli(&setup.dave, &["commands", "--json"]).ok().json();
@@ -558,6 +560,11 @@ fn blocked_commands_are_indexed_audited_and_never_run() {
         list.iter()
             .any(|c| c["verdict"] == "allowed" && c["text"] == "echo fine"),
         "{list:?}"
+    );
+    let table = server.cli(&setup.dave, &["commands"]).ok();
+    assert!(
+        !table.stdout.contains(['\r', '\x1b']) && table.stdout.contains(r"disguised\r\u{1b}[2Kls"),
+        "{table:#?}"
     );
     let grep = server
         .cli(

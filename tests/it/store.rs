@@ -48,9 +48,10 @@ async fn race(
         .iter()
         .map(|who| {
             let (store, barrier, who) = (Arc::clone(store), Arc::clone(&barrier), who.to_string());
+            let counted: Vec<String> = approvers.iter().map(|a| a.to_string()).collect();
             tokio::spawn(async move {
                 barrier.wait().await;
-                store.approve(id, &who, None, T + 10).await
+                store.approve(id, &who, None, &counted, T + 10).await
             })
         })
         .collect();

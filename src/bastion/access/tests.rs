@@ -385,3 +385,37 @@ fn a_host_that_left_its_rules_scope_is_refused() {
     };
     assert!(why.contains("no longer covered by its rule"), "{why}");
 }
+
+#[test]
+fn a_requester_taken_out_of_the_role_or_the_users_passes_no_more() {
+    let request = request();
+    let cases = [
+        (
+            "out of the role",
+            TEXT.replace(r#"roles = ["engineer"]"#, "roles = []"),
+        ),
+        (
+            "out of the users",
+            TEXT.replace(r#"name = "alice""#, r#"name = "carol""#),
+        ),
+    ];
+    for (name, text) in cases {
+        let cfg = parse(&text);
+        // The rule itself is word for word the same.
+        assert!(cfg.rule(&request.rule).is_some(), "{name}");
+        let Err(Refusal(why)) = check(
+            &cfg,
+            "alice",
+            &facts(),
+            Some(&issued()),
+            Some(&request),
+            NOW,
+        ) else {
+            panic!("{name}: alice still passes");
+        };
+        assert!(
+            why.contains("no longer holds in the configuration"),
+            "{name}: {why}"
+        );
+    }
+}

@@ -103,9 +103,10 @@ impl Store for Stalled {
         id: i64,
         approver: &str,
         comment: Option<&str>,
+        counted: &[String],
         now: UnixTime,
     ) -> Result<ApproveOutcome, StoreError> {
-        self.0.approve(id, approver, comment, now).await
+        self.0.approve(id, approver, comment, counted, now).await
     }
 
     async fn deny(

@@ -146,11 +146,13 @@ impl Store for SqliteStore {
         id: i64,
         approver: &str,
         comment: Option<&str>,
+        counted: &[String],
         now: UnixTime,
     ) -> Result<ApproveOutcome, StoreError> {
         let approver = approver.to_string();
         let comment = comment.map(str::to_string);
-        self.call(move |c| requests::approve(c, id, &approver, comment.as_deref(), now))
+        let counted = counted.to_vec();
+        self.call(move |c| requests::approve(c, id, &approver, comment.as_deref(), &counted, now))
             .await
     }
 

@@ -190,6 +190,7 @@ pub(super) fn approve(
     id: i64,
     approver: &str,
     comment: Option<&str>,
+    counted: &[String],
     now: UnixTime,
 ) -> Result<ApproveOutcome, StoreError> {
     let req = must_get(conn, id)?;
@@ -207,9 +208,16 @@ pub(super) fn approve(
     if inserted == 0 {
         return Ok(ApproveOutcome::AlreadyApproved(req));
     }
-    let count: u32 = conn
-        .prepare_cached("SELECT COUNT(*) FROM approvals WHERE request_id = ?1")?
-        .query_row([id], |r| r.get(0))?;
+    // Approvals on record by people who have since lost the approver role stay listed but
+    // do not count.
+    let count = conn
+        .prepare_cached("SELECT approver FROM approvals WHERE request_id = ?1")?
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .filter(|a| counted.contains(a))
+        .count();
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
     let mut ev = NewAuditEvent::new(now, "request.approval", approver)
         .request(id)
         .with("approvals", count)

@@ -19,6 +19,11 @@ pub(super) fn ask(needed: u32) -> NewRequest {
     NewRequest::example(needed, T)
 }
 
+/// Everyone whose approval counts in these tests.
+pub(super) fn approvers() -> Vec<String> {
+    ["bob", "carol", "dave"].map(String::from).to_vec()
+}
+
 pub(super) fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
     SqliteStore::open(&dir.join("data").join("jitgate.db"))
 }

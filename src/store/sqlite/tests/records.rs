@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::{R, T, ask, kinds, open};
+use super::{R, T, approvers, ask, kinds, open};
 use crate::model::*;
 use crate::store::audit::{ChainBreak, verify_chain};
 use crate::store::sqlite::SqliteStore;
@@ -364,7 +364,7 @@ async fn the_log_refuses_edits_and_verify_names_tampering() -> R {
     let store = open(dir.path())?;
     for n in 0..3 {
         let id = store.create_request(ask(1 + n % 2)).await?.id;
-        store.approve(id, "bob", None, T + 1).await?;
+        store.approve(id, "bob", None, &approvers(), T + 1).await?;
     }
     let events = store.audit_events(None).await?;
     assert_eq!(verify_chain(&events), Ok(events.len()));

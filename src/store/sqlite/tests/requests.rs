@@ -1,6 +1,6 @@
 //! Requests: creation, approvals, decisions, expiry, listing.
 
-use super::{R, T, ask, audit_len, kinds, open};
+use super::{R, T, approvers, ask, audit_len, kinds, open};
 use crate::model::*;
 use crate::store::{ApproveOutcome, RequestFilter, Store, StoreError};
 
@@ -38,7 +38,10 @@ async fn approvals_count_distinct_people_and_tip_the_request() -> R {
     let store = open(dir.path())?;
     let id = store.create_request(ask(2)).await?.id;
 
-    let ApproveOutcome::Counted(r) = store.approve(id, "bob", Some("ok"), T + 10).await? else {
+    let ApproveOutcome::Counted(r) = store
+        .approve(id, "bob", Some("ok"), &approvers(), T + 10)
+        .await?
+    else {
         panic!("first approval not counted");
     };
     assert_eq!(r.state, RequestState::Pending);
@@ -46,11 +49,14 @@ async fn approvals_count_distinct_people_and_tip_the_request() -> R {
     assert_eq!(r.approvals[0].comment.as_deref(), Some("ok"));
 
     let before = audit_len(&store).await?;
-    let again = store.approve(id, "bob", None, T + 20).await?;
+    let again = store.approve(id, "bob", None, &approvers(), T + 20).await?;
     assert!(matches!(again, ApproveOutcome::AlreadyApproved(ref r) if r.approvals.len() == 1));
     assert_eq!(audit_len(&store).await?, before, "a repeat writes no event");
 
-    let ApproveOutcome::Counted(r) = store.approve(id, "carol", None, T + 30).await? else {
+    let ApproveOutcome::Counted(r) = store
+        .approve(id, "carol", None, &approvers(), T + 30)
+        .await?
+    else {
         panic!("second approver not counted");
     };
     assert_eq!(r.state, RequestState::Approved);
@@ -71,16 +77,40 @@ async fn approvals_count_distinct_people_and_tip_the_request() -> R {
     );
     // A decided request takes no more approvals.
     assert!(matches!(
-        store.approve(id, "dave", None, T + 40).await,
+        store.approve(id, "dave", None, &approvers(), T + 40).await,
         Err(StoreError::WrongState {
             state: RequestState::Approved,
             ..
         })
     ));
     assert!(matches!(
-        store.approve(99, "dave", None, T).await,
+        store.approve(99, "dave", None, &approvers(), T).await,
         Err(StoreError::NoRequest(99))
     ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_approval_by_someone_no_longer_an_approver_does_not_count() -> R {
+    let dir = tempfile::tempdir()?;
+    let store = open(dir.path())?;
+    let id = store.create_request(ask(2)).await?.id;
+    store.approve(id, "bob", None, &approvers(), T + 10).await?;
+    // bob has since lost the approver role: carol's approval is the only one that counts.
+    let only = ["carol", "dave"].map(String::from);
+    let ApproveOutcome::Counted(r) = store.approve(id, "carol", None, &only, T + 20).await? else {
+        panic!("carol's approval not counted");
+    };
+    assert_eq!(
+        r.state,
+        RequestState::Pending,
+        "bob's approval still counted"
+    );
+    assert_eq!(r.approvals.len(), 2, "bob's approval stays on record");
+    let ApproveOutcome::Counted(r) = store.approve(id, "dave", None, &only, T + 30).await? else {
+        panic!("dave's approval not counted");
+    };
+    assert_eq!(r.state, RequestState::Approved);
     Ok(())
 }
 
@@ -104,7 +134,7 @@ async fn decided_or_expired_requests_refuse_approval_without_an_event() -> R {
     ];
     for (id, now, want) in cases {
         let before = audit_len(&store).await?;
-        match store.approve(id, "carol", None, now).await {
+        match store.approve(id, "carol", None, &approvers(), now).await {
             Err(StoreError::WrongState { id: got, state }) => {
                 assert_eq!((got, state), (id, want));
             }
