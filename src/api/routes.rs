@@ -175,6 +175,12 @@ pub async fn approve(
                 .await);
         }
     };
+    let counting = |r: &crate::model::AccessRequest| {
+        r.approvals
+            .iter()
+            .filter(|a| counted.contains(&a.approver))
+            .count()
+    };
     match app
         .store
         .approve(id, &caller.user, body.comment.as_deref(), &counted, now)
@@ -184,11 +190,7 @@ pub async fn approve(
             // Each approval, as the audit log has it; then the approval that decided it.
             let mut data = request_data(&r);
             data.insert("approver".into(), caller.user.clone());
-            let counting = r
-                .approvals
-                .iter()
-                .filter(|a| counted.contains(&a.approver))
-                .count();
+            let counting = counting(&r);
             data.insert(
                 "approvals".into(),
                 format!("{counting} of {}", r.approvals_needed),
@@ -202,8 +204,7 @@ pub async fn approve(
             Ok(Json(RequestView::of(&app.cfg, &r, now)))
         }
         Ok(ApproveOutcome::AlreadyApproved(r)) => {
-            let needed =
-                r.approvals_needed as usize - r.approvals.len().min(r.approvals_needed as usize);
+            let needed = (r.approvals_needed as usize).saturating_sub(counting(&r));
             let err = ApiError::Conflict(format!(
                 "you already approved request {id}; it needs {needed} more approval(s) from someone else"
             ));
