@@ -4,11 +4,11 @@ use std::path::Path;
 
 use super::*;
 
-/// A role `eng` with the given `[[roles.access]]` tables, after one host and one approver role.
-fn with_rules(rules: &str) -> Config {
-    let text = format!(
-        r#"
-[server]
+/// A configuration whose role `eng` has the given `[[roles.access]]` tables, after one host
+/// and one approver role.
+fn text_with_rules(rules: &str) -> String {
+    format!(
+        r#"[server]
 data_dir = "data"
 hostname = "bastion.test"
 
@@ -21,10 +21,26 @@ name = "dba"
 
 [[roles]]
 name = "eng"
-{rules}
-"#
-    );
-    Config::from_str(&text, Path::new("/tmp/jitgate.toml")).unwrap()
+{rules}"#
+    )
+}
+
+fn with_rules(rules: &str) -> Config {
+    Config::from_str(&text_with_rules(rules), Path::new("/tmp/jitgate.toml")).unwrap()
+}
+
+/// An expected error: line, key and message.
+type Located = (usize, &'static str, &'static str);
+
+/// The errors `text` loads with, as `(line, key, message)` (none when it loads).
+fn errors(text: &str) -> Vec<(usize, String, String)> {
+    match Config::from_str(text, Path::new("/tmp/jitgate.toml")) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(errs)) => errs
+            .into_iter()
+            .map(|e| (e.line, e.key, e.message))
+            .collect(),
+    }
 }
 
 const READ: &str = r#"
@@ -116,4 +132,46 @@ fn every_field_of_a_rule_moves_its_digest() {
         assert_ne!(edited.digest(), base.digest(), "{what}");
     }
     assert_eq!(base.clone().digest(), base.digest());
+}
+
+#[test]
+fn approvers_and_approvals_go_together() {
+    const NO_ONE_ASKED: &str = "approvers are named but approvals is 0, so every request would \
+                                be approved with no one asked; set approvals = N (or remove \
+                                approvers for auto-approval)";
+    // The rule starts on line 15 of `text_with_rules`; its `approvals` key, when written, on 19.
+    let rule = |extra: &str| {
+        format!(
+            "\n[[roles.access]]\nhosts = [\"db1\"]\nlogins = [\"root\"]\nmax_ttl = \"15m\"\n{extra}"
+        )
+    };
+    let table: [(&str, Option<Located>); 5] = [
+        ("", None),
+        ("approvals = 1\napprovers = [\"dba\"]\n", None),
+        // `approvals` left out: the error points at the rule.
+        (
+            "approvers = [\"dba\"]\n",
+            Some((15, "roles[1].access[0].approvals", NO_ONE_ASKED)),
+        ),
+        (
+            "approvals = 0\napprovers = [\"dba\"]\n",
+            Some((19, "roles[1].access[0].approvals", NO_ONE_ASKED)),
+        ),
+        (
+            "approvals = 2\n",
+            Some((
+                15,
+                "roles[1].access[0].approvers",
+                "approvals = 2 needs approver roles",
+            )),
+        ),
+    ];
+    for (extra, want) in table {
+        let got = errors(&text_with_rules(&rule(extra)));
+        let want: Vec<_> = want
+            .into_iter()
+            .map(|(line, key, message)| (line, key.to_string(), message.to_string()))
+            .collect();
+        assert_eq!(got, want, "{extra}");
+    }
 }

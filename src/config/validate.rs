@@ -415,6 +415,15 @@ impl Validator {
                 format!("approvals = {} needs approver roles", a.approvals),
             );
         }
+        // Approvers with `approvals` left out (0) would auto-approve every request: whoever
+        // wrote the names expected them to be asked.
+        if a.approvals == 0 && !a.approvers.is_empty() {
+            self.error(
+                &format!("{at}.approvals"),
+                "approvers are named but approvals is 0, so every request would be approved \
+                 with no one asked; set approvals = N (or remove approvers for auto-approval)",
+            );
+        }
         for (k, r) in a.approvers.iter().enumerate() {
             if !roles.iter().any(|role| &role.name == r) {
                 self.error(
