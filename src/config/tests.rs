@@ -175,3 +175,71 @@ fn approvers_and_approvals_go_together() {
         assert_eq!(got, want, "{extra}");
     }
 }
+
+#[test]
+fn durations_are_bounded_and_zero_only_where_it_means_something() {
+    const TOO_LONG: &str = "is too long: write at most \"36500d\" (100 years)";
+    // (key, value, the start of its error; `None`: it loads)
+    let table = [
+        (
+            "server.pending_ttl",
+            "0s",
+            Some("must be more than 0s: every request needing approval would expire at once"),
+        ),
+        ("server.pending_ttl", "36500d", None),
+        ("server.pending_ttl", "36501d", Some(TOO_LONG)),
+        // No grace: sessions are closed at once.
+        ("server.shutdown_grace", "0s", None),
+        ("server.shutdown_grace", "999999999999d", Some(TOO_LONG)),
+        // No skew: certificates are valid from the second they are signed.
+        ("ca.clock_skew", "0s", None),
+        ("ca.clock_skew", "36501d", Some(TOO_LONG)),
+        (
+            "ca.upstream_cert_ttl",
+            "0s",
+            Some("must be more than 0s: the bastion's certificate towards a target would expire"),
+        ),
+        ("ca.upstream_cert_ttl", "1s", None),
+        ("ca.upstream_cert_ttl", "36501d", Some(TOO_LONG)),
+        (
+            "recordings.retention",
+            "0s",
+            Some(
+                "must be more than 0s: `jitgate recordings prune` would delete every closed \
+                 recording; write e.g. \"365d\", or leave retention out to keep recordings",
+            ),
+        ),
+        ("recordings.retention", "1s", None),
+        ("recordings.retention", "36501d", Some(TOO_LONG)),
+        (
+            "roles[1].access[0].max_ttl",
+            "0s",
+            Some("must be more than 0s: no request could be granted any time"),
+        ),
+        ("roles[1].access[0].max_ttl", "36500d", None),
+        ("roles[1].access[0].max_ttl", "36501d", Some(TOO_LONG)),
+    ];
+    let rule = "\n[[roles.access]]\nhosts = [\"db1\"]\nlogins = [\"root\"]\nmax_ttl = \"15m\"\n";
+    for (key, value, want) in table {
+        let text = text_with_rules(rule);
+        let text = match key.split_once('.') {
+            Some(("server", name)) => {
+                text.replace("[server]\n", &format!("[server]\n{name} = {value:?}\n"))
+            }
+            Some((table @ ("ca" | "recordings"), name)) => {
+                format!("{text}\n[{table}]\n{name} = {value:?}\n")
+            }
+            _ => text.replace("max_ttl = \"15m\"", &format!("max_ttl = {value:?}")),
+        };
+        let got = errors(&text);
+        match want {
+            None => assert!(got.is_empty(), "{key} = {value:?}: {got:?}"),
+            Some(part) => {
+                assert_eq!(got.len(), 1, "{key} = {value:?}: {got:?}");
+                let (_, k, message) = &got[0];
+                assert_eq!(k, key, "{value:?}");
+                assert!(message.contains(part), "{key} = {value:?}: {message}");
+            }
+        }
+    }
+}
