@@ -51,7 +51,9 @@ impl Decision {
             rule,
             approvals_needed,
             created_at: now,
-            pending_until: now + cfg.server.pending_ttl.as_secs() as i64,
+            pending_until: now.saturating_add(
+                i64::try_from(cfg.server.pending_ttl.as_secs()).unwrap_or(i64::MAX),
+            ),
         })
     }
 }

@@ -370,7 +370,9 @@ pub async fn certificate(
         }
     };
     let serial = app.store.next_serial().await?;
-    let valid_after = now - app.cfg.ca.clock_skew.as_secs() as i64;
+    // The config bounds the skew; saturating all the same, so no value can wrap the clock.
+    let skew = i64::try_from(app.cfg.ca.clock_skew.as_secs()).unwrap_or(i64::MAX);
+    let valid_after = now.saturating_sub(skew);
     let valid_before = req.expires_at.unwrap_or(now);
     let valid_before = hours_end.map_or(valid_before, |h| h.min(valid_before));
     let spec = UserCertSpec {

@@ -276,8 +276,11 @@ pub async fn run(
             "the bastion is shutting down; this session closes in {}",
             crate::config::format_duration(grace)
         ));
-        let deadline = tokio::time::Instant::now() + grace;
-        while !shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
+        // Checked: a grace past what the clock can hold means no deadline, not a panic.
+        let deadline = tokio::time::Instant::now().checked_add(grace);
+        while !shared.registry.is_empty()
+            && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

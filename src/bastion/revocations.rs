@@ -74,7 +74,7 @@ pub(super) fn longest_certificate(config: &Config) -> i64 {
         .map(|a| a.max_ttl)
         .max()
         .unwrap_or_default()
-        + config.ca.clock_skew;
+        .saturating_add(config.ca.clock_skew);
     i64::try_from(longest.as_secs()).unwrap_or(i64::MAX)
 }
 

@@ -372,7 +372,7 @@ pub async fn connect(
             &target_extensions(rule),
             random_serial(),
             now.saturating_sub(config.ca.clock_skew.as_secs()),
-            now + config.ca.upstream_cert_ttl.as_secs(),
+            now.saturating_add(config.ca.upstream_cert_ttl.as_secs()),
         )
         .map_err(|e| format!("jitgate: cannot sign a certificate for {}: {e}", host.name))?;
     let auth = tokio::time::timeout(

@@ -4,6 +4,20 @@
 
 use super::*;
 
+/// The longest any duration setting may be: 100 years (`36500d`). Far past any sensible
+/// value, and small enough that adding it to the clock, in seconds or as a `Duration`,
+/// cannot overflow.
+const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// Whether a duration setting may be 0s.
+#[derive(Clone, Copy)]
+enum Zero {
+    /// 0s means something (e.g. no grace at all).
+    Allowed,
+    /// Refused: why 0s makes no sense, and what to write instead.
+    Refused(&'static str),
+}
+
 /// Guardrail sets and the file they came from (`None`: the main file; else path and text).
 pub(super) type SetSource = (Option<(PathBuf, String)>, Vec<RawGuardrailSet>);
 
@@ -44,15 +58,39 @@ impl Validator {
         self.base.join(p)
     }
 
-    fn duration(&mut self, key: &str, text: Option<&str>, default: Duration) -> Duration {
-        match text.map(parse_duration) {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
+    /// The duration at `key`, `default` when absent (or wrong: the error is recorded).
+    fn duration(
+        &mut self,
+        key: &str,
+        text: Option<&str>,
+        default: Duration,
+        zero: Zero,
+    ) -> Duration {
+        text.and_then(|t| self.some_duration(key, t, zero))
+            .unwrap_or(default)
+    }
+
+    /// Parses a duration setting and checks it is within bounds; `None` after an error.
+    fn some_duration(&mut self, key: &str, text: &str, zero: Zero) -> Option<Duration> {
+        let d = match parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
                 self.error(key, e);
-                default
+                return None;
             }
+        };
+        if d > MAX_DURATION {
+            self.error(
+                key,
+                format!("{text:?} is too long: write at most \"36500d\" (100 years)"),
+            );
+            return None;
         }
+        if let (true, Zero::Refused(why)) = (d.is_zero(), zero) {
+            self.error(key, format!("must be more than 0s: {why}"));
+            return None;
+        }
+        Some(d)
     }
 
     fn socket(&mut self, key: &str, text: Option<&str>, default: &str) -> SocketAddr {
@@ -83,15 +121,21 @@ impl Validator {
         let server = self.server(&raw.server);
         let store = self.store(&raw.store, &server);
         let ca = Ca {
+            // 0s: certificates are valid from the second they are signed.
             clock_skew: self.duration(
                 "ca.clock_skew",
                 raw.ca.clock_skew.as_deref(),
                 Duration::from_secs(120),
+                Zero::Allowed,
             ),
             upstream_cert_ttl: self.duration(
                 "ca.upstream_cert_ttl",
                 raw.ca.upstream_cert_ttl.as_deref(),
                 Duration::from_secs(120),
+                Zero::Refused(
+                    "the bastion's certificate towards a target would expire as it is signed, \
+                     so no session could reach a target; write e.g. \"2m\"",
+                ),
             ),
         };
         let recordings = self.recordings(&raw.recordings);
@@ -140,13 +184,8 @@ impl Validator {
             "server.pending_ttl",
             raw.pending_ttl.as_deref(),
             Duration::from_secs(3600),
+            Zero::Refused("every request needing approval would expire at once; write e.g. \"1h\""),
         );
-        if pending_ttl.is_zero() {
-            self.error(
-                "server.pending_ttl",
-                "must be more than 0s: every request needing approval would expire at once",
-            );
-        }
         Server {
             recordings_dir: raw
                 .recordings_dir
@@ -166,10 +205,12 @@ impl Validator {
             hostname: raw.hostname.trim().to_string(),
             tls,
             pending_ttl,
+            // 0s: live sessions are closed at once, after their notice.
             shutdown_grace: self.duration(
                 "server.shutdown_grace",
                 raw.shutdown_grace.as_deref(),
                 Duration::from_secs(10),
+                Zero::Allowed,
             ),
         }
     }
@@ -193,16 +234,16 @@ impl Validator {
     }
 
     fn recordings(&mut self, raw: &RawRecordings) -> Recordings {
-        let retention = raw
-            .retention
-            .as_deref()
-            .and_then(|t| match parse_duration(t) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.error("recordings.retention", e);
-                    None
-                }
-            });
+        let retention = raw.retention.as_deref().and_then(|t| {
+            self.some_duration(
+                "recordings.retention",
+                t,
+                Zero::Refused(
+                    "`jitgate recordings prune` would delete every closed recording; write \
+                     e.g. \"365d\", or leave retention out to keep recordings",
+                ),
+            )
+        });
         let max_exec_recording = match raw.max_exec_recording.as_deref().map(parse_size) {
             None => 64 << 20,
             Some(Ok(n)) => n,
@@ -405,14 +446,21 @@ impl Validator {
             &format!("{at}.max_ttl"),
             Some(&a.max_ttl),
             Duration::from_secs(900),
+            Zero::Refused("no request could be granted any time; write e.g. \"15m\""),
         );
-        if max_ttl.is_zero() {
-            self.error(&format!("{at}.max_ttl"), "must be more than 0s");
-        }
         if a.approvals > 0 && a.approvers.is_empty() {
             self.error(
                 &format!("{at}.approvers"),
                 format!("approvals = {} needs approver roles", a.approvals),
+            );
+        }
+        // Approvers with `approvals` left out (0) would auto-approve every request: whoever
+        // wrote the names expected them to be asked.
+        if a.approvals == 0 && !a.approvers.is_empty() {
+            self.error(
+                &format!("{at}.approvals"),
+                "approvers are named but approvals is 0, so every request would be approved \
+                 with no one asked; set approvals = N (or remove approvers for auto-approval)",
             );
         }
         for (k, r) in a.approvers.iter().enumerate() {

@@ -212,6 +212,13 @@ fn accepted_ask_becomes_a_request_with_pending_ttl() {
         .into_request(&cfg, &a, MON_NOON)
         .unwrap();
     assert_eq!(new.pending_until, MON_NOON + 30 * 60);
+    // However long the configured wait, the deadline stays after the request (not wrapped).
+    let mut forever = cfg.clone();
+    forever.server.pending_ttl = Duration::MAX;
+    let new = evaluate(&forever, &a, MON_NOON)
+        .into_request(&forever, &a, MON_NOON)
+        .unwrap();
+    assert_eq!(new.pending_until, i64::MAX);
     assert_eq!(
         (new.approvals_needed, new.ttl_secs, new.reason.as_str()),
         (1, 900, "INC-1")

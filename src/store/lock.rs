@@ -52,9 +52,9 @@ pub fn lock_path(db: &Path, holder: Holder) -> PathBuf {
 /// Takes `holder`'s lock on the store at `db`, or says who has it.
 pub fn hold(db: &Path, holder: Holder) -> Result<StoreLock, StoreError> {
     let path = lock_path(db, holder);
+    // The store's folder: created private here when this is a first start.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Db(format!("cannot create folder {}: {e}", dir.display())))?;
+        super::private::create_folder(dir)?;
     }
     let mut file = OpenOptions::new()
         .read(true)
@@ -124,6 +124,13 @@ mod tests {
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
+        );
+        let folder = std::fs::metadata(dir.path().join("data"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&folder) & 0o777,
+            0o700
         );
     }
 }

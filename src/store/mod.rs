@@ -7,6 +7,7 @@
 
 pub mod audit;
 mod lock;
+mod private;
 mod sqlite;
 
 use async_trait::async_trait;

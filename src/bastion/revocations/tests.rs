@@ -42,6 +42,20 @@ pub(crate) fn request(id: i64, created: UnixTime, state: RequestState) -> Access
 }
 
 #[test]
+fn the_longest_certificate_saturates_instead_of_overflowing() {
+    let text = "[server]\ndata_dir = \"d\"\nhostname = \"b\"\n[[roles]]\nname = \"eng\"\n\
+                [[roles.access]]\nhosts = [\"*\"]\nlogins = [\"root\"]\nmax_ttl = \"1h\"\n";
+    let mut config = Config::from_str(text, Path::new("/tmp/jitgate.toml")).unwrap();
+    assert_eq!(
+        longest_certificate(&config),
+        3600 + 120,
+        "max_ttl + clock_skew"
+    );
+    config.roles[0].access[0].max_ttl = Duration::MAX;
+    assert_eq!(longest_certificate(&config), i64::MAX);
+}
+
+#[test]
 fn the_end_notice_says_why_and_falls_back_to_the_request_alone() {
     let revoked = AccessRequest {
         decided_by: Some("bob".into()),

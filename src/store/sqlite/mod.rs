@@ -51,14 +51,10 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating the folder and file when absent) the database at `path`, switches it
-    /// to WAL mode and applies pending migrations.
+    /// Opens (creating the folder, 0700, and file, 0600, when absent) the database at
+    /// `path`, switches it to WAL mode and applies pending migrations.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Db(format!("cannot create folder {}: {e}", dir.display()))
-            })?;
-        }
+        super::private::prepare_database(path)?;
         let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
         schema::configure(&conn)?;

@@ -6,6 +6,10 @@
 //! after it succeeds do callers hear their results, so a reply never reports a change that is
 //! not on disk. Under load this turns many small commits into few larger ones; a lone caller
 //! gets a batch of one.
+//!
+//! On some errors (an interrupt, a full disk, an I/O error, no memory) SQLite rolls back the
+//! whole transaction, not the statement. The jobs after it are then not run, since each would
+//! commit on its own; every job of the batch is told it failed, which is the truth.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
@@ -17,6 +21,13 @@ use crate::store::StoreError;
 
 /// Most jobs per transaction: bounds how long one commit keeps early callers waiting.
 const MAX_BATCH: usize = 64;
+
+/// Why a batch failed when SQLite rolled its transaction back on its own.
+const TRANSACTION_LOST: &str = "SQLite rolled back the batch's transaction (an interrupt, a \
+                                full disk, an I/O error or no memory); nothing in it committed";
+
+/// Why a batch failed when a savepoint could not be set, undone or released.
+const SAVEPOINT_FAILED: &str = "a savepoint of the batch failed; nothing in it committed";
 
 /// Delivers a job's result once the batch's fate is known: `Ok` when it committed.
 type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
@@ -49,22 +60,7 @@ impl Worker {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let (own, sound) = match conn {
-                Ok(conn) => in_savepoint(conn, f),
-                Err(e) => (Err(StoreError::Db(e.to_string())), true),
-            };
-            let finish: Finish = Box::new(move |commit: Result<(), &str>| {
-                let result = match (own, commit) {
-                    (Ok(_), Err(e)) => Err(StoreError::Db(format!("commit failed: {e}"))),
-                    (own, _) => own,
-                };
-                // The caller may have gone away; its change stands either way.
-                let _ = reply.send(result);
-            });
-            (finish, sound)
-        });
+        let (job, answer) = job(f);
         self.jobs
             .send(job)
             .map_err(|_| StoreError::Db("the store thread has stopped".into()))?;
@@ -72,6 +68,31 @@ impl Worker {
             .await
             .map_err(|_| StoreError::Db("the store thread has stopped".into()))?
     }
+}
+
+/// `f` as a job for the store thread, and where its result will arrive.
+fn job<T, F>(f: F) -> (Job, oneshot::Receiver<Result<T, StoreError>>)
+where
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let job: Job = Box::new(move |conn| {
+        let (own, sound) = match conn {
+            Ok(conn) => in_savepoint(conn, f),
+            Err(e) => (Err(StoreError::Db(e.to_string())), true),
+        };
+        let finish: Finish = Box::new(move |commit: Result<(), &str>| {
+            let result = match (own, commit) {
+                (Ok(_), Err(e)) => Err(StoreError::Db(format!("commit failed: {e}"))),
+                (own, _) => own,
+            };
+            // The caller may have gone away; its change stands either way.
+            let _ = reply.send(result);
+        });
+        (finish, sound)
+    });
+    (job, answer)
 }
 
 /// Runs `f` in a savepoint, undone when `f` fails or panics. The flag is false when the
@@ -91,9 +112,12 @@ fn in_savepoint<T>(
     } else {
         Ok(0)
     };
-    match undone.and_then(|_| exec("RELEASE job")) {
-        Ok(_) => (result, true),
-        Err(e) => (Err(e.into()), false),
+    match (undone.and_then(|_| exec("RELEASE job")), result) {
+        (Ok(_), result) => (result, true),
+        // The job's own error says why (e.g. an interrupt that took the transaction with it,
+        // so there was no savepoint left to undo).
+        (Err(_), Err(own)) => (Err(own), false),
+        (Err(e), Ok(_)) => (Err(e.into()), false),
     }
 }
 
@@ -113,22 +137,34 @@ fn serve(conn: Connection, rx: mpsc::Receiver<Job>, begin: &'static str) {
             }
             continue;
         }
-        let mut sound = true;
-        let finishes: Vec<Finish> = batch
-            .into_iter()
-            .map(|job| {
-                let (finish, ok) = job(Ok(&conn));
-                sound &= ok;
-                finish
-            })
-            .collect();
-        let commit = if sound {
-            conn.execute_batch("COMMIT").map_err(|e| e.to_string())
-        } else {
-            Err("a savepoint of the batch failed".to_string())
+        let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+        let mut lost: Option<&str> = None;
+        for job in batch {
+            if let Some(why) = lost {
+                // Outside the transaction each statement would commit on its own while the
+                // batch reports failure: the job is not run.
+                finishes.push(job(Err(&format!("not run: {why}"))).0);
+                continue;
+            }
+            let (finish, sound) = job(Ok(&conn));
+            finishes.push(finish);
+            lost = if conn.is_autocommit() {
+                Some(TRANSACTION_LOST)
+            } else if !sound {
+                Some(SAVEPOINT_FAILED)
+            } else {
+                None
+            };
+        }
+        let commit = match lost {
+            Some(why) => Err(why.to_string()),
+            None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
         };
         if let Err(e) = commit {
-            if let Err(rb) = conn.execute_batch("ROLLBACK") {
+            // A transaction SQLite has already rolled back has nothing left to undo.
+            if !conn.is_autocommit()
+                && let Err(rb) = conn.execute_batch("ROLLBACK")
+            {
                 tracing::error!(error = %rb, "store rollback after a failed batch failed");
             }
             finishes.into_iter().for_each(|f| f(Err(&e)));
@@ -141,6 +177,8 @@ fn serve(conn: Connection, rx: mpsc::Receiver<Job>, begin: &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type R = Result<(), Box<dyn std::error::Error>>;
 
     fn worker() -> Result<Worker, StoreError> {
         let conn = Connection::open_in_memory()?;
@@ -187,6 +225,62 @@ mod tests {
             })
             .await?;
         assert_eq!(stored, ok);
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_whose_transaction_sqlite_rolls_back_tells_every_caller_the_truth() -> R {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path)?;
+        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")?;
+        let insert = |n: i64| {
+            job(move |c| {
+                c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                Ok(n)
+            })
+        };
+        // SQLite rolls back the whole transaction when a write is interrupted; a statement
+        // started while another runs is interrupted as if it had been running.
+        let lose = job(|c| {
+            let mut write = c.prepare("INSERT INTO t (n) VALUES (2)")?;
+            let mut read = c.prepare("SELECT 1 UNION ALL SELECT 2")?;
+            let mut rows = read.query([])?;
+            rows.next()?;
+            c.get_interrupt_handle().interrupt();
+            write.execute([])?;
+            Ok(2)
+        });
+        // All are waiting before the thread starts: one batch.
+        let (tx, rx) = mpsc::channel();
+        let mut answers = Vec::new();
+        for (job, answer) in [insert(1), lose, insert(3)] {
+            tx.send(job).map_err(|e| e.to_string())?;
+            answers.push(answer);
+        }
+        drop(tx);
+        serve(conn, rx, "BEGIN IMMEDIATE");
+
+        let stored: Vec<i64> = Connection::open(&path)?
+            .prepare("SELECT n FROM t ORDER BY n")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut told = Vec::new();
+        for (n, answer) in (1..=3).zip(answers) {
+            let reply = answer.blocking_recv()?;
+            assert_eq!(reply.is_ok(), stored.contains(&n), "call {n}: {reply:?}");
+            told.push(reply.map_err(|e| e.to_string()));
+        }
+        // Nothing committed: the call before the interrupt went with the transaction, and
+        // the call after it never ran.
+        assert_eq!(stored, Vec::<i64>::new());
+        let says = |i: usize, part: &str| told[i].as_ref().is_err_and(|e| e.contains(part));
+        assert!(
+            says(0, "SQLite rolled back the batch's transaction"),
+            "{told:?}"
+        );
+        assert!(says(1, "interrupt"), "{told:?}");
+        assert!(says(2, "not run: SQLite rolled back"), "{told:?}");
         Ok(())
     }
 }

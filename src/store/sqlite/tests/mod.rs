@@ -66,6 +66,28 @@ async fn open_creates_folder_and_file_in_wal_mode() -> R {
 }
 
 #[tokio::test]
+async fn the_database_its_wal_and_shm_and_its_folder_are_private() -> R {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("data").join("jitgate.db");
+    let store = SqliteStore::open(&path)?;
+    store.create_request(ask(1)).await?;
+    // SQLite gives the -wal and -shm it creates the database file's mode, whatever the umask.
+    let mode = |suffix: &str| -> std::io::Result<u32> {
+        let mut name = path.clone().into_os_string();
+        name.push(suffix);
+        Ok(std::fs::metadata(name)?.mode() & 0o777)
+    };
+    let modes = [mode("")?, mode("-wal")?, mode("-shm")?];
+    assert_eq!(modes, [0o600; 3]);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("data"))?.mode() & 0o777,
+        0o700
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn migrations_run_once_across_reopen() -> R {
     let dir = tempfile::tempdir()?;
     let store = open(dir.path())?;
