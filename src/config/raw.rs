@@ -120,8 +120,9 @@ pub struct RawAccess {
     pub hosts: RawHosts,
     pub logins: Vec<String>,
     pub max_ttl: String,
+    /// Left out: 0, unless approvers are named (see `validate`).
     #[serde(default)]
-    pub approvals: u32,
+    pub approvals: Option<u32>,
     #[serde(default)]
     pub approvers: Vec<String>,
     #[serde(default)]

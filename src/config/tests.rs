@@ -136,9 +136,10 @@ fn every_field_of_a_rule_moves_its_digest() {
 
 #[test]
 fn approvers_and_approvals_go_together() {
-    const NO_ONE_ASKED: &str = "approvers are named but approvals is 0, so every request would \
-                                be approved with no one asked; set approvals = N (or remove \
-                                approvers for auto-approval)";
+    const NO_ONE_ASKED: &str = "approvers are named but approvals is left out, so every \
+                                request would be approved with no one asked; set approvals = \
+                                N, or approvals = 0 to approve by policy and let the \
+                                approvers see and revoke";
     // The rule starts on line 15 of `text_with_rules`; its `approvals` key, when written, on 19.
     let rule = |extra: &str| {
         format!(
@@ -153,10 +154,8 @@ fn approvers_and_approvals_go_together() {
             "approvers = [\"dba\"]\n",
             Some((15, "roles[1].access[0].approvals", NO_ONE_ASKED)),
         ),
-        (
-            "approvals = 0\napprovers = [\"dba\"]\n",
-            Some((19, "roles[1].access[0].approvals", NO_ONE_ASKED)),
-        ),
+        // Written out: approved by policy on purpose, the approvers watch.
+        ("approvals = 0\napprovers = [\"dba\"]\n", None),
         (
             "approvals = 2\n",
             Some((

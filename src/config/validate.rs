@@ -448,19 +448,22 @@ impl Validator {
             Duration::from_secs(900),
             Zero::Refused("no request could be granted any time; write e.g. \"15m\""),
         );
-        if a.approvals > 0 && a.approvers.is_empty() {
+        let approvals = a.approvals.unwrap_or(0);
+        if approvals > 0 && a.approvers.is_empty() {
             self.error(
                 &format!("{at}.approvers"),
-                format!("approvals = {} needs approver roles", a.approvals),
+                format!("approvals = {approvals} needs approver roles"),
             );
         }
-        // Approvers with `approvals` left out (0) would auto-approve every request: whoever
-        // wrote the names expected them to be asked.
-        if a.approvals == 0 && !a.approvers.is_empty() {
+        // Approvers with `approvals` left out would have every request approved by policy:
+        // whoever wrote the names expected them to be asked. Written out, `approvals = 0`
+        // says so on purpose (the approvers may still see and revoke what was granted).
+        if a.approvals.is_none() && !a.approvers.is_empty() {
             self.error(
                 &format!("{at}.approvals"),
-                "approvers are named but approvals is 0, so every request would be approved \
-                 with no one asked; set approvals = N (or remove approvers for auto-approval)",
+                "approvers are named but approvals is left out, so every request would be \
+                 approved with no one asked; set approvals = N, or approvals = 0 to approve by \
+                 policy and let the approvers see and revoke",
             );
         }
         for (k, r) in a.approvers.iter().enumerate() {
@@ -490,7 +493,7 @@ impl Validator {
             hosts: selector,
             logins: a.logins.clone(),
             max_ttl,
-            approvals: a.approvals,
+            approvals,
             approvers: a.approvers.clone(),
             guardrails: a.guardrails.clone(),
             require_reason: a.require_reason.unwrap_or(true),
