@@ -200,7 +200,7 @@ pub fn client(g: &Global) -> anyhow::Result<Client> {
 /// `--since` accepts a duration ago (`24h`, `7d`), a date (`2026-11-01`) or RFC 3339.
 pub fn parse_since(text: &str, now: i64) -> anyhow::Result<i64> {
     if let Ok(d) = jitgate::config::parse_duration(text) {
-        return Ok(now - d.as_secs() as i64);
+        return Ok(now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp());

@@ -23,6 +23,15 @@ fn audit_kinds(server: &Server, setup: &Setup) -> Vec<String> {
 #[test]
 fn auto_approved_request_to_certificate() {
     let (setup, server) = standard();
+    // What serve created on its first start is jitgate's alone.
+    for dir in ["data", "data/ca", "recordings"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(setup.path().join(dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{dir}");
+    }
     let run = server
         .request(&setup.alice, "web1", "deploy", "30m", "INC-1")
         .ok();
@@ -632,6 +641,11 @@ fn init_creates_keys_once_and_prints_trust_lines() {
     let config = setup.config(Setup::standard_policy());
     let run = jitgate(&["init", "--config", config.to_str().unwrap()]).ok();
     let ca = setup.path().join("data/ca");
+    // The folders init creates (the data folder, where the database goes too) are private.
+    for dir in [setup.path().join("data"), ca.clone()] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
     for name in ["user_ca", "host_ca", "target_ca"] {
         let mode = std::fs::metadata(ca.join(name))
             .unwrap()
