@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod dto;
 mod error;
+pub mod listen;
 mod metrics;
 mod routes;
 pub(crate) mod tls;
@@ -210,15 +211,12 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state.clone());
-    match &state.cfg.server.tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(tls) => tls::serve(listener, app, tls, shutdown).await,
-    }
+    let tls = match &state.cfg.server.tls {
+        Some(tls) => Some(tls::acceptor(tls)?),
+        None => None,
+    };
+    listen::serve(listener, router(state), tls, listen::Limits::API, shutdown).await;
+    Ok(())
 }
 
 /// Marks requests whose time is up as expired, ends their sessions, and tells webhooks.

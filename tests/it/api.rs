@@ -1,10 +1,11 @@
 //! The API's edges: signatures that do not verify, replays, clock skew, TLS, webhooks to a
 //! real local receiver, and hours.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jitgate::api::auth;
 use jitgate::api::client::Signer;
@@ -457,11 +458,13 @@ fn inside_allowed_hours_the_certificate_ends_with_them() {
     );
 }
 
-#[test]
-fn api_over_tls() {
-    let setup = Setup::new();
+/// The `[server]` lines for `api.crt` and `api.key`, as `tls_files` writes them.
+const TLS_FILES: &str = "tls_cert = \"api.crt\"\ntls_key = \"api.key\"";
+
+/// A CA, and a certificate for 127.0.0.1 signed by it, in `dir` (`api.crt`, `api.key`);
+/// returns the CA's certificate, for clients to trust.
+fn tls_files(dir: &Path) -> PathBuf {
     require_tool("openssl");
-    let dir = setup.path();
     let openssl = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
             .args(args)
@@ -536,11 +539,14 @@ fn api_over_tls() {
         "-out",
         "api.crt",
     ]);
-    let cert = dir.join("ca.crt");
-    let config = setup.config_with(
-        "tls_cert = \"api.crt\"\ntls_key = \"api.key\"",
-        Setup::standard_policy(),
-    );
+    dir.join("ca.crt")
+}
+
+#[test]
+fn api_over_tls() {
+    let setup = Setup::new();
+    let cert = tls_files(setup.path());
+    let config = setup.config_with(TLS_FILES, Setup::standard_policy());
     let server = Server::start(&config);
     assert!(server.url.starts_with("https://"), "{}", server.url);
     // Without trusting the certificate: refused by the client (unreachable).
@@ -558,6 +564,64 @@ fn api_over_tls() {
             .unwrap(),
     );
     assert_eq!(run.code, 0, "{run:#?}");
+}
+
+/// A connection to the API at `url`, as a client that then sends nothing.
+fn connect(url: &str) -> TcpStream {
+    let addr = url.split_once("://").map_or(url, |(_, a)| a);
+    TcpStream::connect(addr).unwrap()
+}
+
+/// Whether the server closes `socket` before `deadline` (whatever it sends first is read
+/// and dropped).
+fn closed_by(socket: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        socket.set_read_timeout(Some(left)).unwrap();
+        match socket.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn idle_connections_are_closed_by_the_deadline_and_the_api_still_answers() {
+    // Plain and TLS side by side, so that the test waits for the deadline once.
+    let plain_setup = Setup::new();
+    let plain = Server::start(&plain_setup.config(Setup::standard_policy()));
+    let tls_setup = Setup::new();
+    let ca = tls_files(tls_setup.path());
+    let tls = Server::start(&tls_setup.config_with(TLS_FILES, Setup::standard_policy()));
+    let opened = Instant::now();
+    // Plain: no request headers. TLS: no handshake.
+    let mut idle: Vec<TcpStream> = (0..50).map(|_| connect(&plain.url)).collect();
+    idle.extend((0..50).map(|_| connect(&tls.url)));
+    // A handshake begun and stalled: a record header, then a part of its ClientHello.
+    let mut stalled = connect(&tls.url);
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00])
+        .unwrap();
+    idle.push(stalled);
+
+    plain.cli(&plain_setup.alice, &["requests"]).ok();
+    let ca = ca.to_str().unwrap();
+    tls.cli(&tls_setup.alice, &["requests", "--ca-cert", ca])
+        .ok();
+
+    let limits = jitgate::api::listen::Limits::API;
+    let deadline = opened + limits.handshake.max(limits.headers) + Duration::from_secs(5);
+    for (i, socket) in idle.iter_mut().enumerate() {
+        assert!(closed_by(socket, deadline), "connection {i} is still open");
+    }
 }
 
 #[test]
