@@ -65,7 +65,7 @@ impl AppState {
             hub,
             metrics: Metrics::default(),
             nonces: auth::NonceCache::new(now()),
-            refusals: throttle::RefusalThrottle::new(10),
+            refusals: throttle::RefusalThrottle::new("api.refused", 10),
         })
     }
 }
@@ -174,7 +174,7 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
                 _ => (None, None),
             };
             let actor = actor.as_deref().unwrap_or("unknown");
-            match app.refusals.admit(actor, Instant::now()) {
+            match app.refusals.admit(actor, None, Instant::now()) {
                 throttle::Admit::Write { suppressed } => {
                     let mut event = NewAuditEvent::new(now(), "api.refused", actor)
                         .with("reason", &e)
@@ -215,7 +215,15 @@ pub async fn serve(
         Some(tls) => Some(tls::acceptor(tls)?),
         None => None,
     };
-    listen::serve(listener, router(state), tls, listen::Limits::API, shutdown).await;
+    let http = listen::serve(
+        listener,
+        router(state.clone()),
+        tls,
+        listen::Limits::API,
+        shutdown,
+    );
+    // Refusals counted while throttled reach the log as the API runs, and once it stops.
+    state.refusals.flushing(&*state.store, now, http).await;
     Ok(())
 }
 

@@ -193,33 +193,49 @@ fn a_call_signed_before_a_restart_cannot_be_replayed_after_it() {
     assert_eq!(list.as_array().unwrap().len(), 1, "no second request");
 }
 
-#[test]
-fn a_flood_of_refused_calls_is_counted_not_audited_one_by_one() {
-    let setup = Setup::new();
-    let server = Server::start(&setup.config(Setup::standard_policy()));
+/// Sends `n` unsigned calls to `server`, one after another; each is refused.
+fn refuse_unsigned(server: &Server, n: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let unsigned = |n: usize| {
-        rt.block_on(async {
-            let client = reqwest::Client::new();
-            for _ in 0..n {
-                let status = client
-                    .get(format!("{}/v1/requests", server.url))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
-                assert_eq!(status.as_u16(), 401);
-            }
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        for _ in 0..n {
+            let status = client
+                .get(format!("{}/v1/requests", server.url))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status.as_u16(), 401);
+        }
+    })
+}
+
+/// The refused calls the audit log accounts for: each `api.refused` event stands for itself
+/// and the `suppressed` before it.
+fn refusals_accounted(server: &Server, setup: &Setup) -> usize {
+    server
+        .audit_events(&setup.dave)
+        .iter()
+        .filter(|e| e["kind"] == "api.refused")
+        .map(|e| {
+            let suppressed = e["data"]["suppressed"].as_str().unwrap_or("0");
+            1 + suppressed.parse::<usize>().unwrap()
         })
-    };
+        .sum()
+}
+
+#[test]
+fn a_flood_of_refused_calls_is_counted_not_audited_one_by_one() {
+    let setup = Setup::new();
+    let server = Server::start(&setup.config(Setup::standard_policy()));
     let started = std::time::Instant::now();
-    unsigned(300);
+    refuse_unsigned(&server, 300);
     let took = started.elapsed().as_secs() as usize;
     std::thread::sleep(Duration::from_millis(1100));
-    unsigned(1);
+    refuse_unsigned(&server, 1);
     let events = server.audit_events(&setup.dave);
     let refused: Vec<&serde_json::Value> = events
         .iter()
@@ -228,12 +244,35 @@ fn a_flood_of_refused_calls_is_counted_not_audited_one_by_one() {
     // A burst of ten, about one a second after it, and the last one after the pause.
     assert!(refused.len() <= 10 + took + 2, "{}", refused.len());
     // Every refusal is accounted for: written, or counted on a later written one.
-    let counted: usize = refused
-        .iter()
-        .filter_map(|e| e["data"]["suppressed"].as_str())
-        .map(|n| n.parse::<usize>().unwrap())
-        .sum();
-    assert_eq!(refused.len() + counted, 301, "{refused:?}");
+    assert_eq!(refusals_accounted(&server, &setup), 301, "{refused:?}");
+}
+
+#[test]
+fn refusals_counted_while_throttled_reach_the_log_when_the_flood_stops() {
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let server = Server::start(&config);
+    // Ten written, five counted, and no refusal after them to carry the count.
+    refuse_unsigned(&server, 15);
+    let deadline = Instant::now() + jitgate::throttle::FLUSH_EVERY + Duration::from_secs(10);
+    let mut accounted = refusals_accounted(&server, &setup);
+    while accounted < 15 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        accounted = refusals_accounted(&server, &setup);
+    }
+    assert_eq!(accounted, 15);
+    let events = server.audit_events(&setup.dave);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["data"]["reason"] == jitgate::throttle::COUNTED_REASON),
+        "{events:?}"
+    );
+    // A flood the server stops in the middle of: counted as the server stops.
+    refuse_unsigned(&server, 15);
+    drop(server);
+    let server = Server::start(&config);
+    assert_eq!(refusals_accounted(&server, &setup), 30);
 }
 
 /// A tiny HTTP receiver: answers `fail_first` calls with 500, then 200; sends bodies.
