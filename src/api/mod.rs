@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod dto;
 mod error;
+pub mod listen;
 mod metrics;
 mod routes;
 pub(crate) mod tls;
@@ -64,7 +65,7 @@ impl AppState {
             hub,
             metrics: Metrics::default(),
             nonces: auth::NonceCache::new(now()),
-            refusals: throttle::RefusalThrottle::new(10),
+            refusals: throttle::RefusalThrottle::new("api.refused", 10),
         })
     }
 }
@@ -186,7 +187,7 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
                 _ => (None, None),
             };
             let actor = actor.as_deref().unwrap_or("unknown");
-            match app.refusals.admit(actor, Instant::now()) {
+            match app.refusals.admit(actor, None, Instant::now()) {
                 throttle::Admit::Write { suppressed } => {
                     let mut event = NewAuditEvent::new(now(), "api.refused", actor)
                         .with("reason", &e)
@@ -223,15 +224,20 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state.clone());
-    match &state.cfg.server.tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(tls) => tls::serve(listener, app, tls, shutdown).await,
-    }
+    let tls = match &state.cfg.server.tls {
+        Some(tls) => Some(tls::acceptor(tls)?),
+        None => None,
+    };
+    let http = listen::serve(
+        listener,
+        router(state.clone()),
+        tls,
+        listen::Limits::API,
+        shutdown,
+    );
+    // Refusals counted while throttled reach the log as the API runs, and once it stops.
+    state.refusals.flushing(&*state.store, now, http).await;
+    Ok(())
 }
 
 /// Marks requests whose time is up as expired, ends their sessions, and tells webhooks.

@@ -114,7 +114,7 @@ impl Shared {
             masker: Masker::new(&ctx.config.recordings.mask).map_err(|e| e.to_string()),
             stopping: watch::channel(false).0,
             // One connection may try several keys: a larger burst than the API's.
-            refusals: throttle::RefusalThrottle::new(20),
+            refusals: throttle::RefusalThrottle::new("bastion.refused", 20),
             ctx,
         }
     }
@@ -184,11 +184,11 @@ impl Shared {
         // A certificate the user CA really signed names its request: its refusals (a revoked
         // or expired engineer still trying) get a bucket of their own, so that a flood of
         // foreign keys cannot turn them into a bare count.
-        let bucket = match (user, request) {
-            (None, Some(id)) => format!("unknown, request {id}"),
-            _ => actor.to_string(),
-        };
-        let suppressed = match self.refusals.admit(&bucket, std::time::Instant::now()) {
+        let bucket = if user.is_none() { request } else { None };
+        let suppressed = match self
+            .refusals
+            .admit(actor, bucket, std::time::Instant::now())
+        {
             throttle::Admit::Write { suppressed } => suppressed,
             throttle::Admit::Skip { first } => {
                 if first {
@@ -227,6 +227,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let shared = Arc::new(Shared::new(ctx));
+    // Refusals counted while throttled reach the log as the bastion runs, and once the last
+    // connection has ended.
+    let server = serve(Arc::clone(&shared), listener, shutdown);
+    shared
+        .refusals
+        .flushing(&*shared.ctx.store, now, server)
+        .await;
+}
+
+/// `run`, but for the refusals counted while throttled.
+async fn serve(shared: Arc<Shared>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let revocations = tokio::spawn(revocations::watch_revocations(Arc::clone(&shared)));
     let shards = shards::Shards::per_core()
         .inspect_err(|e| {

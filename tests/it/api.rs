@@ -1,10 +1,11 @@
 //! The API's edges: signatures that do not verify, replays, clock skew, TLS, webhooks to a
 //! real local receiver, and hours.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jitgate::api::auth;
 use jitgate::api::client::Signer;
@@ -192,33 +193,49 @@ fn a_call_signed_before_a_restart_cannot_be_replayed_after_it() {
     assert_eq!(list.as_array().unwrap().len(), 1, "no second request");
 }
 
-#[test]
-fn a_flood_of_refused_calls_is_counted_not_audited_one_by_one() {
-    let setup = Setup::new();
-    let server = Server::start(&setup.config(Setup::standard_policy()));
+/// Sends `n` unsigned calls to `server`, one after another; each is refused.
+fn refuse_unsigned(server: &Server, n: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let unsigned = |n: usize| {
-        rt.block_on(async {
-            let client = reqwest::Client::new();
-            for _ in 0..n {
-                let status = client
-                    .get(format!("{}/v1/requests", server.url))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
-                assert_eq!(status.as_u16(), 401);
-            }
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        for _ in 0..n {
+            let status = client
+                .get(format!("{}/v1/requests", server.url))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status.as_u16(), 401);
+        }
+    })
+}
+
+/// The refused calls the audit log accounts for: each `api.refused` event stands for itself
+/// and the `suppressed` before it.
+fn refusals_accounted(server: &Server, setup: &Setup) -> usize {
+    server
+        .audit_events(&setup.dave)
+        .iter()
+        .filter(|e| e["kind"] == "api.refused")
+        .map(|e| {
+            let suppressed = e["data"]["suppressed"].as_str().unwrap_or("0");
+            1 + suppressed.parse::<usize>().unwrap()
         })
-    };
+        .sum()
+}
+
+#[test]
+fn a_flood_of_refused_calls_is_counted_not_audited_one_by_one() {
+    let setup = Setup::new();
+    let server = Server::start(&setup.config(Setup::standard_policy()));
     let started = std::time::Instant::now();
-    unsigned(300);
+    refuse_unsigned(&server, 300);
     let took = started.elapsed().as_secs() as usize;
     std::thread::sleep(Duration::from_millis(1100));
-    unsigned(1);
+    refuse_unsigned(&server, 1);
     let events = server.audit_events(&setup.dave);
     let refused: Vec<&serde_json::Value> = events
         .iter()
@@ -227,12 +244,35 @@ fn a_flood_of_refused_calls_is_counted_not_audited_one_by_one() {
     // A burst of ten, about one a second after it, and the last one after the pause.
     assert!(refused.len() <= 10 + took + 2, "{}", refused.len());
     // Every refusal is accounted for: written, or counted on a later written one.
-    let counted: usize = refused
-        .iter()
-        .filter_map(|e| e["data"]["suppressed"].as_str())
-        .map(|n| n.parse::<usize>().unwrap())
-        .sum();
-    assert_eq!(refused.len() + counted, 301, "{refused:?}");
+    assert_eq!(refusals_accounted(&server, &setup), 301, "{refused:?}");
+}
+
+#[test]
+fn refusals_counted_while_throttled_reach_the_log_when_the_flood_stops() {
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let server = Server::start(&config);
+    // Ten written, five counted, and no refusal after them to carry the count.
+    refuse_unsigned(&server, 15);
+    let deadline = Instant::now() + jitgate::throttle::FLUSH_EVERY + Duration::from_secs(10);
+    let mut accounted = refusals_accounted(&server, &setup);
+    while accounted < 15 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        accounted = refusals_accounted(&server, &setup);
+    }
+    assert_eq!(accounted, 15);
+    let events = server.audit_events(&setup.dave);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["data"]["reason"] == jitgate::throttle::COUNTED_REASON),
+        "{events:?}"
+    );
+    // A flood the server stops in the middle of: counted as the server stops.
+    refuse_unsigned(&server, 15);
+    drop(server);
+    let server = Server::start(&config);
+    assert_eq!(refusals_accounted(&server, &setup), 30);
 }
 
 /// A tiny HTTP receiver: answers `fail_first` calls with 500, then 200; sends bodies.
@@ -457,11 +497,13 @@ fn inside_allowed_hours_the_certificate_ends_with_them() {
     );
 }
 
-#[test]
-fn api_over_tls() {
-    let setup = Setup::new();
+/// The `[server]` lines for `api.crt` and `api.key`, as `tls_files` writes them.
+const TLS_FILES: &str = "tls_cert = \"api.crt\"\ntls_key = \"api.key\"";
+
+/// A CA, and a certificate for 127.0.0.1 signed by it, in `dir` (`api.crt`, `api.key`);
+/// returns the CA's certificate, for clients to trust.
+fn tls_files(dir: &Path) -> PathBuf {
     require_tool("openssl");
-    let dir = setup.path();
     let openssl = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
             .args(args)
@@ -536,11 +578,14 @@ fn api_over_tls() {
         "-out",
         "api.crt",
     ]);
-    let cert = dir.join("ca.crt");
-    let config = setup.config_with(
-        "tls_cert = \"api.crt\"\ntls_key = \"api.key\"",
-        Setup::standard_policy(),
-    );
+    dir.join("ca.crt")
+}
+
+#[test]
+fn api_over_tls() {
+    let setup = Setup::new();
+    let cert = tls_files(setup.path());
+    let config = setup.config_with(TLS_FILES, Setup::standard_policy());
     let server = Server::start(&config);
     assert!(server.url.starts_with("https://"), "{}", server.url);
     // Without trusting the certificate: refused by the client (unreachable).
@@ -558,6 +603,64 @@ fn api_over_tls() {
             .unwrap(),
     );
     assert_eq!(run.code, 0, "{run:#?}");
+}
+
+/// A connection to the API at `url`, as a client that then sends nothing.
+fn connect(url: &str) -> TcpStream {
+    let addr = url.split_once("://").map_or(url, |(_, a)| a);
+    TcpStream::connect(addr).unwrap()
+}
+
+/// Whether the server closes `socket` before `deadline` (whatever it sends first is read
+/// and dropped).
+fn closed_by(socket: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        socket.set_read_timeout(Some(left)).unwrap();
+        match socket.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn idle_connections_are_closed_by_the_deadline_and_the_api_still_answers() {
+    // Plain and TLS side by side, so that the test waits for the deadline once.
+    let plain_setup = Setup::new();
+    let plain = Server::start(&plain_setup.config(Setup::standard_policy()));
+    let tls_setup = Setup::new();
+    let ca = tls_files(tls_setup.path());
+    let tls = Server::start(&tls_setup.config_with(TLS_FILES, Setup::standard_policy()));
+    let opened = Instant::now();
+    // Plain: no request headers. TLS: no handshake.
+    let mut idle: Vec<TcpStream> = (0..50).map(|_| connect(&plain.url)).collect();
+    idle.extend((0..50).map(|_| connect(&tls.url)));
+    // A handshake begun and stalled: a record header, then a part of its ClientHello.
+    let mut stalled = connect(&tls.url);
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00])
+        .unwrap();
+    idle.push(stalled);
+
+    plain.cli(&plain_setup.alice, &["requests"]).ok();
+    let ca = ca.to_str().unwrap();
+    tls.cli(&tls_setup.alice, &["requests", "--ca-cert", ca])
+        .ok();
+
+    let limits = jitgate::api::listen::Limits::API;
+    let deadline = opened + limits.handshake.max(limits.headers) + Duration::from_secs(5);
+    for (i, socket) in idle.iter_mut().enumerate() {
+        assert!(closed_by(socket, deadline), "connection {i} is still open");
+    }
 }
 
 #[test]
