@@ -65,6 +65,36 @@ fn print_trust_lines(cfg: &Config, keys: &CaKeys) {
     println!("{}", keys.known_hosts_line());
 }
 
+/// Every session holds descriptors (sockets both ways, its recording) and the API takes
+/// up to 1,024 connections: the soft limit on open files, often 1,024, is raised to the hard
+/// one, as servers commonly do.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct passed, nothing else.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let want = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0
+    };
+    if !raised {
+        tracing::warn!(
+            soft = limit.rlim_cur,
+            hard = limit.rlim_max,
+            error = %std::io::Error::last_os_error(),
+            "could not raise the open-file limit"
+        );
+    }
+}
+
 pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     init_logging();
     // Under a file size limit (`ulimit -f`) a write past it then fails with EFBIG, which the
@@ -74,6 +104,7 @@ pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    raise_open_file_limit();
     let mut cfg = load_config(path)?;
     let api = tokio::net::TcpListener::bind(cfg.server.api_listen)
         .await

@@ -773,3 +773,17 @@ fn one_server_and_one_prune_per_store() {
         "{run:#?}"
     );
 }
+
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_one() {
+    let setup = Setup::new();
+    let config = setup.config(Setup::standard_policy());
+    let server = Server::start_with_limit(&config, libc::RLIMIT_NOFILE, 256, 4096);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let figures: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(figures, ["4096", "4096"], "{open_files}");
+}

@@ -206,16 +206,26 @@ impl Server {
     /// A server that may write no file larger than `bytes` (`ulimit -f`): a write past it
     /// fails, as on a full disk.
     pub fn start_with_file_limit(config: &Path, bytes: u64) -> Server {
+        Server::start_with_limit(config, libc::RLIMIT_FSIZE, bytes, bytes)
+    }
+
+    /// A server started under the limit `resource` (`setrlimit`) at `soft` and `hard`.
+    pub fn start_with_limit(
+        config: &Path,
+        resource: libc::__rlimit_resource_t,
+        soft: u64,
+        hard: u64,
+    ) -> Server {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(jitgate_bin());
         let limit = libc::rlimit {
-            rlim_cur: bytes,
-            rlim_max: bytes,
+            rlim_cur: soft,
+            rlim_max: hard,
         };
         // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                if libc::setrlimit(resource, &limit) == 0 {
                     Ok(())
                 } else {
                     Err(std::io::Error::last_os_error())
