@@ -21,6 +21,9 @@ pub enum ApiError {
     /// The request is not in a state that allows this.
     #[error("{0}")]
     Conflict(String),
+    /// The client did not send its request in time.
+    #[error("{0}")]
+    TimedOut(String),
     /// The store is unreachable: fail closed.
     #[error("{0}")]
     Unavailable(String),
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

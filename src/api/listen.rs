@@ -28,6 +28,8 @@ pub struct Limits {
     /// For a request's headers: from the connection (or the handshake) on, and on a
     /// connection kept alive, from each response on.
     pub headers: Duration,
+    /// For a signed call's body, once its headers are in (read by `authenticate`).
+    pub body: Duration,
     /// Connections served at once.
     pub connections: u32,
 }
@@ -37,6 +39,7 @@ impl Limits {
     pub const API: Limits = Limits {
         handshake: Duration::from_secs(10),
         headers: Duration::from_secs(10),
+        body: Duration::from_secs(10),
         connections: 1024,
     };
 }
@@ -55,9 +58,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     // Past the bound, a connection is not accepted: it waits in the kernel's backlog, holding
-    // no descriptor of ours, and is served as soon as a slot frees (at the latest when an
-    // idle connection reaches its deadline). Accepting it only to close it would spend a
-    // descriptor and a system call per attempt, and turn away callers a moment's wait serves.
+    // no descriptor of ours, and is served as soon as a slot frees (a connection that sends
+    // nothing, or stalls in its headers or a signed call's body, ends at its deadline).
+    // Accepting it only to close it would spend a descriptor and a system call per attempt,
+    // and turn away callers a moment's wait serves.
     let slots = Arc::new(Semaphore::new(limits.connections as usize));
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);

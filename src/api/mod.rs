@@ -136,11 +136,21 @@ async fn to_the_end(req: Request, next: Next) -> Response {
 /// Verifies the call's signature over method, path, body, timestamp and nonce.
 async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let bytes = match to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
+    // The body follows its headers promptly, or a client that sends headers and then nothing
+    // holds its connection slot (`listen`) for good.
+    let deadline = listen::Limits::API.body;
+    let bytes = match tokio::time::timeout(deadline, to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             return ApiError::BadRequest(format!("body larger than {MAX_BODY} bytes"))
                 .into_response();
+        }
+        Err(_) => {
+            return ApiError::TimedOut(format!(
+                "the request's body did not arrive within {} s",
+                deadline.as_secs()
+            ))
+            .into_response();
         }
     };
     let header = |name: &'static str| {

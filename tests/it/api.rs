@@ -650,6 +650,12 @@ fn idle_connections_are_closed_by_the_deadline_and_the_api_still_answers() {
         .write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00])
         .unwrap();
     idle.push(stalled);
+    // Headers of a signed call whose body never comes.
+    let mut no_body = connect(&plain.url);
+    no_body
+        .write_all(b"POST /v1/requests HTTP/1.1\r\nhost: jitgate\r\ncontent-length: 100\r\n\r\n{")
+        .unwrap();
+    idle.push(no_body);
 
     plain.cli(&plain_setup.alice, &["requests"]).ok();
     let ca = ca.to_str().unwrap();
@@ -657,7 +663,8 @@ fn idle_connections_are_closed_by_the_deadline_and_the_api_still_answers() {
         .ok();
 
     let limits = jitgate::api::listen::Limits::API;
-    let deadline = opened + limits.handshake.max(limits.headers) + Duration::from_secs(5);
+    let longest = limits.handshake.max(limits.headers).max(limits.body);
+    let deadline = opened + longest + Duration::from_secs(5);
     for (i, socket) in idle.iter_mut().enumerate() {
         assert!(closed_by(socket, deadline), "connection {i} is still open");
     }
