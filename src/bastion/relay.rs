@@ -184,8 +184,8 @@ pub async fn relay(
                 end(&shared, &c_tx, notice).await;
             } else {
                 let _ = c_tx.close().await;
-                closed_by = lost;
             }
+            closed_by = lost;
         }
         reason = notices(&mut control, &c_tx) => {
             if let Some(r) = shared.rec.get() {

@@ -143,14 +143,15 @@ pub(super) async fn down(
 /// The target's connection was lost: tells the engineer (unless their side of the channel
 /// already has its EOF: stderr after it is a protocol error) and marks the recording. No exit
 /// status is sent, none being known, so the engineer's ssh exits 255, as OpenSSH's does when
-/// its connection to the target drops.
+/// its connection to the target drops. While a block ends the session (`Shared::blocked`),
+/// the engineer hears nothing here: the block's notice, status and EOF follow.
 async fn lost(s: &Shared<'_>, c_tx: &ClientTx, eof_sent: bool) -> String {
     let text = format!("the connection to {} was lost", s.host);
     tracing::info!(host = %s.host, "the upstream connection was lost");
     if let Some(r) = s.rec.get() {
         r.marker(&format!("jitgate: {text}")).await;
     }
-    if !eof_sent {
+    if !eof_sent && s.blocked.get().is_none() {
         let _ = c_tx.extended_data_bytes(1, line(&text)).await;
         let _ = c_tx.eof().await;
     }

@@ -123,6 +123,30 @@ async fn a_script_without_a_pty_stops_at_the_blocked_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_lost_while_a_block_ends_the_session_still_gives_the_block() {
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let victim = lab.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    // The line before the blocked one kills the shell's sshd: the connection to the target
+    // drops while the bastion waits for the target to finish.
+    let script = lab.path().join("lost.sh");
+    std::fs::write(
+        &script,
+        format!("echo one\nkill -9 $PPID\nrm -rf {}\n", victim.display()),
+    )
+    .unwrap();
+    let mut cmd = lab.ssh(&["-T", "root@db1"]);
+    cmd.stdin(std::fs::File::open(&script).unwrap());
+    let out = output(cmd, 60).await;
+    let err = text(&out.stderr);
+    // Stderr after EOF would be a protocol error, and ssh would exit 255.
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(err.contains(NOTICE), "{err}");
+    assert!(victim.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sql_piped_into_sqlite3_stops_at_the_blocked_statement() {
     lab::require("sqlite3");
     let lab = Lab::start().await;
