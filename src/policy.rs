@@ -184,19 +184,10 @@ pub fn hours_end(
 /// The rule `req` was admitted under, while it still holds: the rule is configured word for
 /// word and its requester is still a user holding the rule's role. Taking someone out of a
 /// role (or out of `[[users]]`) ends what they were granted through it, like editing the
-/// rule does: no new certificate, no new connection, no approval that completes it.
+/// rule does: no new certificate, no new connection. The message is the requester's.
 pub fn rule_of<'c>(cfg: &'c Config, req: &AccessRequest) -> Result<&'c AccessRule, String> {
-    let Some(rule) = cfg.rule(&req.rule) else {
-        return Err(format!(
-            "the access rule of request {} was changed or removed in the configuration; \
-             run jitgate request --host {} --login {} again",
-            req.id, req.host, req.login
-        ));
-    };
-    let holds_role = cfg
-        .user(&req.requester)
-        .is_some_and(|u| u.roles.contains(&req.rule.role));
-    if !holds_role {
+    let rule = configured_rule(cfg, req)?;
+    if !requester_holds_role(cfg, req) {
         return Err(format!(
             "request {} was granted through role {}, which {} no longer holds in the \
              configuration; ask an admin, or run jitgate request --host {} --login {} under \
@@ -205,6 +196,22 @@ pub fn rule_of<'c>(cfg: &'c Config, req: &AccessRequest) -> Result<&'c AccessRul
         ));
     }
     Ok(rule)
+}
+
+fn configured_rule<'c>(cfg: &'c Config, req: &AccessRequest) -> Result<&'c AccessRule, String> {
+    cfg.rule(&req.rule).ok_or_else(|| {
+        format!(
+            "the access rule of request {} was changed or removed in the configuration; \
+             run jitgate request --host {} --login {} again",
+            req.id, req.host, req.login
+        )
+    })
+}
+
+/// Whether the requester of `req` is still a user holding the role it was made under.
+fn requester_holds_role(cfg: &Config, req: &AccessRequest) -> bool {
+    cfg.user(&req.requester)
+        .is_some_and(|u| u.roles.contains(&req.rule.role))
 }
 
 /// The users whose approvals of `req` count today: those holding one of its rule's
@@ -216,6 +223,40 @@ pub fn current_approvers(cfg: &Config, rule: &AccessRule, req: &AccessRequest) -
         .filter(|u| u.name != req.requester && u.roles.iter().any(|r| rule.approvers.contains(r)))
         .map(|u| u.name.clone())
         .collect()
+}
+
+/// How many of `req`'s approvals count today (see `current_approvers`); all of them when
+/// its rule is no longer configured (nothing can be decided then anyway).
+pub fn approvals_counted(cfg: &Config, req: &AccessRequest) -> usize {
+    match cfg.rule(&req.rule) {
+        Some(rule) => {
+            let current = current_approvers(cfg, rule, req);
+            req.approvals
+                .iter()
+                .filter(|a| current.contains(&a.approver))
+                .count()
+        }
+        None => req.approvals.len(),
+    }
+}
+
+/// Whether `approver` may approve `req` at `now`: `check_decider`, and its requester still
+/// holds the role it was made under (else it can only be denied or revoked).
+pub fn check_approver<'c>(
+    cfg: &'c Config,
+    approver: &str,
+    req: &AccessRequest,
+    now: UnixTime,
+) -> Result<&'c AccessRule, String> {
+    let rule = check_decider(cfg, approver, req, now)?;
+    if !requester_holds_role(cfg, req) {
+        return Err(format!(
+            "request {} cannot be approved: {} no longer holds role {}, under which it was \
+             made; deny or revoke it",
+            req.id, req.requester, req.rule.role
+        ));
+    }
+    Ok(rule)
 }
 
 /// Whether `approver` may approve or deny `req` at `now`, and the rule that says so. The
@@ -233,7 +274,7 @@ pub fn check_decider<'c>(
             req.id
         ));
     }
-    let rule = rule_of(cfg, req)?;
+    let rule = configured_rule(cfg, req)?;
     let Some(user) = cfg.user(approver) else {
         return Err(format!("unknown user {approver:?}"));
     };
@@ -246,7 +287,7 @@ pub fn check_decider<'c>(
     }
     match req.state_at(now) {
         RequestState::Pending => Ok(rule),
-        state => Err(already_decided(req, state)),
+        state => Err(already_decided(req, state, false)),
     }
 }
 
@@ -273,7 +314,7 @@ pub fn check_revoker(
     }
     match req.state_at(now) {
         RequestState::Pending | RequestState::Approved => Ok(()),
-        state => Err(already_decided(req, state)),
+        state => Err(already_decided(req, state, who == req.requester)),
     }
 }
 
@@ -293,21 +334,31 @@ pub fn is_auditor(cfg: &Config, who: &str) -> bool {
     cfg.user(who).is_some_and(|u| cfg.is_auditor(u))
 }
 
-/// Why a request can no longer be decided, in words that say what to do next.
-pub fn already_decided(req: &AccessRequest, state: RequestState) -> String {
+/// Why a request can no longer be decided or used, in words that say what to do next: to
+/// its requester, how to ask again.
+pub fn already_decided(req: &AccessRequest, state: RequestState, to_requester: bool) -> String {
+    let again = |how: &str| {
+        if to_requester {
+            format!(
+                "; {how}run jitgate request --host {} --login {}",
+                req.host, req.login
+            )
+        } else {
+            String::new()
+        }
+    };
     match state {
         RequestState::Expired => format!(
-            "request {} expired at {}; run jitgate request --host {} --login {} again",
+            "request {} expired at {}{}",
             req.id,
             crate::model::format_time(req.expires_at.unwrap_or(req.pending_until)),
-            req.host,
-            req.login
+            again("")
         ),
         RequestState::Approved => format!("request {} is already approved", req.id),
         state => format!(
-            "request {} is already {state}; for new access, run jitgate request --host {} \
-             --login {}",
-            req.id, req.host, req.login
+            "request {} is already {state}{}",
+            req.id,
+            again("for new access, ")
         ),
     }
 }

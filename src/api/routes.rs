@@ -166,7 +166,7 @@ pub async fn approve(
     {
         return Err(ApiError::BadRequest(why));
     }
-    let counted = match policy::check_decider(&app.cfg, &caller.user, &req, now) {
+    let counted = match policy::check_approver(&app.cfg, &caller.user, &req, now) {
         Ok(rule) => policy::current_approvers(&app.cfg, rule, &req),
         Err(reason) => {
             let err = decider_error(&req, now, reason);
@@ -174,12 +174,6 @@ pub async fn approve(
                 .refuse(&caller.user, "approval.refused", Some(id), err)
                 .await);
         }
-    };
-    let counting = |r: &crate::model::AccessRequest| {
-        r.approvals
-            .iter()
-            .filter(|a| counted.contains(&a.approver))
-            .count()
     };
     match app
         .store
@@ -190,7 +184,7 @@ pub async fn approve(
             // Each approval, as the audit log has it; then the approval that decided it.
             let mut data = request_data(&r);
             data.insert("approver".into(), caller.user.clone());
-            let counting = counting(&r);
+            let counting = policy::approvals_counted(&app.cfg, &r);
             data.insert(
                 "approvals".into(),
                 format!("{counting} of {}", r.approvals_needed),
@@ -204,7 +198,8 @@ pub async fn approve(
             Ok(Json(RequestView::of(&app.cfg, &r, now)))
         }
         Ok(ApproveOutcome::AlreadyApproved(r)) => {
-            let needed = (r.approvals_needed as usize).saturating_sub(counting(&r));
+            let needed = (r.approvals_needed as usize)
+                .saturating_sub(policy::approvals_counted(&app.cfg, &r));
             let err = ApiError::Conflict(format!(
                 "you already approved request {id}; it needs {needed} more approval(s) from someone else"
             ));
@@ -321,11 +316,11 @@ pub async fn certificate(
     if state != RequestState::Approved {
         let why = match state {
             RequestState::Pending => format!(
-                "request {id} is still pending ({} of {} approvals); run jitgate request ... --wait, or ask an approver",
-                req.approvals.len(),
+                "request {id} is still pending ({} of {} approvals); wait with jitgate show {id}, or ask an approver",
+                policy::approvals_counted(&app.cfg, &req),
                 req.approvals_needed
             ),
-            s => policy::already_decided(&req, s),
+            s => policy::already_decided(&req, s, true),
         };
         return Err(app
             .refuse(

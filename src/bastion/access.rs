@@ -122,7 +122,9 @@ pub fn check(
             RequestState::Pending => format!(
                 "request {request_id} is still pending approval; see jitgate show {request_id}"
             ),
-            RequestState::Expired => crate::policy::already_decided(request, RequestState::Expired),
+            RequestState::Expired => {
+                crate::policy::already_decided(request, RequestState::Expired, true)
+            }
             state => format!(
                 "request {request_id} was {state}; run jitgate request --host {} --login {} for new access",
                 request.host, request.login

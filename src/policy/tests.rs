@@ -318,18 +318,61 @@ fn deciders_table() {
         RequestState::Revoked,
     ] {
         let r = request("alice", glass.clone(), state, &[]);
-        let why = check_decider(&cfg, "bob", &r, MON_NOON).unwrap_err();
-        if state == RequestState::Approved {
-            assert_eq!(why, "request 7 is already approved");
-        } else {
-            assert!(
-                why.starts_with(&format!(
-                    "request 7 is already {state}; for new access, run jitgate request --host"
-                )),
-                "{why}"
-            );
-        }
+        // Told to an approver: no advice meant for the requester.
+        assert_eq!(
+            check_decider(&cfg, "bob", &r, MON_NOON).unwrap_err(),
+            format!("request 7 is already {state}")
+        );
     }
+}
+
+#[test]
+fn a_requester_out_of_the_role_can_be_denied_not_approved() {
+    let mut cfg = config();
+    let pending = request(
+        "alice",
+        rule("engineer", 2),
+        RequestState::Pending,
+        &["bob"],
+    );
+    let alice = cfg.users.iter_mut().find(|u| u.name == "alice").unwrap();
+    alice.roles.clear();
+    assert!(
+        check_decider(&cfg, "carol", &pending, MON_NOON).is_ok(),
+        "deny"
+    );
+    assert_eq!(
+        check_approver(&cfg, "carol", &pending, MON_NOON).unwrap_err(),
+        "request 7 cannot be approved: alice no longer holds role engineer, under which it \
+         was made; deny or revoke it"
+    );
+    // Whoever is not an approver hears that first.
+    assert!(
+        check_approver(&cfg, "dave", &pending, MON_NOON)
+            .unwrap_err()
+            .starts_with("you are not an approver")
+    );
+    // Told to the requester, with what to do.
+    assert!(
+        rule_of(&cfg, &pending).unwrap_err().starts_with(
+            "request 7 was granted through role engineer, which alice no longer holds"
+        )
+    );
+}
+
+#[test]
+fn approvals_count_only_by_people_still_approvers() {
+    let mut cfg = config();
+    let pending = request(
+        "alice",
+        rule("engineer", 2),
+        RequestState::Pending,
+        &["bob", "carol"],
+    );
+    assert_eq!(approvals_counted(&cfg, &pending), 2);
+    let bob = cfg.users.iter_mut().find(|u| u.name == "bob").unwrap();
+    bob.roles.retain(|r| r != "sre-lead");
+    assert_eq!(approvals_counted(&cfg, &pending), 1);
 }
 
 #[test]
@@ -368,8 +411,13 @@ fn revokers_and_viewers() {
             .contains("expired")
     );
     let revoked = request("alice", rule("engineer", 1), RequestState::Revoked, &[]);
+    assert_eq!(
+        check_revoker(&cfg, "bob", &revoked, MON_NOON).unwrap_err(),
+        "request 7 is already revoked"
+    );
+    // Its requester is told how to ask again.
     assert!(
-        check_revoker(&cfg, "bob", &revoked, MON_NOON)
+        check_revoker(&cfg, "alice", &revoked, MON_NOON)
             .unwrap_err()
             .starts_with("request 7 is already revoked; for new access, run jitgate request")
     );
