@@ -46,7 +46,7 @@ impl Limits {
 
 /// How long a shutdown waits for requests in flight: they finish, but a client stalled in
 /// the middle of its body cannot hold the server open.
-const DRAIN: Duration = Duration::from_secs(10);
+pub(super) const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` completes; then stops accepting, lets the
 /// requests in flight finish, closes idle connections and returns when all have ended.

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ssh_key::PublicKey;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub metrics: Metrics,
     nonces: auth::NonceCache,
     refusals: throttle::RefusalThrottle,
+    /// Signed calls running in tasks of their own (`to_the_end`), waited for at shutdown.
+    calls: TaskTracker,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
             metrics: Metrics::default(),
             nonces: auth::NonceCache::new(now()),
             refusals: throttle::RefusalThrottle::new("api.refused", 10),
+            calls: TaskTracker::new(),
         })
     }
 }
@@ -95,7 +99,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}/recording", get(routes::recording))
         .route("/v1/commands", get(routes::commands))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .route_layer(middleware::from_fn(to_the_end));
+        .route_layer(middleware::from_fn_with_state(
+            state.calls.clone(),
+            to_the_end,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
@@ -124,9 +131,9 @@ async fn observe(State(app): State<Arc<AppState>>, req: Request, next: Next) -> 
 /// Runs a signed call in a task of its own. Hyper drops a handler whose client hangs up or
 /// times out; a change the store has committed by then (a revocation, an approval) must
 /// still have its effects — live sessions closed, webhooks sent — so the call runs to its
-/// end whatever becomes of the connection.
-async fn to_the_end(req: Request, next: Next) -> Response {
-    match tokio::spawn(next.run(req)).await {
+/// end whatever becomes of the connection, and a shutdown waits for it (`serve`).
+async fn to_the_end(State(calls): State<TaskTracker>, req: Request, next: Next) -> Response {
+    match calls.spawn(next.run(req)).await {
         Ok(resp) => resp,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => ApiError::Unavailable("the server is stopping; try again".into()).into_response(),
@@ -245,6 +252,13 @@ pub async fn serve(
         listen::Limits::API,
         shutdown,
     );
+    // Calls whose clients hung up may still be running: they finish (for as long as the
+    // connections in flight were given) before the last refusals are counted.
+    let http = async {
+        http.await;
+        state.calls.close();
+        let _ = tokio::time::timeout(listen::DRAIN, state.calls.wait()).await;
+    };
     // Refusals counted while throttled reach the log as the API runs, and once it stops.
     state.refusals.flushing(&*state.store, now, http).await;
     Ok(())
@@ -282,6 +296,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_whose_client_hangs_up_still_runs_to_its_end() {
         static DONE: AtomicBool = AtomicBool::new(false);
+        let calls = TaskTracker::new();
         let app = Router::new()
             .route(
                 "/slow",
@@ -290,7 +305,7 @@ mod tests {
                     DONE.store(true, Ordering::SeqCst);
                 }),
             )
-            .route_layer(middleware::from_fn(to_the_end));
+            .route_layer(middleware::from_fn_with_state(calls.clone(), to_the_end));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/slow", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -300,7 +315,12 @@ mod tests {
             .send()
             .await;
         assert!(hung_up.is_err(), "the client gave up first");
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(!DONE.load(Ordering::SeqCst));
+        // What a shutdown does (`serve`): it waits for the call, which runs to its end.
+        calls.close();
+        tokio::time::timeout(Duration::from_secs(10), calls.wait())
+            .await
+            .expect("the call ends");
         assert!(
             DONE.load(Ordering::SeqCst),
             "the handler was dropped half way"
