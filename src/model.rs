@@ -259,7 +259,12 @@ pub fn redraws_terminal(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
@@ -272,4 +277,40 @@ pub fn unprintable(what: &str, text: &str) -> Option<String> {
          line, in plain text",
         c
     ))
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn what_redraws_a_terminal() {
+        for c in [
+            '\r',
+            '\n',
+            '\t',
+            '\x1b',
+            '\x7f',
+            '\u{9b}',
+            '\u{061c}',
+            '\u{200b}',
+            '\u{200f}',
+            '\u{2028}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{feff}',
+            '\u{e0041}',
+        ] {
+            assert!(redraws_terminal(c), "{c:?}");
+        }
+        for c in ['a', ' ', '-', '"', 'é', '漢', '→', '\u{a0}'] {
+            assert!(!redraws_terminal(c), "{c:?}");
+        }
+        assert_eq!(unprintable("reason", "INC-1: restart the worker"), None);
+        assert!(
+            unprintable("comment", "ok\u{1b}[1A")
+                .unwrap()
+                .starts_with("the comment contains '\\u{1b}'")
+        );
+    }
 }

@@ -71,6 +71,9 @@ pub async fn create_request(
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
     let now = now();
     let ttl = parse_duration(&body.ttl).map_err(ApiError::BadRequest)?;
+    if let Some(why) = unprintable("reason", &body.reason) {
+        return Err(ApiError::BadRequest(why));
+    }
     let ask = Ask {
         user: &caller.user,
         host: &body.host,

@@ -301,15 +301,18 @@ fn text_that_would_redraw_an_approvers_terminal_is_refused() {
     let (setup, server) = standard();
     // A carriage return would let this reason paint a harmless-looking row over its own in
     // `jitgate requests`.
-    server
-        .request(
-            &setup.alice,
-            "db1",
-            "postgres",
-            "5m",
-            "INC-1\r2  pending  alice  deploy@web1",
-        )
-        .refused("would redraw an approver's terminal");
+    let run = server.request(
+        &setup.alice,
+        "db1",
+        "postgres",
+        "5m",
+        "INC-1\r2  pending  alice  deploy@web1",
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("would redraw an approver's terminal"),
+        "{run:#?}"
+    );
     server
         .request(&setup.alice, "db1", "postgres", "5m", "INC-1")
         .ok();
