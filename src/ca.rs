@@ -111,16 +111,11 @@ pub fn generate_ed25519() -> PrivateKey {
 impl CaKeys {
     /// Loads the keys in `dir`, creating any that are absent. Returns the files created.
     pub fn ensure(dir: &Path) -> Result<(CaKeys, Vec<PathBuf>), CaError> {
-        // Folders created here (the data folder too, on a first start) are jitgate's alone.
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| CaError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        // The data folder too, on a first start.
+        crate::private::create_folder(dir).map_err(|source| CaError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let mut created = Vec::new();
         for name in NAMES {
             let path = dir.join(name);

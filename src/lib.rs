@@ -11,6 +11,7 @@ pub mod guardrail;
 pub mod hub;
 pub mod model;
 pub mod policy;
+pub mod private;
 pub mod recorder;
 pub mod server;
 pub mod store;

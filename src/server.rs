@@ -50,9 +50,7 @@ impl Parts {
         let store_lock = store::hold(db, Holder::Serve)?;
         let (ca, created_keys) = CaKeys::ensure(&cfg.ca_dir())?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db)?);
-        // Like the folders the recorder makes inside it: jitgate's alone.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&cfg.server.recordings_dir)?;
+        crate::private::create_folder(&cfg.server.recordings_dir)?;
         Ok(Parts {
             cfg: Arc::new(cfg),
             ca: Arc::new(ca),

@@ -1,7 +1,7 @@
 //! A live recording: its handle and the writer task behind it (see the module above).
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -110,11 +110,7 @@ pub(crate) fn start(
     let dir = full.parent().filter(|dir| !dir.is_dir());
     let new_folders = dir.is_some();
     if let Some(dir) = dir {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| RecorderError::io(dir, e))?;
+        crate::private::create_folder(dir).map_err(|e| RecorderError::io(dir, e))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -3,18 +3,15 @@
 //! recordings are); SQLite gives its `-wal` and `-shm` files the database file's mode.
 //! Existing files of ours that are wider are tightened, and the log says so.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::OpenOptions;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
 
-/// Creates `dir` and any missing parents, 0700; a folder that exists is left as it is.
+/// Creates `dir` and any missing parents (`crate::private`).
 pub(super) fn create_folder(dir: &Path) -> Result<(), StoreError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    crate::private::create_folder(dir)
         .map_err(|e| StoreError::Db(format!("cannot create folder {}: {e}", dir.display())))
 }
 
@@ -32,7 +29,17 @@ pub(super) fn prepare_database(db: &Path) -> Result<(), StoreError> {
         .truncate(false)
         .mode(0o600)
         .open(db)
-        .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", db.display())))?;
+        .map_err(|e| {
+            let next = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "; run jitgate as the user that owns it"
+            } else {
+                ""
+            };
+            StoreError::Db(format!(
+                "cannot open {} for writing: {e}{next}",
+                db.display()
+            ))
+        })?;
     for file in [db.to_path_buf(), beside(db, "-wal"), beside(db, "-shm")] {
         tighten(&file)?;
     }
