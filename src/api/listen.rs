@@ -7,16 +7,20 @@
 //! first bytes with no deadline at all, and no client of ours speaks HTTP/2.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -28,8 +32,8 @@ pub struct Limits {
     /// For a request's headers: from the connection (or the handshake) on, and on a
     /// connection kept alive, from each response on.
     pub headers: Duration,
-    /// For a signed call's body, once its headers are in (read by `authenticate`).
-    pub body: Duration,
+    /// For a response to make any progress into a client that has stopped reading.
+    pub writes: Duration,
     /// Connections served at once.
     pub connections: u32,
 }
@@ -39,10 +43,13 @@ impl Limits {
     pub const API: Limits = Limits {
         handshake: Duration::from_secs(10),
         headers: Duration::from_secs(10),
-        body: Duration::from_secs(10),
+        writes: Duration::from_secs(10),
         connections: 1024,
     };
 }
+
+/// How long a signed call's body may take once its headers are in (`authenticate`).
+pub const BODY: Duration = Duration::from_secs(10);
 
 /// How long a shutdown waits for requests in flight: they finish, but a client stalled in
 /// the middle of its body cannot hold the server open.
@@ -59,7 +66,8 @@ pub async fn serve(
 ) {
     // Past the bound, a connection is not accepted: it waits in the kernel's backlog, holding
     // no descriptor of ours, and is served as soon as a slot frees (a connection that sends
-    // nothing, or stalls in its headers or a signed call's body, ends at its deadline).
+    // nothing, stalls in its headers or a signed call's body, or stops reading what it is
+    // sent, ends at its deadline).
     // Accepting it only to close it would spend a descriptor and a system call per attempt,
     // and turn away callers a moment's wait serves.
     let slots = Arc::new(Semaphore::new(limits.connections as usize));
@@ -146,7 +154,10 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.headers)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+        .serve_connection(
+            TokioIo::new(WriteDeadline::new(io, limits.writes)),
+            TowerToHyperService::new(app),
+        );
     tokio::pin!(conn);
     tokio::select! {
         done = conn.as_mut() => return done,
@@ -154,6 +165,98 @@ where
         _ = stopping.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
     }
     conn.await
+}
+
+/// A connection's stream whose writes fail once they have made no progress for `limit`. A
+/// client that pipelines requests and reads none of the answers would otherwise hold its
+/// slot for good: hyper reads no request while a response waits to go out, so the header
+/// deadline never starts, and it has no deadline on writing.
+struct WriteDeadline<I> {
+    io: I,
+    limit: Duration,
+    /// Since the first write that could not go out.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<I> WriteDeadline<I> {
+    fn new(io: I, limit: Duration) -> WriteDeadline<I> {
+        WriteDeadline {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// What a write that made no progress gives: wait, or the error once `limit` is past.
+    fn waiting<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        done: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if done.is_ready() {
+            self.stalled = None;
+            return done;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} s", limit.as_secs()),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteDeadline<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.waiting(cx, done)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.waiting(cx, done)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_flush(cx);
+        this.waiting(cx, done)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.waiting(cx, done)
+    }
 }
 
 #[cfg(test)]

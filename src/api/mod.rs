@@ -145,7 +145,7 @@ async fn authenticate(State(app): State<Arc<AppState>>, req: Request, next: Next
     let (parts, body) = req.into_parts();
     // The body follows its headers promptly, or a client that sends headers and then nothing
     // holds its connection slot (`listen`) for good.
-    let deadline = listen::Limits::API.body;
+    let deadline = listen::BODY;
     let bytes = match tokio::time::timeout(deadline, to_bytes(body, MAX_BODY)).await {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => {

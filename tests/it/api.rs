@@ -656,18 +656,56 @@ fn idle_connections_are_closed_by_the_deadline_and_the_api_still_answers() {
         .write_all(b"POST /v1/requests HTTP/1.1\r\nhost: jitgate\r\ncontent-length: 100\r\n\r\n{")
         .unwrap();
     idle.push(no_body);
+    let limits = jitgate::api::listen::Limits::API;
+    let longest = [
+        limits.handshake,
+        limits.headers,
+        limits.writes,
+        jitgate::api::listen::BODY,
+    ]
+    .into_iter()
+    .max()
+    .unwrap();
+    // Requests pipelined without end, their answers never read: the server's writes stall.
+    let unread = {
+        let mut socket = connect(&plain.url);
+        socket
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let give_up = opened + longest + Duration::from_secs(10);
+        std::thread::spawn(move || {
+            let call = b"GET /metrics HTTP/1.1\r\nhost: jitgate\r\n\r\n";
+            let mut at = 0;
+            loop {
+                match socket.write(&call[at..]) {
+                    Ok(0) => return true,
+                    Ok(n) => at = (at + n) % call.len(),
+                    // Still open, not reading: the calls wait in the buffers.
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        if Instant::now() > give_up {
+                            return false;
+                        }
+                    }
+                    // Reset: the server closed it with our calls unread.
+                    Err(_) => return true,
+                }
+            }
+        })
+    };
 
     plain.cli(&plain_setup.alice, &["requests"]).ok();
     let ca = ca.to_str().unwrap();
     tls.cli(&tls_setup.alice, &["requests", "--ca-cert", ca])
         .ok();
 
-    let limits = jitgate::api::listen::Limits::API;
-    let longest = limits.handshake.max(limits.headers).max(limits.body);
     let deadline = opened + longest + Duration::from_secs(5);
     for (i, socket) in idle.iter_mut().enumerate() {
         assert!(closed_by(socket, deadline), "connection {i} is still open");
     }
+    assert!(
+        unread.join().unwrap(),
+        "a connection that reads nothing is still open"
+    );
 }
 
 #[test]
