@@ -47,7 +47,7 @@ mod notice;
 mod setup;
 mod typing;
 use down::down;
-use notice::{close_with_notice, line, no_pty_answer, notices};
+use notice::{close_with_notice, eof, line, no_pty_answer, notices, tell};
 pub(super) use setup::Setup;
 use setup::{pty_answered, started_once};
 use typing::forward_keys;
@@ -90,6 +90,9 @@ struct Shared<'a> {
     /// The guardrails ended this session without a pty: the block's notice, given once the
     /// target has finished the input forwarded before it (see `act`).
     blocked: OnceLock<String>,
+    /// Whether the engineer's side of the channel has had its EOF (`notice::eof`): nothing
+    /// goes on stderr after it (`notice::tell`).
+    engineer_eof: tokio::sync::Mutex<bool>,
 }
 
 impl Shared<'_> {
@@ -112,9 +115,9 @@ impl Shared<'_> {
                 true
             }
             Err(msg) => {
-                let _ = c_tx.extended_data_bytes(1, line(&msg)).await;
+                let _ = tell(self, c_tx, line(&msg)).await;
                 let _ = c_tx.exit_status(1).await;
-                let _ = c_tx.eof().await;
+                let _ = eof(self, c_tx).await;
                 let _ = c_tx.close().await;
                 false
             }
@@ -167,6 +170,7 @@ pub async fn relay(
         setup: Mutex::new(Setup::default()),
         replied: Notify::new(),
         blocked: OnceLock::new(),
+        engineer_eof: tokio::sync::Mutex::new(false),
     };
     let mut closed_by = None;
     // Fails closed: a session whose recording fails does not go on unrecorded.
@@ -187,17 +191,17 @@ pub async fn relay(
             }
             closed_by = lost;
         }
-        reason = notices(&mut control, &c_tx) => {
+        reason = notices(&shared, &mut control, &c_tx) => {
             if let Some(r) = shared.rec.get() {
                 r.marker(&reason).await;
             }
             let _ = t_tx.close().await;
-            close_with_notice(&c_tx, &reason).await;
+            close_with_notice(&shared, &c_tx, &reason).await;
             closed_by = Some(reason);
         }
         notice = recording_failed => {
             let _ = t_tx.close().await;
-            close_with_notice(&c_tx, &notice).await;
+            close_with_notice(&shared, &c_tx, &notice).await;
             closed_by = Some(notice);
         }
     }
@@ -261,7 +265,7 @@ async fn up(
                 "closing: {} MiB of your input are waiting while your ssh reads none of this connection's output",
                 queued >> 20
             );
-            close_with_notice(c_tx, &text).await;
+            close_with_notice(s, c_tx, &text).await;
         }
     }
     if s.blocked.get().is_some() {
@@ -286,7 +290,7 @@ async fn forward_up(
     let sent = match msg {
         ChannelMsg::Data { data } => {
             if !pty_answered(s).await {
-                return no_pty_answer(c_tx, t_tx).await;
+                return no_pty_answer(s, c_tx, t_tx).await;
             }
             s.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
             if let Some(r) = s.rec.get() {
@@ -297,7 +301,7 @@ async fn forward_up(
         ChannelMsg::ExtendedData { data, ext } => t_tx.extended_data_bytes(ext, data).await,
         ChannelMsg::Eof => {
             if !pty_answered(s).await {
-                return no_pty_answer(c_tx, t_tx).await;
+                return no_pty_answer(s, c_tx, t_tx).await;
             }
             let held = s.tap().eof();
             if let Some(g) = held {
@@ -479,12 +483,11 @@ async fn end(s: &Shared<'_>, c_tx: &ClientTx, notice: &str) {
     if !text.starts_with("jitgate:") {
         text = format!("jitgate: {text}");
     }
-    let _ = c_tx
-        .extended_data_bytes(1, format!("{text}\r\n").into_bytes())
-        .await;
+    let _ = tell(s, c_tx, format!("{text}\r\n").into_bytes()).await;
     *s.exit_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(BLOCKED_EXIT);
+    // A status may follow the EOF; the EOF goes once.
     let _ = c_tx.exit_status(BLOCKED_EXIT).await;
-    let _ = c_tx.eof().await;
+    let _ = eof(s, c_tx).await;
     let _ = c_tx.close().await;
 }
 
@@ -514,9 +517,7 @@ async fn act(
     if let Some(n) = g.notice {
         let bytes = n.text.into_bytes();
         if n.stderr {
-            s.input
-                .to_engineer(c_tx.extended_data_bytes(1, bytes))
-                .await?;
+            s.input.to_engineer(tell(s, c_tx, bytes)).await?;
         } else {
             s.input.to_engineer(c_tx.data_bytes(bytes)).await?;
         }

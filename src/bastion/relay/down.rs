@@ -8,7 +8,7 @@ use russh::{ChannelMsg, ChannelReadHalf, Sig, server};
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use tokio::time::Instant;
 
-use super::{ClientTx, Pending, Shared, line};
+use super::{ClientTx, Pending, Shared, eof, line, tell};
 
 /// Bytes one channel's queue of target output may hold while the engineer's side is busy,
 /// each message counted with its `MSG_OVERHEAD`: more than the window the bastion grants the
@@ -66,7 +66,6 @@ pub(super) async fn down(
         // once (sshd waits for its child first), so a status sent after it is lost: the
         // engineer's ssh, or a ControlMaster's client, then exits 255.
         let mut eof_due: Option<Instant> = None;
-        let mut eof_sent = false;
         loop {
             let next = match eof_due {
                 None => q_rx.recv().await,
@@ -75,11 +74,7 @@ pub(super) async fn down(
                     Err(_) => {
                         // No status came: the EOF goes on its own.
                         eof_due = None;
-                        if s.blocked.get().is_some() {
-                            continue;
-                        }
-                        eof_sent = true;
-                        if c_tx.eof().await.is_err() {
+                        if s.blocked.get().is_none() && eof(s, c_tx).await.is_err() {
                             return None;
                         }
                         continue;
@@ -89,7 +84,7 @@ pub(super) async fn down(
             let Some((msg, permit)) = next else {
                 // The messages ended without a close: the connection to the target is gone
                 // (russh closes no channel when its connection drops).
-                return Some(lost(s, c_tx, eof_sent).await);
+                return Some(lost(s, c_tx).await);
             };
             if s.blocked.get().is_some() {
                 // The guardrails ended the session (`relay::act`): the target's output up to
@@ -115,19 +110,13 @@ pub(super) async fn down(
                 msg,
                 ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. }
             );
-            if !status && eof_due.take().is_some() {
-                eof_sent = true;
-                if c_tx.eof().await.is_err() {
-                    return None;
-                }
+            if !status && eof_due.take().is_some() && eof(s, c_tx).await.is_err() {
+                return None;
             }
             let go_on = forward_down(s, msg, c_tx, handle).await;
             drop(permit);
-            if eof_due.take().is_some() {
-                eof_sent = true;
-                if c_tx.eof().await.is_err() {
-                    return None;
-                }
+            if eof_due.take().is_some() && eof(s, c_tx).await.is_err() {
+                return None;
             }
             if !go_on {
                 return None;
@@ -140,20 +129,19 @@ pub(super) async fn down(
     }
 }
 
-/// The target's connection was lost: tells the engineer (unless their side of the channel
-/// already has its EOF: stderr after it is a protocol error) and marks the recording. No exit
-/// status is sent, none being known, so the engineer's ssh exits 255, as OpenSSH's does when
-/// its connection to the target drops. While a block ends the session (`Shared::blocked`),
-/// the engineer hears nothing here: the block's notice, status and EOF follow.
-async fn lost(s: &Shared<'_>, c_tx: &ClientTx, eof_sent: bool) -> String {
+/// The target's connection was lost: tells the engineer (`tell`) and marks the recording. No
+/// exit status is sent, none being known, so the engineer's ssh exits 255, as OpenSSH's does
+/// when its connection to the target drops. While a block ends the session
+/// (`Shared::blocked`), the block's notice, status and EOF follow.
+async fn lost(s: &Shared<'_>, c_tx: &ClientTx) -> String {
     let text = format!("the connection to {} was lost", s.host);
     tracing::info!(host = %s.host, "the upstream connection was lost");
     if let Some(r) = s.rec.get() {
         r.marker(&format!("jitgate: {text}")).await;
     }
-    if !eof_sent && s.blocked.get().is_none() {
-        let _ = c_tx.extended_data_bytes(1, line(&text)).await;
-        let _ = c_tx.eof().await;
+    let _ = tell(s, c_tx, line(&text)).await;
+    if s.blocked.get().is_none() {
+        let _ = eof(s, c_tx).await;
     }
     text
 }
@@ -187,7 +175,7 @@ async fn forward_down(
                 .to_engineer(c_tx.extended_data_bytes(ext, data))
                 .await
         }
-        ChannelMsg::Eof => c_tx.eof().await,
+        ChannelMsg::Eof => eof(s, c_tx).await,
         ChannelMsg::Close => return false,
         ChannelMsg::ExitStatus { exit_status } => {
             *s.exit_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit_status);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{ClientTx, TargetTx};
+use super::{ClientTx, Shared, TargetTx};
 use crate::bastion::sessions::Control;
 
 /// One line for the engineer's terminal, from the bastion.
@@ -16,23 +16,48 @@ pub(super) fn line(text: &str) -> Vec<u8> {
 
 /// A target that leaves a pty request unanswered: the channel is closed, as no gate can be
 /// chosen for its input. Returns false (the channel is done).
-pub(super) async fn no_pty_answer(c_tx: &ClientTx, t_tx: &TargetTx) -> bool {
+pub(super) async fn no_pty_answer(s: &Shared<'_>, c_tx: &ClientTx, t_tx: &TargetTx) -> bool {
     let _ = t_tx.close().await;
     let text = format!(
         "closing: the target did not answer the terminal request within {}s",
         super::setup::PTY_ANSWER_WAIT.as_secs()
     );
-    close_with_notice(c_tx, &text).await;
+    close_with_notice(s, c_tx, &text).await;
     false
 }
 
+/// `bytes` on the engineer's stderr, unless their side of the channel has had its EOF:
+/// stderr after it is a protocol error, for which OpenSSH drops the whole connection (every
+/// session a ControlMaster carries with it).
+pub(super) async fn tell(
+    s: &Shared<'_>,
+    c_tx: &ClientTx,
+    bytes: Vec<u8>,
+) -> Result<(), russh::Error> {
+    let eof = s.engineer_eof.lock().await;
+    if *eof {
+        return Ok(());
+    }
+    c_tx.extended_data_bytes(1, bytes).await
+}
+
+/// Sends the engineer's EOF once, and notes it for `tell`.
+pub(super) async fn eof(s: &Shared<'_>, c_tx: &ClientTx) -> Result<(), russh::Error> {
+    let mut eof = s.engineer_eof.lock().await;
+    if *eof {
+        return Ok(());
+    }
+    *eof = true;
+    c_tx.eof().await
+}
+
 /// Tells the engineer why on stderr, then ends the channel.
-pub(super) async fn close_with_notice(c_tx: &ClientTx, text: &str) {
+pub(super) async fn close_with_notice(s: &Shared<'_>, c_tx: &ClientTx, text: &str) {
     // An engineer's ssh that reads nothing (suspended, a stalled link) has no window for the
     // notice: the channel closes without it rather than stay open.
     let notice = async {
-        let _ = c_tx.extended_data_bytes(1, line(text)).await;
-        let _ = c_tx.eof().await;
+        let _ = tell(s, c_tx, line(text)).await;
+        let _ = eof(s, c_tx).await;
     };
     let _ = tokio::time::timeout(NOTICE_WAIT, notice).await;
     let _ = c_tx.close().await;
@@ -42,7 +67,11 @@ pub(super) async fn close_with_notice(c_tx: &ClientTx, text: &str) {
 const NOTICE_WAIT: Duration = Duration::from_millis(500);
 
 /// Prints each notice on the engineer's stderr; returns when told to close.
-pub(super) async fn notices(control: &mut watch::Receiver<Control>, c_tx: &ClientTx) -> String {
+pub(super) async fn notices(
+    s: &Shared<'_>,
+    control: &mut watch::Receiver<Control>,
+    c_tx: &ClientTx,
+) -> String {
     let mut shown = control.borrow().notice.as_ref().map_or(0, |(n, _)| *n);
     loop {
         let show = {
@@ -59,7 +88,7 @@ pub(super) async fn notices(control: &mut watch::Receiver<Control>, c_tx: &Clien
             }
         };
         if let Some(text) = show {
-            let _ = c_tx.extended_data_bytes(1, line(&text)).await;
+            let _ = tell(s, c_tx, line(&text)).await;
         }
         if control.changed().await.is_err() {
             // The connection is gone; nothing will ever say close.

@@ -147,6 +147,37 @@ async fn a_target_lost_while_a_block_ends_the_session_still_gives_the_block() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_block_after_the_targets_eof_ends_the_session_with_126() {
+    use tokio::io::AsyncWriteExt;
+    let lab = Lab::start().await;
+    lab.grant("db1", "root", 0, 3600, 0).await;
+    let victim = lab.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    let mut cmd = lab.ssh(&["-T", "root@db1"]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The shell's output goes elsewhere: sshd sends EOF, and the bastion passes it on (after
+    // waiting 2 s for a status) while the shell still reads its input.
+    stdin.write_all(b"exec >/dev/null 2>&1\n").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    stdin
+        .write_all(format!("rm -rf {}\n", victim.display()).as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("ssh ends")
+        .unwrap();
+    // No stderr after the EOF (a protocol error: ssh would exit 255); the status still goes.
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(victim.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sql_piped_into_sqlite3_stops_at_the_blocked_statement() {
     lab::require("sqlite3");
     let lab = Lab::start().await;
