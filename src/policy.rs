@@ -183,7 +183,13 @@ pub fn hours_end(
 /// role (or out of `[[users]]`) ends what they were granted through it, like editing the
 /// rule does: no new certificate, no new connection. The message is the requester's.
 pub fn rule_of<'c>(cfg: &'c Config, req: &AccessRequest) -> Result<&'c AccessRule, String> {
-    let rule = configured_rule(cfg, req)?;
+    let Some(rule) = cfg.rule(&req.rule) else {
+        return Err(format!(
+            "the access rule of request {} was changed or removed in the configuration; \
+             run jitgate request --host {} --login {} again",
+            req.id, req.host, req.login
+        ));
+    };
     if !requester_holds_role(cfg, req) {
         return Err(format!(
             "request {} was granted through role {}, which {} no longer holds in the \
@@ -193,16 +199,6 @@ pub fn rule_of<'c>(cfg: &'c Config, req: &AccessRequest) -> Result<&'c AccessRul
         ));
     }
     Ok(rule)
-}
-
-fn configured_rule<'c>(cfg: &'c Config, req: &AccessRequest) -> Result<&'c AccessRule, String> {
-    cfg.rule(&req.rule).ok_or_else(|| {
-        format!(
-            "the access rule of request {} was changed or removed in the configuration; \
-             run jitgate request --host {} --login {} again",
-            req.id, req.host, req.login
-        )
-    })
 }
 
 /// Whether the requester of `req` is still a user holding the role it was made under.
@@ -271,7 +267,16 @@ pub fn check_decider<'c>(
             req.id
         ));
     }
-    let rule = configured_rule(cfg, req)?;
+    // Told to whoever would decide: the requester's way out (`rule_of`) is not theirs.
+    let Some(rule) = cfg.rule(&req.rule) else {
+        return Err(format!(
+            "the access rule of request {} was changed or removed in the configuration, so it \
+             can no longer be approved or denied; its requester or an auditor may revoke it, or \
+             it expires undecided at {}",
+            req.id,
+            crate::model::format_time(req.pending_until)
+        ));
+    };
     let Some(user) = cfg.user(approver) else {
         return Err(format!("unknown user {approver:?}"));
     };

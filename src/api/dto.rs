@@ -81,8 +81,9 @@ impl RequestView {
     /// approvals still count.
     pub fn of(cfg: &Config, r: &AccessRequest, now: i64) -> RequestView {
         let mut view = RequestView::new(r, now);
+        // As `policy::approvals_counted` counts them.
         if r.state_at(now) == RequestState::Pending
-            && let Ok(rule) = crate::policy::rule_of(cfg, r)
+            && let Some(rule) = cfg.rule(&r.rule)
         {
             let current = crate::policy::current_approvers(cfg, rule, r);
             for a in &mut view.approvals {

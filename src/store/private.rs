@@ -68,8 +68,9 @@ fn tighten(file: &Path) -> Result<(), StoreError> {
         tracing::warn!(
             file = %file.display(),
             mode = format!("{mode:o}"),
-            "the store's file is readable beyond its owner, who is not this process; \
-             chmod 600 it"
+            "the store's file is open to others than its owner, who is not this process's \
+             user; make jitgate's user its owner (then jitgate keeps it 0600), or take the \
+             others' access away (chmod o-rwx)"
         );
         return Ok(());
     }
