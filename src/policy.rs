@@ -354,7 +354,11 @@ pub fn already_decided(req: &AccessRequest, state: RequestState, to_requester: b
             "request {} expired at {}{}",
             req.id,
             crate::model::format_time(req.expires_at.unwrap_or(req.pending_until)),
-            again("")
+            if to_requester {
+                again("") + " again"
+            } else {
+                String::new()
+            }
         ),
         RequestState::Approved => format!("request {} is already approved", req.id),
         state => format!(

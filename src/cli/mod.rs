@@ -84,6 +84,8 @@ pub enum Command {
         #[arg(long)]
         pending: bool,
     },
+    /// The requests waiting for a decision (`requests --pending`).
+    Pending,
     /// Show one request.
     Show { id: i64 },
     /// Approve a request.
@@ -136,6 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Recordings { action } => admin::recordings(action).await,
         Command::Request(args) => access::request(&g, args).await,
         Command::Requests { pending } => access::requests(&g, pending).await,
+        Command::Pending => access::requests(&g, true).await,
         Command::Show { id } => access::show(&g, id).await,
         Command::Approve { id, comment } => access::approve(&g, id, comment).await,
         Command::Deny { id, reason } => access::deny(&g, id, reason).await,

@@ -139,6 +139,9 @@ fn one_approval_from_an_approver() {
         .ok()
         .json();
     assert_eq!(pending.as_array().unwrap().len(), 1);
+    // DESIGN.md's word for the approver's queue.
+    let queue = server.cli(&setup.bob, &["pending", "--json"]).ok().json();
+    assert_eq!(queue, pending);
     let run = server
         .cli(&setup.bob, &["approve", "1", "--comment", "ok"])
         .ok();
@@ -431,7 +434,7 @@ fn undecided_request_expires_and_access_ends() {
     server
         .cli(&setup.alice, &["login", "2"])
         .refused("request 2 expired at")
-        .refused("run jitgate request --host web1 --login deploy");
+        .refused("UTC; run jitgate request --host web1 --login deploy again");
     // The sweeper writes the expiry into the audit log.
     let expired = wait_for(std::time::Duration::from_secs(5), || {
         let n = audit_kinds(&server, &setup)
