@@ -267,15 +267,18 @@ pub fn check_decider<'c>(
             req.id
         ));
     }
-    // Told to whoever would decide: the requester's way out (`rule_of`) is not theirs.
+    // Told to whoever would decide (an auditor: approvers no longer see such a request):
+    // the requester's way out (`rule_of`) is not theirs.
     let Some(rule) = cfg.rule(&req.rule) else {
-        return Err(format!(
-            "the access rule of request {} was changed or removed in the configuration, so it \
-             can no longer be approved or denied; its requester or an auditor may revoke it, or \
-             it expires undecided at {}",
-            req.id,
-            crate::model::format_time(req.pending_until)
-        ));
+        return Err(match req.state_at(now) {
+            RequestState::Pending => format!(
+                "the access rule of request {} was changed or removed in the configuration, so \
+                 it can no longer be approved or denied; revoke it, or it expires undecided at {}",
+                req.id,
+                crate::model::format_time(req.pending_until)
+            ),
+            state => already_decided(req, state, false),
+        });
     };
     let Some(user) = cfg.user(approver) else {
         return Err(format!("unknown user {approver:?}"));

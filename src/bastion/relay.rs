@@ -47,7 +47,7 @@ mod notice;
 mod setup;
 mod typing;
 use down::down;
-use notice::{close_with_notice, eof, line, no_pty_answer, notices, tell};
+use notice::{close_with_notice, eof, extended, line, no_pty_answer, notices, tell};
 pub(super) use setup::Setup;
 use setup::{pty_answered, started_once};
 use typing::forward_keys;
@@ -90,9 +90,9 @@ struct Shared<'a> {
     /// The guardrails ended this session without a pty: the block's notice, given once the
     /// target has finished the input forwarded before it (see `act`).
     blocked: OnceLock<String>,
-    /// Whether the engineer's side of the channel has had its EOF (`notice::eof`): nothing
-    /// goes on stderr after it (`notice::tell`).
-    engineer_eof: tokio::sync::Mutex<bool>,
+    /// Whether the engineer's side of the channel has had its EOF (`notice::eof`): no
+    /// extended data goes after it (`notice::extended`).
+    engineer_eof: notice::EngineerEof,
 }
 
 impl Shared<'_> {
@@ -170,7 +170,7 @@ pub async fn relay(
         setup: Mutex::new(Setup::default()),
         replied: Notify::new(),
         blocked: OnceLock::new(),
-        engineer_eof: tokio::sync::Mutex::new(false),
+        engineer_eof: notice::EngineerEof::default(),
     };
     let mut closed_by = None;
     // Fails closed: a session whose recording fails does not go on unrecorded.

@@ -327,6 +327,27 @@ fn deciders_table() {
 }
 
 #[test]
+fn a_request_whose_rule_is_gone_cannot_be_decided() {
+    let cfg = config();
+    let gone = RuleRef {
+        digest: "0".repeat(64),
+        ..rule("engineer", 2)
+    };
+    let pending = request("alice", gone.clone(), RequestState::Pending, &[]);
+    assert!(
+        check_decider(&cfg, "bob", &pending, MON_NOON)
+            .unwrap_err()
+            .contains("can no longer be approved or denied; revoke it, or it expires undecided")
+    );
+    // Decided already: that, not a time to come.
+    let approved = request("alice", gone, RequestState::Approved, &[]);
+    assert_eq!(
+        check_decider(&cfg, "bob", &approved, MON_NOON).unwrap_err(),
+        "request 7 is already approved"
+    );
+}
+
+#[test]
 fn a_requester_out_of_the_role_can_be_denied_not_approved() {
     let mut cfg = config();
     let pending = request(

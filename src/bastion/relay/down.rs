@@ -8,7 +8,7 @@ use russh::{ChannelMsg, ChannelReadHalf, Sig, server};
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use tokio::time::Instant;
 
-use super::{ClientTx, Pending, Shared, eof, line, tell};
+use super::{ClientTx, Pending, Shared, eof, extended, line, tell};
 
 /// Bytes one channel's queue of target output may hold while the engineer's side is busy,
 /// each message counted with its `MSG_OVERHEAD`: more than the window the bastion grants the
@@ -171,9 +171,7 @@ async fn forward_down(
             if let Some(r) = s.rec.get() {
                 r.output(&data).await;
             }
-            s.input
-                .to_engineer(c_tx.extended_data_bytes(ext, data))
-                .await
+            s.input.to_engineer(extended(s, c_tx, ext, data)).await
         }
         ChannelMsg::Eof => eof(s, c_tx).await,
         ChannelMsg::Close => return false,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{ClientTx, Shared, TargetTx};
 use crate::bastion::sessions::Control;
@@ -26,28 +27,59 @@ pub(super) async fn no_pty_answer(s: &Shared<'_>, c_tx: &ClientTx, t_tx: &Target
     false
 }
 
-/// `bytes` on the engineer's stderr, unless their side of the channel has had its EOF:
-/// stderr after it is a protocol error, for which OpenSSH drops the whole connection (every
-/// session a ControlMaster carries with it).
+/// Whether the engineer's side of the channel has had its EOF (`eof`), for `extended`.
+#[derive(Default)]
+pub(super) struct EngineerEof {
+    /// Taken by a send of extended data from its check to its end, and by the EOF.
+    sent: tokio::sync::Mutex<bool>,
+    /// Cancelled as the EOF comes: a send still waiting for the engineer's window gives way.
+    coming: CancellationToken,
+}
+
+/// `bytes` on the engineer's stderr (`extended`).
 pub(super) async fn tell(
     s: &Shared<'_>,
     c_tx: &ClientTx,
     bytes: Vec<u8>,
 ) -> Result<(), russh::Error> {
-    let eof = s.engineer_eof.lock().await;
-    if *eof {
-        return Ok(());
-    }
-    c_tx.extended_data_bytes(1, bytes).await
+    extended(s, c_tx, 1, bytes).await
 }
 
-/// Sends the engineer's EOF once, and notes it for `tell`.
-pub(super) async fn eof(s: &Shared<'_>, c_tx: &ClientTx) -> Result<(), russh::Error> {
-    let mut eof = s.engineer_eof.lock().await;
-    if *eof {
+/// Extended data (stderr: `ext` 1) for the engineer, unless their side of the channel has had
+/// its EOF: extended data after it is a protocol error, for which OpenSSH drops the whole
+/// connection (every session a ControlMaster carries with it).
+pub(super) async fn extended(
+    s: &Shared<'_>,
+    c_tx: &ClientTx,
+    ext: u32,
+    bytes: impl Into<bytes::Bytes>,
+) -> Result<(), russh::Error> {
+    let e = &s.engineer_eof;
+    if e.coming.is_cancelled() {
         return Ok(());
     }
-    *eof = true;
+    let sent = e.sent.lock().await;
+    if *sent {
+        return Ok(());
+    }
+    // An EOF on its way cuts short a send still waiting for the engineer's window (it has
+    // queued nothing then), so that the EOF never waits on an engineer who reads nothing.
+    tokio::select! {
+        biased;
+        () = e.coming.cancelled() => Ok(()),
+        sent = c_tx.extended_data_bytes(ext, bytes) => sent,
+    }
+}
+
+/// Sends the engineer's EOF once; after it, `extended` sends nothing.
+pub(super) async fn eof(s: &Shared<'_>, c_tx: &ClientTx) -> Result<(), russh::Error> {
+    let e = &s.engineer_eof;
+    e.coming.cancel();
+    let mut sent = e.sent.lock().await;
+    if *sent {
+        return Ok(());
+    }
+    *sent = true;
     c_tx.eof().await
 }
 
@@ -88,7 +120,7 @@ pub(super) async fn notices(
             }
         };
         if let Some(text) = show {
-            let _ = tell(s, c_tx, line(&text)).await;
+            let _ = s.input.to_engineer(tell(s, c_tx, line(&text))).await;
         }
         if control.changed().await.is_err() {
             // The connection is gone; nothing will ever say close.
