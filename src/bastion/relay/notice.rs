@@ -1,6 +1,7 @@
 //! What the engineer reads from the bastion itself: one-line notices on stderr, and closing
 //! a channel with one (revocation, expiry, shutdown, a failed recording, a target that does
-//! not answer).
+//! not answer); and the one rule every stderr write keeps, the target's included: nothing
+//! after the engineer's EOF (`extended`, `eof`).
 
 use std::time::Duration;
 
