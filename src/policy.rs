@@ -218,19 +218,24 @@ pub fn current_approvers(cfg: &Config, rule: &AccessRule, req: &AccessRequest) -
         .collect()
 }
 
-/// How many of `req`'s approvals count today (see `current_approvers`); all of them when
-/// its rule is no longer configured (nothing can be decided then anyway).
+/// For each of `req`'s approvals, whether it counts today (see `current_approvers`); all
+/// do when its rule is no longer configured (nothing can be decided then anyway).
+pub fn approvals_counting(cfg: &Config, req: &AccessRequest) -> Vec<bool> {
+    let current = cfg
+        .rule(&req.rule)
+        .map(|rule| current_approvers(cfg, rule, req));
+    req.approvals
+        .iter()
+        .map(|a| current.as_ref().is_none_or(|c| c.contains(&a.approver)))
+        .collect()
+}
+
+/// How many of `req`'s approvals count today (`approvals_counting`).
 pub fn approvals_counted(cfg: &Config, req: &AccessRequest) -> usize {
-    match cfg.rule(&req.rule) {
-        Some(rule) => {
-            let current = current_approvers(cfg, rule, req);
-            req.approvals
-                .iter()
-                .filter(|a| current.contains(&a.approver))
-                .count()
-        }
-        None => req.approvals.len(),
-    }
+    approvals_counting(cfg, req)
+        .into_iter()
+        .filter(|&c| c)
+        .count()
 }
 
 /// Whether `approver` may approve `req` at `now`: `check_decider`, and its requester still

@@ -81,13 +81,10 @@ impl RequestView {
     /// approvals still count.
     pub fn of(cfg: &Config, r: &AccessRequest, now: i64) -> RequestView {
         let mut view = RequestView::new(r, now);
-        // As `policy::approvals_counted` counts them.
-        if r.state_at(now) == RequestState::Pending
-            && let Some(rule) = cfg.rule(&r.rule)
-        {
-            let current = crate::policy::current_approvers(cfg, rule, r);
-            for a in &mut view.approvals {
-                a.counts = current.contains(&a.approver);
+        if r.state_at(now) == RequestState::Pending {
+            let counting = crate::policy::approvals_counting(cfg, r);
+            for (a, counts) in view.approvals.iter_mut().zip(counting) {
+                a.counts = counts;
             }
         }
         if let Some(rule) = cfg.rule(&r.rule)

@@ -20,6 +20,12 @@ use crate::store::{ApproveOutcome, CommandFilter, RequestFilter, SessionFilter};
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Free text one person types for others to read: bad input when it would redraw their
+/// terminals (`model::unprintable`).
+fn plain_text(what: &str, text: &str) -> ApiResult<()> {
+    unprintable(what, text).map_or(Ok(()), |why| Err(ApiError::BadRequest(why)))
+}
+
 impl AppState {
     /// Records a refusal in the audit log and returns it as the error to send.
     async fn refuse(
@@ -71,9 +77,7 @@ pub async fn create_request(
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
     let now = now();
     let ttl = parse_duration(&body.ttl).map_err(ApiError::BadRequest)?;
-    if let Some(why) = unprintable("reason", &body.reason) {
-        return Err(ApiError::BadRequest(why));
-    }
+    plain_text("reason", &body.reason)?;
     let ask = Ask {
         user: &caller.user,
         host: &body.host,
@@ -162,12 +166,8 @@ pub async fn approve(
 ) -> ApiResult<Json<RequestView>> {
     let now = now();
     let req = app.load_to_act(&caller, id, "approval.refused").await?;
-    if let Some(why) = body
-        .comment
-        .as_deref()
-        .and_then(|c| unprintable("comment", c))
-    {
-        return Err(ApiError::BadRequest(why));
+    if let Some(comment) = &body.comment {
+        plain_text("comment", comment)?;
     }
     let counted = match policy::check_approver(&app.cfg, &caller.user, &req, now) {
         Ok(rule) => policy::current_approvers(&app.cfg, rule, &req),
@@ -232,9 +232,7 @@ pub async fn deny(
             "a reason is required: --reason \"why\"".into(),
         ));
     }
-    if let Some(why) = unprintable("reason", &reason) {
-        return Err(ApiError::BadRequest(why));
-    }
+    plain_text("reason", &reason)?;
     let req = app.load_to_act(&caller, id, "denial.refused").await?;
     if let Err(why) = policy::check_decider(&app.cfg, &caller.user, &req, now) {
         let err = decider_error(&req, now, why);
@@ -263,9 +261,7 @@ pub async fn revoke(
 ) -> ApiResult<Json<RequestView>> {
     let now = now();
     let reason = body.reason.unwrap_or_else(|| "revoked".into());
-    if let Some(why) = unprintable("reason", &reason) {
-        return Err(ApiError::BadRequest(why));
-    }
+    plain_text("reason", &reason)?;
     let req = app.load_to_act(&caller, id, "revocation.refused").await?;
     if let Err(why) = policy::check_revoker(&app.cfg, &caller.user, &req, now) {
         let err = if req.state_at(now) == RequestState::Pending
